@@ -1,0 +1,174 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gatehouse/gatehouse/authsvc/internal/store"
+)
+
+type authServer struct {
+	authv1.UnimplementedAuthServiceServer
+	s *Server
+}
+
+const (
+	maxUsername  = 150  // characters, as Django's username field
+	maxPassword  = 1024 // bytes
+	maxToken     = 256  // bytes; real tokens are 43
+	maxUserAgent = 512  // characters kept on the session
+)
+
+var errBadCredentials = status.Error(codes.Unauthenticated, "invalid username or password")
+
+func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.LoginResponse, error) {
+	s := a.s
+	if req.GetUsername() == "" || req.GetPassword() == "" {
+		return nil, status.Error(codes.InvalidArgument, "username and password are required")
+	}
+	if utf8.RuneCountInString(req.GetUsername()) > maxUsername || len(req.GetPassword()) > maxPassword {
+		return nil, status.Errorf(codes.InvalidArgument,
+			"username longer than %d characters or password longer than %d bytes", maxUsername, maxPassword)
+	}
+	addr := clientAddress(ctx, req.GetClientAddress())
+	userKey := "user:" + strings.ToLower(req.GetUsername())
+	keys := []string{userKey}
+	if addr != "" {
+		keys = append(keys, "addr:"+addr)
+	}
+	failures, err := s.store.LoginFailures(ctx, keys, s.cfg.FailureWindow)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	if failures[userKey] >= s.cfg.MaxFailuresPerUser || (addr != "" && failures["addr:"+addr] >= s.cfg.MaxFailuresPerAddress) {
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"too many failed logins; try again in up to %s", s.cfg.FailureWindow)
+	}
+
+	user, hash, err := s.store.UserForLogin(ctx, req.GetUsername())
+	ok := false
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Spend the same time as a real check, so timing does not reveal which
+		// usernames exist.
+		if err := s.hasher.VerifyNothing(ctx, req.GetPassword()); err != nil {
+			return nil, toStatus(ctx, s.log, err)
+		}
+	case err != nil:
+		return nil, toStatus(ctx, s.log, err)
+	default:
+		ok, err = s.hasher.Verify(ctx, hash, req.GetPassword())
+		if err != nil && ctx.Err() != nil {
+			return nil, toStatus(ctx, s.log, err)
+		}
+		if err != nil {
+			s.log.ErrorContext(ctx, "stored password hash unreadable", "user_id", user.ID, "err", err)
+		}
+		ok = ok && err == nil && user.Active
+	}
+	if !ok {
+		if err := s.store.RecordLoginFailure(ctx, keys, s.cfg.FailureWindow); err != nil {
+			return nil, toStatus(ctx, s.log, err)
+		}
+		return nil, errBadCredentials
+	}
+	if err := s.store.ClearLoginFailures(ctx, userKey); err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	if s.hasher.NeedsRehash(hash) {
+		if newHash, err := s.hasher.Hash(ctx, req.GetPassword()); err == nil {
+			if err := s.store.UpdatePasswordHash(ctx, user.ID, newHash); err != nil {
+				s.log.WarnContext(ctx, "rehash password", "user_id", user.ID, "err", err)
+			}
+		}
+	}
+
+	tok, tokHash := newToken()
+	ua := req.GetUserAgent()
+	if utf8.RuneCountInString(ua) > maxUserAgent {
+		ua = string([]rune(ua)[:maxUserAgent])
+	}
+	sess, err := s.store.CreateSession(ctx, store.NewSession{
+		ID: newSessionID(), TokenHash: tokHash, UserID: user.ID,
+		ExpiresAt: time.Now().Add(s.cfg.SessionTTL), UserAgent: strings.ToValidUTF8(ua, ""), ClientAddress: addr,
+	})
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	s.log.InfoContext(ctx, "login", "user_id", user.ID, "session_id", sess.ID)
+	return &authv1.LoginResponse{Token: tok, Session: sessionPB(sess), User: userPB(user)}, nil
+}
+
+func tokenHash(tok string) ([]byte, error) {
+	if tok == "" {
+		return nil, status.Error(codes.Unauthenticated, "session token required")
+	}
+	if len(tok) > maxToken {
+		return nil, status.Error(codes.Unauthenticated, store.ErrSessionUnknown.Error())
+	}
+	return HashToken(tok), nil
+}
+
+func (a *authServer) ValidateSession(ctx context.Context, req *authv1.ValidateSessionRequest) (*authv1.ValidateSessionResponse, error) {
+	h, err := tokenHash(req.GetToken())
+	if err != nil {
+		return nil, err
+	}
+	u, sess, err := a.s.store.ValidateSession(ctx, h)
+	if err != nil {
+		return nil, toStatus(ctx, a.s.log, err)
+	}
+	return &authv1.ValidateSessionResponse{User: userPB(u), Session: sessionPB(sess)}, nil
+}
+
+func (a *authServer) Logout(ctx context.Context, req *authv1.LogoutRequest) (*authv1.LogoutResponse, error) {
+	h, err := tokenHash(req.GetToken())
+	if err != nil {
+		return nil, err
+	}
+	if err := a.s.store.EndSessionByToken(ctx, h, store.EndLogout); err != nil {
+		return nil, toStatus(ctx, a.s.log, err)
+	}
+	return &authv1.LogoutResponse{}, nil
+}
+
+func (a *authServer) WatchSessionEvents(_ *authv1.WatchSessionEventsRequest, stream grpc.ServerStreamingServer[authv1.WatchSessionEventsResponse]) error {
+	sub := a.s.events.Subscribe()
+	if sub == nil {
+		return status.Error(codes.Unavailable, "session event feed is not connected to the database; retry")
+	}
+	defer a.s.events.Unsubscribe(sub)
+	// Headers tell the client the subscription is live: any session that ends from
+	// here on reaches it.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	for {
+		select {
+		case ev := <-sub.ch:
+			err := stream.Send(&authv1.WatchSessionEventsResponse{
+				SessionId: ev.SessionID, UserId: ev.UserID,
+				Reason: reasonPB[ev.Reason], EndedAt: timestamppb.New(ev.EndedAt),
+			})
+			if err != nil {
+				return err
+			}
+		case <-sub.lost:
+			return status.Error(codes.Unavailable,
+				"session event feed interrupted; events may have been missed: re-check held sessions and subscribe again")
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}

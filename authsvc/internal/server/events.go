@@ -1,0 +1,117 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gatehouse/gatehouse/authsvc/internal/store"
+)
+
+// Broker fans the store's session-ended notifications out to WatchSessionEvents
+// streams. While its LISTEN connection is down it refuses new subscribers, and when
+// the connection drops it ends every subscription, so no subscriber believes it saw
+// everything when it did not.
+type Broker struct {
+	mu   sync.Mutex
+	live bool
+	subs map[*subscription]struct{}
+}
+
+type subscription struct {
+	ch   chan store.Event
+	lost chan struct{} // closed when events may have been missed
+}
+
+// subscriptionBuffer is how many events a slow stream may lag behind before it is
+// dropped (and told to resubscribe).
+const subscriptionBuffer = 4096
+
+// NewBroker returns a Broker that is not yet listening; call Run.
+func NewBroker() *Broker {
+	return &Broker{subs: map[*subscription]struct{}{}}
+}
+
+// Run listens for events until ctx ends, reconnecting with backoff (100 ms doubling to
+// 5 s) after a failure.
+func (b *Broker) Run(ctx context.Context, st *store.Store, log *slog.Logger) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := st.Listen(ctx, b.setLive, b.publish)
+		b.drop()
+		if ctx.Err() != nil {
+			return
+		}
+		log.WarnContext(ctx, "session event listener stopped; reconnecting", "err", err, "backoff", backoff)
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (b *Broker) setLive() {
+	b.mu.Lock()
+	b.live = true
+	b.mu.Unlock()
+}
+
+// drop marks the broker not live and ends every subscription.
+func (b *Broker) drop() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.live = false
+	for sub := range b.subs {
+		close(sub.lost)
+		delete(b.subs, sub)
+	}
+}
+
+func (b *Broker) publish(ev store.Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for sub := range b.subs {
+		select {
+		case sub.ch <- ev:
+		default: // too slow: end it rather than let it miss events silently
+			close(sub.lost)
+			delete(b.subs, sub)
+		}
+	}
+}
+
+// Live reports whether the broker is listening.
+func (b *Broker) Live() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.live
+}
+
+// Subscribe returns a new subscription, or nil if the broker is not listening.
+func (b *Broker) Subscribe() *subscription {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.live {
+		return nil
+	}
+	sub := &subscription{ch: make(chan store.Event, subscriptionBuffer), lost: make(chan struct{})}
+	b.subs[sub] = struct{}{}
+	return sub
+}
+
+// Unsubscribe ends sub; it is safe after the broker has dropped it.
+func (b *Broker) Unsubscribe(sub *subscription) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.subs[sub]; ok {
+		delete(b.subs, sub)
+		close(sub.lost)
+	}
+}

@@ -1,0 +1,135 @@
+// Package server implements gatehouse's gRPC API (gatehouse.auth.v1 AuthService and
+// AdminService) on top of the PostgreSQL store.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"log/slog"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/gatehouse/gatehouse/authsvc/internal/password"
+	"github.com/gatehouse/gatehouse/authsvc/internal/store"
+)
+
+// Config holds the policy knobs. Zero values are replaced by the documented defaults
+// in New.
+type Config struct {
+	// SessionTTL is how long a session lives after login. Default 14 days.
+	SessionTTL time.Duration
+	// AdminToken authorises AdminService calls. Empty disables the admin API: every
+	// admin call answers UNAUTHENTICATED and says so.
+	AdminToken string
+	// MaxFailuresPerUser is how many failed logins for one username are allowed within
+	// FailureWindow before Login answers RESOURCE_EXHAUSTED. Default 10.
+	MaxFailuresPerUser int
+	// MaxFailuresPerAddress is the same limit for one client address. Default 100.
+	MaxFailuresPerAddress int
+	// FailureWindow is the window failures are counted in. Default 15 minutes.
+	FailureWindow time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = 14 * 24 * time.Hour
+	}
+	if c.MaxFailuresPerUser <= 0 {
+		c.MaxFailuresPerUser = 10
+	}
+	if c.MaxFailuresPerAddress <= 0 {
+		c.MaxFailuresPerAddress = 100
+	}
+	if c.FailureWindow <= 0 {
+		c.FailureWindow = 15 * time.Minute
+	}
+}
+
+// Server serves AuthService and AdminService.
+type Server struct {
+	store  *store.Store
+	hasher *password.Hasher
+	cfg    Config
+	events *Broker
+	log    *slog.Logger
+	admin  [sha256.Size]byte // hash of the admin token, compared in constant time
+}
+
+// New returns a Server. events may be shared with other servers of the process.
+func New(st *store.Store, hasher *password.Hasher, events *Broker, cfg Config, log *slog.Logger) *Server {
+	cfg.setDefaults()
+	s := &Server{store: st, hasher: hasher, cfg: cfg, events: events, log: log}
+	if cfg.AdminToken != "" {
+		s.admin = sha256.Sum256([]byte(cfg.AdminToken))
+	}
+	return s
+}
+
+// Register registers both services on g.
+func (s *Server) Register(g *grpc.Server) {
+	authv1.RegisterAuthServiceServer(g, &authServer{s: s})
+	authv1.RegisterAdminServiceServer(g, &adminServer{s: s})
+}
+
+// ServerOptions returns the interceptors the services need: request logging and the
+// admin token check.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(logUnary(s.log), s.adminUnary),
+		grpc.ChainStreamInterceptor(logStream(s.log), s.adminStream),
+	}
+}
+
+// newToken returns a fresh session token (256 random bits, URL-safe) and its hash.
+func newToken() (string, []byte) {
+	var b [32]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	tok := base64.RawURLEncoding.EncodeToString(b[:])
+	return tok, HashToken(tok)
+}
+
+// HashToken returns the SHA-256 of a session token, as stored in sessions.token_hash.
+func HashToken(tok string) []byte {
+	h := sha256.Sum256([]byte(tok))
+	return h[:]
+}
+
+func newSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func userPB(u store.User) *authv1.User {
+	return &authv1.User{Id: u.ID, Username: u.Username, Active: u.Active, CreatedAt: timestamppb.New(u.CreatedAt)}
+}
+
+func sessionPB(s store.Session) *authv1.Session {
+	return &authv1.Session{
+		Id: s.ID, UserId: s.UserID,
+		CreatedAt: timestamppb.New(s.CreatedAt), ExpiresAt: timestamppb.New(s.ExpiresAt),
+		UserAgent: s.UserAgent, ClientAddress: s.ClientAddress,
+	}
+}
+
+var reasonPB = map[store.EndReason]authv1.SessionEndReason{
+	store.EndLogout:          authv1.SessionEndReason_SESSION_END_REASON_LOGOUT,
+	store.EndRevoked:         authv1.SessionEndReason_SESSION_END_REASON_REVOKED,
+	store.EndUserDisabled:    authv1.SessionEndReason_SESSION_END_REASON_USER_DISABLED,
+	store.EndPasswordChanged: authv1.SessionEndReason_SESSION_END_REASON_PASSWORD_CHANGED,
+}
+
+// clientAddress is the address used for the per-address login limit when the request
+// does not name one: the gRPC peer's host.
+func clientAddress(ctx context.Context, given string) string {
+	if given != "" {
+		return given
+	}
+	return peerHost(ctx)
+}

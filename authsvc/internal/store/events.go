@@ -1,0 +1,52 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// EventChannel is the NOTIFY channel the sessions trigger announces ended sessions on.
+const EventChannel = "gatehouse_session_ended"
+
+// Event is one ended session, as announced by the trigger.
+type Event struct {
+	SessionID string    `json:"session_id"`
+	UserID    int64     `json:"user_id"`
+	Reason    EndReason `json:"reason"`
+	EndedAt   time.Time `json:"ended_at"`
+}
+
+// Listen holds a dedicated connection that LISTENs on EventChannel. It calls ready once
+// the LISTEN is in place, then fn for each event, in commit order, until ctx ends or the
+// connection fails; it always returns a non-nil error (ctx's error after a cancel).
+// Events committed while no Listen runs are not delivered: callers re-check what they
+// hold after a failure.
+func (s *Store) Listen(ctx context.Context, ready func(), fn func(Event)) error {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("listen: connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+EventChannel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	ready()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("listen: %w", err)
+		}
+		var ev Event
+		if err := json.Unmarshal([]byte(n.Payload), &ev); err != nil {
+			return fmt.Errorf("listen: bad payload %q: %w", n.Payload, err)
+		}
+		fn(ev)
+	}
+}

@@ -1,0 +1,308 @@
+package store_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/authsvc/internal/store"
+	"github.com/gatehouse/gatehouse/authsvc/pgtest"
+)
+
+var dbURL string
+
+func TestMain(m *testing.M) { pgtest.Main(m, &dbURL) }
+
+// newStore opens a migrated store on a fresh database of its own.
+func newStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(t.Context(), pgtest.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func mustUser(t *testing.T, st *store.Store, name string) store.User {
+	t.Helper()
+	u, err := st.CreateUser(t.Context(), name, "$argon2id$stub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func hashOf(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
+
+func mustSession(t *testing.T, st *store.Store, userID int64, token string, ttl time.Duration) store.Session {
+	t.Helper()
+	s, err := st.CreateSession(t.Context(), store.NewSession{
+		ID: "sess-" + token, TokenHash: hashOf(token), UserID: userID, ExpiresAt: time.Now().Add(ttl),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestMigrateConcurrentlyAndTwice(t *testing.T) {
+	u := pgtest.New(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			st, err := store.Open(t.Context(), u)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer st.Close()
+			errs <- st.Migrate(t.Context())
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent migrate: %v", err)
+		}
+	}
+}
+
+func TestUsers(t *testing.T) {
+	st := newStore(t)
+	ctx := t.Context()
+	alice := mustUser(t, st, "Alice")
+	if alice.ID != 1 || !alice.Active || alice.Username != "Alice" {
+		t.Fatalf("first user = %+v, want id 1, active", alice)
+	}
+	if _, err := st.CreateUser(ctx, "aLiCe", "x"); !errors.Is(err, store.ErrUsernameTaken) {
+		t.Fatalf("duplicate in other case: err = %v, want ErrUsernameTaken", err)
+	}
+	u, hash, err := st.UserForLogin(ctx, "ALICE")
+	if err != nil || u.ID != alice.ID || hash != "$argon2id$stub" {
+		t.Fatalf("UserForLogin = %+v %q %v", u, hash, err)
+	}
+	if _, _, err := st.UserForLogin(ctx, "bob"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("UserForLogin(unknown) err = %v", err)
+	}
+	if _, err := st.GetUser(ctx, 999); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetUser(999) err = %v", err)
+	}
+	for i := range 4 {
+		mustUser(t, st, fmt.Sprintf("user%d", i))
+	}
+	page, err := st.ListUsers(ctx, 2, 2)
+	if err != nil || len(page) != 2 || page[0].ID != 3 || page[1].ID != 4 {
+		t.Fatalf("ListUsers(after 2, 2) = %+v, %v", page, err)
+	}
+	if n, _ := st.CountUsers(ctx); n != 5 {
+		t.Fatalf("CountUsers = %d", n)
+	}
+}
+
+func TestValidateSession(t *testing.T) {
+	st := newStore(t)
+	ctx := t.Context()
+	u := mustUser(t, st, "alice")
+	live := mustSession(t, st, u.ID, "live", time.Hour)
+	mustSession(t, st, u.ID, "old", -time.Second)
+
+	gu, gs, err := st.ValidateSession(ctx, hashOf("live"))
+	if err != nil || gu.ID != u.ID || gu.Username != "alice" || gs.ID != live.ID {
+		t.Fatalf("ValidateSession(live) = %+v %+v %v", gu, gs, err)
+	}
+	for name, tc := range map[string]struct {
+		token string
+		want  error
+	}{
+		"unknown": {"nope", store.ErrSessionUnknown},
+		"expired": {"old", store.ErrSessionExpired},
+	} {
+		if _, _, err := st.ValidateSession(ctx, hashOf(tc.token)); !errors.Is(err, tc.want) {
+			t.Errorf("%s: err = %v, want %v", name, err, tc.want)
+		}
+	}
+
+	if err := st.EndSessionByToken(ctx, hashOf("live"), store.EndLogout); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.EndSessionByToken(ctx, hashOf("live"), store.EndLogout); err != nil {
+		t.Fatalf("second logout: %v, want success", err)
+	}
+	if err := st.EndSessionByToken(ctx, hashOf("nope"), store.EndLogout); !errors.Is(err, store.ErrSessionUnknown) {
+		t.Fatalf("logout unknown: %v", err)
+	}
+	if _, _, err := st.ValidateSession(ctx, hashOf("live")); !errors.Is(err, store.ErrSessionRevoked) {
+		t.Fatalf("after logout: %v, want ErrSessionRevoked", err)
+	}
+
+	mustSession(t, st, u.ID, "second", time.Hour)
+	if _, err := st.SetUserActive(ctx, u.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	// Deactivating ended the session; reactivating does not bring it back.
+	if _, _, err := st.ValidateSession(ctx, hashOf("second")); !errors.Is(err, store.ErrSessionRevoked) {
+		t.Fatalf("after deactivate: %v, want ErrSessionRevoked", err)
+	}
+	mustSession(t, st, u.ID, "third", time.Hour)
+	if _, _, err := st.ValidateSession(ctx, hashOf("third")); !errors.Is(err, store.ErrUserInactive) {
+		t.Fatalf("inactive user: %v, want ErrUserInactive", err)
+	}
+	if _, err := st.SetUserActive(ctx, 999, true); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("SetUserActive(999): %v", err)
+	}
+}
+
+func TestRevokeAndList(t *testing.T) {
+	st := newStore(t)
+	ctx := t.Context()
+	u := mustUser(t, st, "alice")
+	other := mustUser(t, st, "bob")
+	for i := range 5 {
+		mustSession(t, st, u.ID, fmt.Sprint("t", i), time.Hour)
+	}
+	mustSession(t, st, other.ID, "b", time.Hour)
+	mustSession(t, st, u.ID, "expired", -time.Minute)
+
+	var all []store.Session
+	var after *store.SessionCursor
+	for {
+		page, err := st.ListSessions(ctx, u.ID, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, page...)
+		if len(page) < 2 {
+			break
+		}
+		last := page[len(page)-1]
+		after = &store.SessionCursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	if len(all) != 5 {
+		t.Fatalf("listed %d live sessions over pages, want 5: %+v", len(all), all)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i].CreatedAt.After(all[i-1].CreatedAt) {
+			t.Fatalf("sessions not newest first: %+v", all)
+		}
+	}
+	if err := st.RevokeSession(ctx, all[0].ID, store.EndRevoked); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RevokeSession(ctx, "missing", store.EndRevoked); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("RevokeSession(missing) = %v", err)
+	}
+	n, err := st.RevokeUserSessions(ctx, u.ID, store.EndRevoked)
+	if err != nil || n != 4 {
+		t.Fatalf("RevokeUserSessions = %d, %v; want 4", n, err)
+	}
+	if _, err := st.RevokeUserSessions(ctx, 999, store.EndRevoked); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("RevokeUserSessions(999) = %v", err)
+	}
+	if _, _, err := st.ValidateSession(ctx, hashOf("b")); err != nil {
+		t.Fatalf("another user's session was touched: %v", err)
+	}
+	if _, err := st.ListSessions(ctx, 999, nil, 10); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("ListSessions(999) = %v", err)
+	}
+	deleted, err := st.DeleteExpired(ctx, 0, time.Hour)
+	if err != nil || deleted != 1 {
+		t.Fatalf("DeleteExpired = %d, %v; want 1", deleted, err)
+	}
+}
+
+func TestLoginFailures(t *testing.T) {
+	st := newStore(t)
+	ctx := t.Context()
+	keys := []string{"user:alice", "addr:127.0.0.1"}
+	for range 3 {
+		if err := st.RecordLoginFailure(ctx, keys, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := st.LoginFailures(ctx, keys, time.Hour)
+	if err != nil || got["user:alice"] != 3 || got["addr:127.0.0.1"] != 3 {
+		t.Fatalf("LoginFailures = %v, %v", got, err)
+	}
+	if err := st.ClearLoginFailures(ctx, "user:alice"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = st.LoginFailures(ctx, keys, time.Hour)
+	if got["user:alice"] != 0 || got["addr:127.0.0.1"] != 3 {
+		t.Fatalf("after clear = %v", got)
+	}
+	// A window that has passed starts again at 1.
+	time.Sleep(20 * time.Millisecond)
+	if err := st.RecordLoginFailure(ctx, keys[1:], 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = st.LoginFailures(ctx, keys[1:], time.Hour)
+	if got["addr:127.0.0.1"] != 1 {
+		t.Fatalf("after window = %v, want a new window with 1", got)
+	}
+}
+
+func TestListenDeliversEveryEnd(t *testing.T) {
+	st := newStore(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	u := mustUser(t, st, "alice")
+	for _, tok := range []string{"a", "b", "c", "d"} {
+		mustSession(t, st, u.ID, tok, time.Hour)
+	}
+	ready := make(chan struct{})
+	events := make(chan store.Event, 16)
+	go func() { _ = st.Listen(ctx, func() { close(ready) }, func(e store.Event) { events <- e }) }()
+	<-ready
+
+	if err := st.EndSessionByToken(ctx, hashOf("a"), store.EndLogout); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.EndSessionByToken(ctx, hashOf("a"), store.EndLogout); err != nil { // no second event
+		t.Fatal(err)
+	}
+	if err := st.RevokeSession(ctx, "sess-b", store.EndRevoked); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetPassword(ctx, u.ID, "$argon2id$new"); err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Event{
+		{SessionID: "sess-a", UserID: u.ID, Reason: store.EndLogout},
+		{SessionID: "sess-b", UserID: u.ID, Reason: store.EndRevoked},
+		{SessionID: "sess-c", UserID: u.ID, Reason: store.EndPasswordChanged},
+		{SessionID: "sess-d", UserID: u.ID, Reason: store.EndPasswordChanged},
+	}
+	got := map[string]store.Event{}
+	for range want {
+		select {
+		case e := <-events:
+			if e.EndedAt.IsZero() || time.Since(e.EndedAt) > time.Minute {
+				t.Errorf("event %+v has a bad ended_at", e)
+			}
+			e.EndedAt = time.Time{}
+			got[e.SessionID] = e
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %d events, want %d: %+v", len(got), len(want), got)
+		}
+	}
+	for _, w := range want {
+		if got[w.SessionID] != w {
+			t.Errorf("event for %s = %+v, want %+v", w.SessionID, got[w.SessionID], w)
+		}
+	}
+	select {
+	case e := <-events:
+		t.Fatalf("unexpected extra event %+v", e)
+	case <-time.After(200 * time.Millisecond):
+	}
+}

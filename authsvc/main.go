@@ -1,0 +1,295 @@
+// Command authsvc is gatehouse's auth service: users, passwords and sessions in
+// PostgreSQL, served over gRPC (gatehouse.auth.v1 AuthService and AdminService).
+//
+// Usage:
+//
+//	authsvc [flags]               migrate, then serve
+//	authsvc migrate [flags]       apply pending migrations and exit
+//	authsvc demo-user NAME        create user NAME with the password read from stdin,
+//	                              only if no user exists yet (used by `make run`)
+//
+// Every flag can also be set by the environment variable named in its help.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/gatehouse/gatehouse/authsvc/internal/password"
+	"github.com/gatehouse/gatehouse/authsvc/internal/server"
+	"github.com/gatehouse/gatehouse/authsvc/internal/store"
+)
+
+type config struct {
+	listen          string
+	databaseURL     string
+	adminToken      string
+	sessionTTL      time.Duration
+	maxFailUser     int
+	maxFailAddr     int
+	failWindow      time.Duration
+	cleanupInterval time.Duration
+	argonMemory     uint
+	argonTime       uint
+	shutdownTimeout time.Duration
+}
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
+	if err := run(os.Args[1:], log); err != nil {
+		fmt.Fprintln(os.Stderr, "authsvc:", err)
+		os.Exit(1)
+	}
+}
+
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("AUTHSVC_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+func run(args []string, log *slog.Logger) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var cfg config
+	fs := flag.NewFlagSet("authsvc "+cmd, flag.ContinueOnError)
+	var errs []error
+	fs.StringVar(&cfg.listen, "listen", env("AUTHSVC_LISTEN", "127.0.0.1:50051"), "gRPC listen address (AUTHSVC_LISTEN)")
+	fs.StringVar(&cfg.databaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL (DATABASE_URL), required")
+	fs.StringVar(&cfg.adminToken, "admin-token", env("AUTHSVC_ADMIN_TOKEN", ""), "bearer token for AdminService (AUTHSVC_ADMIN_TOKEN); empty disables the admin API")
+	fs.DurationVar(&cfg.sessionTTL, "session-ttl", envDuration("AUTHSVC_SESSION_TTL", 14*24*time.Hour, &errs), "session lifetime (AUTHSVC_SESSION_TTL)")
+	fs.IntVar(&cfg.maxFailUser, "login-max-failures-per-user", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_USER", 10, &errs), "failed logins per username per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_USER)")
+	fs.IntVar(&cfg.maxFailAddr, "login-max-failures-per-address", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, &errs), "failed logins per client address per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS)")
+	fs.DurationVar(&cfg.failWindow, "login-failure-window", envDuration("AUTHSVC_LOGIN_FAILURE_WINDOW", 15*time.Minute, &errs), "window for counting failed logins (AUTHSVC_LOGIN_FAILURE_WINDOW)")
+	fs.DurationVar(&cfg.cleanupInterval, "cleanup-interval", envDuration("AUTHSVC_CLEANUP_INTERVAL", 10*time.Minute, &errs), "how often expired sessions are deleted (AUTHSVC_CLEANUP_INTERVAL)")
+	fs.UintVar(&cfg.argonMemory, "argon2-memory-kib", uint(envInt("AUTHSVC_ARGON2_MEMORY_KIB", int(password.DefaultParams.Memory), &errs)), "argon2id memory for new hashes, KiB (AUTHSVC_ARGON2_MEMORY_KIB)")
+	fs.UintVar(&cfg.argonTime, "argon2-time", uint(envInt("AUTHSVC_ARGON2_TIME", int(password.DefaultParams.Time), &errs)), "argon2id passes for new hashes (AUTHSVC_ARGON2_TIME)")
+	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if cfg.databaseURL == "" {
+		return errors.New("DATABASE_URL (or -database-url) is required")
+	}
+	if cfg.argonMemory < 8 || cfg.argonTime < 1 {
+		return errors.New("argon2 memory must be at least 8 KiB and time at least 1")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	st, err := openStore(ctx, cfg.databaseURL, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	params := password.DefaultParams
+	params.Memory, params.Time = uint32(cfg.argonMemory), uint32(cfg.argonTime)
+	hasher := password.NewHasher(params)
+
+	switch cmd {
+	case "migrate":
+		log.Info("migrations applied")
+		return nil
+	case "demo-user":
+		if fs.NArg() != 1 {
+			return errors.New("usage: authsvc demo-user NAME < password")
+		}
+		return demoUser(ctx, st, hasher, fs.Arg(0))
+	case "serve":
+		return serve(ctx, cfg, st, hasher, log)
+	}
+	return fmt.Errorf("unknown command %q (want serve, migrate or demo-user)", cmd)
+}
+
+// openStore connects, retrying for up to 30 s so authsvc can start alongside its
+// database.
+func openStore(ctx context.Context, url string, log *slog.Logger) (*store.Store, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := store.Open(ctx, url)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return st, err
+		}
+		log.Warn("database not reachable yet; retrying", "err", err)
+		time.Sleep(time.Second)
+	}
+}
+
+func demoUser(ctx context.Context, st *store.Store, hasher *password.Hasher, name string) error {
+	n, err := st.CountUsers(ctx)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		fmt.Println("exists")
+		return nil
+	}
+	pw, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil && pw == "" {
+		return fmt.Errorf("read password from stdin: %w", err)
+	}
+	pw = strings.TrimRight(pw, "\r\n")
+	if err := server.ValidUsername(name); err != nil {
+		return err
+	}
+	hash, err := hasher.Hash(ctx, pw)
+	if err != nil {
+		return err
+	}
+	if _, err := st.CreateUser(ctx, name, hash); err != nil {
+		return err
+	}
+	fmt.Println("created")
+	return nil
+}
+
+func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Hasher, log *slog.Logger) error {
+	events := server.NewBroker()
+	srv := server.New(st, hasher, events, server.Config{
+		SessionTTL: cfg.sessionTTL, AdminToken: cfg.adminToken,
+		MaxFailuresPerUser: cfg.maxFailUser, MaxFailuresPerAddress: cfg.maxFailAddr, FailureWindow: cfg.failWindow,
+	}, log)
+	opts := append(srv.ServerOptions(),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	g := grpc.NewServer(opts...)
+	srv.Register(g)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+
+	lis, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return err
+	}
+	go events.Run(ctx, st, log)
+	go watchHealth(ctx, st, events, hs)
+	go cleanup(ctx, st, cfg, log)
+	if cfg.adminToken == "" {
+		log.Warn("no admin token configured: AdminService answers UNAUTHENTICATED (set AUTHSVC_ADMIN_TOKEN)")
+	}
+	log.Info("authsvc listening", "addr", lis.Addr().String())
+
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	hs.Shutdown()
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(cfg.shutdownTimeout):
+		g.Stop()
+	}
+	return nil
+}
+
+// watchHealth reports SERVING only while the database answers and the session event
+// feed is listening.
+func watchHealth(ctx context.Context, st *store.Store, events *server.Broker, hs *health.Server) {
+	services := []string{"", authv1.AuthService_ServiceDesc.ServiceName, authv1.AdminService_ServiceDesc.ServiceName}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := st.Ping(pctx)
+		cancel()
+		state := healthpb.HealthCheckResponse_SERVING
+		if err != nil {
+			state = healthpb.HealthCheckResponse_NOT_SERVING
+		}
+		for _, s := range services {
+			hs.SetServingStatus(s, state)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func cleanup(ctx context.Context, st *store.Store, cfg config, log *slog.Logger) {
+	tick := time.NewTicker(cfg.cleanupInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		n, err := st.DeleteExpired(ctx, 0, cfg.failWindow)
+		if err != nil {
+			log.WarnContext(ctx, "delete expired sessions", "err", err)
+		} else if n > 0 {
+			log.InfoContext(ctx, "deleted expired sessions", "count", n)
+		}
+	}
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
+	v := env(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s=%q: want a positive duration such as 336h or 90s", name, v))
+		return def
+	}
+	return d
+}
+
+func envInt(name string, def int, errs *[]error) int {
+	v := env(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s=%q: want a positive integer", name, v))
+		return def
+	}
+	return n
+}

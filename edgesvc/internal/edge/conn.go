@@ -1,0 +1,202 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+)
+
+// Close codes the edge sends (see the README's close-code table).
+const (
+	CloseGoingAway      = websocket.CloseGoingAway       // 1001: edge shutting down
+	CloseUnsupported    = websocket.CloseUnsupportedData // 1003: binary frame
+	CloseInvalidPayload = websocket.CloseInvalidFramePayloadData
+	CloseTooBig         = websocket.CloseMessageTooBig // 1009
+	CloseInternal       = websocket.CloseInternalServerErr
+	CloseTryAgainLater  = websocket.CloseTryAgainLater // 1013: send queue full
+	CloseSessionEnded   = 4401
+)
+
+// ErrClosed is returned by Send on a connection that is closing or closed.
+var ErrClosed = errors.New("connection closed")
+
+// User is the signed-in user a connection belongs to.
+type User struct {
+	ID       int64
+	Username string
+}
+
+// Session is the session a connection was opened with.
+type Session struct {
+	ID        string
+	ExpiresAt time.Time
+}
+
+// Conn is one upgraded WebSocket. Its methods are safe for concurrent use.
+type Conn struct {
+	ws      *websocket.Conn
+	srv     *Server
+	user    User
+	session Session
+	token   string // kept to re-validate the session after the event feed was interrupted
+	send    chan string
+	done    chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+
+	closeOnce sync.Once
+	code      int // the close code sent or received; set once under closeOnce
+	expiry    *time.Timer
+}
+
+// User returns the connection's user.
+func (c *Conn) User() User { return c.user }
+
+// Session returns the session the connection was opened with.
+func (c *Conn) Session() Session { return c.session }
+
+// Context returns a context that ends when the connection closes.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// Send queues text to be written. It never blocks: when the queue is full the client
+// is not keeping up, so the connection is closed with 1013 and Send returns ErrClosed.
+func (c *Conn) Send(text string) error {
+	select {
+	case <-c.done:
+		return ErrClosed
+	default:
+	}
+	select {
+	case c.send <- text:
+		return nil
+	default:
+		c.Close(CloseTryAgainLater, "send queue full: client too slow")
+		return ErrClosed
+	}
+}
+
+// Close sends a close frame with code and reason (at most 123 bytes) and closes the
+// connection shortly after, giving the client a moment to answer. Only the first
+// call has an effect.
+func (c *Conn) Close(code int, reason string) {
+	c.closeOnce.Do(func() {
+		c.code = code
+		close(c.done)
+		c.cancel()
+		if len(reason) > 123 {
+			reason = reason[:123]
+		}
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason),
+			time.Now().Add(c.srv.cfg.WriteWait))
+		c.srv.metrics.closes.WithLabelValues(codeLabel(code), "edge").Inc()
+		// The read loop ends when the client answers the close; if it does not, stop
+		// waiting after closeGrace.
+		time.AfterFunc(closeGrace, func() { _ = c.ws.Close() })
+	})
+}
+
+// closed records that the peer or the network ended the connection without a close
+// from us.
+func (c *Conn) closed(code int) {
+	c.closeOnce.Do(func() {
+		c.code = code
+		close(c.done)
+		c.cancel()
+		c.srv.metrics.closes.WithLabelValues(codeLabel(code), "client").Inc()
+	})
+}
+
+const closeGrace = time.Second
+
+// writeLoop is the connection's only writer of data frames (close frames use
+// WriteControl, which may run concurrently). It sends pings every PingPeriod.
+func (c *Conn) writeLoop() {
+	ping := time.NewTicker(c.srv.cfg.PingPeriod)
+	defer ping.Stop()
+	for {
+		select {
+		case msg := <-c.send:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
+			if err := c.ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+				c.closed(websocket.CloseAbnormalClosure)
+				_ = c.ws.Close()
+				return
+			}
+			c.srv.metrics.sent.Inc()
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteWait)); err != nil {
+				c.closed(websocket.CloseAbnormalClosure)
+				_ = c.ws.Close()
+				return
+			}
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// readLoop feeds text messages to the consumer until the connection closes, and
+// returns the close code.
+func (c *Conn) readLoop(consumer Consumer) {
+	pongWait := c.srv.cfg.PingPeriod * 10 / 9
+	c.ws.SetReadLimit(c.srv.cfg.ReadLimit)
+	_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
+	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(pongWait)) })
+	for {
+		mt, r, err := c.ws.NextReader()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if c.isClosing() {
+			continue // drain until the client answers our close
+		}
+		_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
+		if mt != websocket.TextMessage {
+			c.Close(CloseUnsupported, "binary frames are not supported: send text")
+			continue
+		}
+		data, err := io.ReadAll(r)
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if !utf8.Valid(data) {
+			c.Close(CloseInvalidPayload, "text message is not valid UTF-8")
+			continue
+		}
+		c.srv.metrics.received.Inc()
+		if err := consumer.Receive(c.ctx, c, string(data)); err != nil && !errors.Is(err, ErrClosed) {
+			c.srv.log.ErrorContext(c.ctx, "consumer failed", "session_id", c.session.ID, "err", err)
+			c.Close(CloseInternal, "internal error")
+		}
+	}
+}
+
+func (c *Conn) isClosing() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *Conn) readFailed(err error) {
+	var ce *websocket.CloseError
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		// gorilla has already sent close 1009.
+		c.closed(CloseTooBig)
+	case errors.As(err, &ce):
+		c.closed(ce.Code)
+	default:
+		c.closed(websocket.CloseAbnormalClosure)
+	}
+	_ = c.ws.Close()
+}

@@ -1,0 +1,196 @@
+package edge
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// CookieName is the session cookie, as in Django.
+const CookieName = "sessionid"
+
+// maxTokenLen bounds what is sent to authsvc as a token; real tokens are 43 bytes.
+const maxTokenLen = 256
+
+// credential returns the session token a request carries: the Authorization bearer
+// token if the header is present, else the sessionid cookie. It returns false if
+// there is none or it is not shaped like a token (URL-safe base64, at most 256 bytes).
+func credential(r *http.Request) (string, bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return "", false
+		}
+		tok = strings.TrimSpace(tok)
+		return tok, tokenShaped(tok)
+	}
+	c, err := r.Cookie(CookieName)
+	if err != nil {
+		return "", false
+	}
+	return c.Value, tokenShaped(c.Value)
+}
+
+func tokenShaped(tok string) bool {
+	if tok == "" || len(tok) > maxTokenLen {
+		return false
+	}
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseUserID parses the {user_id} path segment: a positive decimal int64 with no
+// sign and no leading zeros.
+func parseUserID(s string) (int64, bool) {
+	if s == "" || len(s) > 19 || s[0] == '0' {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	return id, err == nil && id > 0
+}
+
+// originAllowed reports whether a browser request's Origin may use the edge: one of
+// AllowedOrigins, or by default the request's own host. Requests without Origin come
+// from non-browser clients, which carry their credential explicitly, and are allowed.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if len(s.cfg.AllowedOrigins) > 0 {
+		return slices.Contains(s.cfg.AllowedOrigins, strings.ToLower(origin))
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+func (s *Server) refuse(w http.ResponseWriter, outcome string, code int, msg string) {
+	s.metrics.handshakes.WithLabelValues(outcome).Inc()
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
+	}
+	http.Error(w, msg, code)
+}
+
+// validate calls ValidateSession with the handshake deadline.
+func (s *Server) validate(ctx context.Context, tok string) (*authv1.ValidateSessionResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AuthTimeout)
+	defer cancel()
+	start := time.Now()
+	resp, err := s.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: tok})
+	s.metrics.validate.Observe(time.Since(start).Seconds())
+	return resp, err
+}
+
+// handshake authorises a WebSocket request before upgrading it, so that every refusal
+// is an HTTP status (see the handshake table in the README), then runs consumer.
+func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.originAllowed(r) {
+			s.refuse(w, "forbidden_origin", http.StatusForbidden, "origin not allowed")
+			return
+		}
+		var pathUser int64
+		if checkUser {
+			var ok bool
+			if pathUser, ok = parseUserID(r.PathValue("user_id")); !ok {
+				s.refuse(w, "not_found", http.StatusNotFound, "no such route: user id must be a positive integer")
+				return
+			}
+		}
+		tok, ok := credential(r)
+		if !ok {
+			s.refuse(w, "unauthenticated", http.StatusUnauthorized, "sign in first: no session credential")
+			return
+		}
+		feed := s.feed.Load()
+		resp, err := s.validate(r.Context(), tok)
+		if err != nil {
+			switch {
+			case r.Context().Err() != nil: // the client went away; authsvc is not to blame
+				s.metrics.handshakes.WithLabelValues("canceled").Inc()
+			case status.Code(err) == codes.Unauthenticated:
+				s.refuse(w, "unauthenticated", http.StatusUnauthorized, "session not valid: "+status.Convert(err).Message())
+			default:
+				s.log.WarnContext(r.Context(), "ValidateSession failed", "code", status.Code(err).String(), "err", err)
+				s.refuse(w, "unavailable", http.StatusServiceUnavailable, "authentication service unavailable")
+			}
+			return
+		}
+		if checkUser && resp.GetUser().GetId() != pathUser {
+			s.refuse(w, "forbidden_user", http.StatusForbidden, "this socket belongs to another user")
+			return
+		}
+		ws, err := s.upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			s.metrics.handshakes.WithLabelValues("bad_request").Inc() // Upgrade has answered 4xx
+			return
+		}
+		s.metrics.handshakes.WithLabelValues("ok").Inc()
+		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		c := &Conn{
+			ws: ws, srv: s, token: tok,
+			user:    User{ID: resp.GetUser().GetId(), Username: resp.GetUser().GetUsername()},
+			session: Session{ID: resp.GetSession().GetId(), ExpiresAt: resp.GetSession().GetExpiresAt().AsTime()},
+			send:    make(chan string, s.cfg.SendQueue),
+			done:    make(chan struct{}),
+			ctx:     ctx, cancel: cancel,
+		}
+		s.serve(c, consumer, feed)
+	}
+}
+
+// serve runs an upgraded connection until it closes.
+func (s *Server) serve(c *Conn, consumer Consumer, feed uint64) {
+	s.metrics.open.Inc()
+	defer s.metrics.open.Dec()
+	go c.writeLoop()
+	ok, reason := s.hub.add(c)
+	connected := false
+	switch {
+	case !ok && reason == "":
+		c.Close(CloseGoingAway, "server shutting down")
+	case !ok:
+		c.Close(CloseSessionEnded, reason)
+	default:
+		defer s.hub.remove(c)
+		if feed == 0 || s.feed.Load() != feed {
+			// The event feed was down or restarted since validation began: an end
+			// event may have been missed, so check once more.
+			go s.revalidate(c)
+		}
+		c.expiry = time.AfterFunc(time.Until(c.session.ExpiresAt), func() { c.Close(CloseSessionEnded, "expired") })
+		defer c.expiry.Stop()
+		if err := consumer.Connect(c.ctx, c); err != nil {
+			s.log.ErrorContext(c.ctx, "consumer refused connection", "session_id", c.session.ID, "err", err)
+			c.Close(CloseInternal, "internal error")
+		} else {
+			connected = true
+		}
+	}
+	c.readLoop(consumer)
+	if connected {
+		consumer.Disconnect(context.WithoutCancel(c.ctx), c, c.code)
+	}
+}

@@ -1,0 +1,48 @@
+package edge
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+type metrics struct {
+	open       prometheus.Gauge
+	handshakes *prometheus.CounterVec
+	validate   prometheus.Histogram
+	received   prometheus.Counter
+	sent       prometheus.Counter
+	closes     *prometheus.CounterVec
+}
+
+// newMetrics registers the edge's metrics, and the Go and process collectors, on reg.
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		open: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gatehouse_edge_connections_open", Help: "WebSocket connections open now.",
+		}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_edge_handshakes_total", Help: "WebSocket handshakes by outcome.",
+		}, []string{"outcome"}),
+		validate: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gatehouse_edge_validate_session_seconds",
+			Help:    "Latency of ValidateSession calls made by the edge.",
+			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_edge_messages_received_total", Help: "Text messages received from clients.",
+		}),
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_edge_messages_sent_total", Help: "Text messages written to clients.",
+		}),
+		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_edge_closes_total", Help: "Closed WebSocket connections by close code and by who closed.",
+		}, []string{"code", "by"}),
+	}
+	reg.MustRegister(m.open, m.handshakes, m.validate, m.received, m.sent, m.closes,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func codeLabel(code int) string { return strconv.Itoa(code) }

@@ -1,0 +1,209 @@
+package edge
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"html/template"
+	"io/fs"
+	"net"
+	"net/http"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+//go:embed web
+var webFS embed.FS
+
+var pageTmpl = template.Must(template.ParseFS(webFS, "web/index.html"))
+
+type pageData struct {
+	User     *User
+	Error    string
+	Username string
+}
+
+// contentSecurityPolicy allows only the edge's own scripts, styles and sockets.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
+	"img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+func securityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", contentSecurityPolicy)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
+}
+
+func staticHandler(files fs.FS) http.Handler {
+	fsrv := http.FileServerFS(files)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		securityHeaders(w.Header())
+		w.Header().Set("Cache-Control", "no-cache")
+		fsrv.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) render(w http.ResponseWriter, code int, d pageData) {
+	securityHeaders(w.Header())
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	if err := pageTmpl.Execute(w, d); err != nil {
+		s.log.Error("render page", "err", err)
+	}
+}
+
+// sessionUser returns the user of the request's session, or nil and the HTTP status
+// to answer with (401 for no or an invalid session, 503 if authsvc failed).
+func (s *Server) sessionUser(r *http.Request) (*authv1.ValidateSessionResponse, int) {
+	tok, ok := credential(r)
+	if !ok {
+		return nil, http.StatusUnauthorized
+	}
+	resp, err := s.validate(r.Context(), tok)
+	switch {
+	case err == nil:
+		return resp, http.StatusOK
+	case status.Code(err) == codes.Unauthenticated:
+		return nil, http.StatusUnauthorized
+	}
+	s.log.WarnContext(r.Context(), "ValidateSession failed", "code", status.Code(err).String())
+	return nil, http.StatusServiceUnavailable
+}
+
+func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
+	resp, code := s.sessionUser(r)
+	switch code {
+	case http.StatusOK:
+		s.render(w, http.StatusOK, pageData{User: &User{ID: resp.GetUser().GetId(), Username: resp.GetUser().GetUsername()}})
+	case http.StatusUnauthorized:
+		if _, err := r.Cookie(CookieName); err == nil {
+			clearCookie(w, r) // stale: the session ended
+		}
+		s.render(w, http.StatusOK, pageData{})
+	default:
+		s.render(w, code, pageData{Error: "The sign-in service is unavailable right now. Try again shortly."})
+	}
+}
+
+// maxFormBytes bounds the login form body.
+const maxFormBytes = 16 << 10
+
+// parseLoginForm reads username and password from an urlencoded POST body of at most
+// 16 KiB. It returns an error a person can read when the form is unusable.
+func parseLoginForm(w http.ResponseWriter, r *http.Request) (username, password string, err error) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		return "", "", errFormUnreadable
+	}
+	username, password = r.PostForm.Get("username"), r.PostForm.Get("password")
+	if username == "" || password == "" {
+		return username, "", errFormIncomplete
+	}
+	return username, password, nil
+}
+
+type formError string
+
+func (e formError) Error() string { return string(e) }
+
+const (
+	errFormUnreadable = formError("The form could not be read.")
+	errFormIncomplete = formError("Enter a username and a password.")
+)
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if err := s.cop.Check(r); err != nil {
+		http.Error(w, "cross-origin request refused", http.StatusForbidden)
+		return
+	}
+	username, password, err := parseLoginForm(w, r)
+	if err != nil {
+		s.render(w, http.StatusBadRequest, pageData{Error: err.Error(), Username: username})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.AuthTimeout+5*time.Second) // password hashing takes time
+	defer cancel()
+	resp, err := s.auth.Login(ctx, &authv1.LoginRequest{
+		Username: username, Password: password,
+		UserAgent: r.UserAgent(), ClientAddress: remoteHost(r),
+	})
+	if err != nil {
+		code, msg := http.StatusServiceUnavailable, "The sign-in service is unavailable right now. Try again shortly."
+		switch status.Code(err) {
+		case codes.Unauthenticated:
+			code, msg = http.StatusUnauthorized, "Invalid username or password."
+		case codes.ResourceExhausted:
+			code, msg = http.StatusTooManyRequests, "Too many failed sign-ins. Wait a few minutes and try again."
+		case codes.InvalidArgument:
+			code, msg = http.StatusBadRequest, "Username or password is too long."
+		default:
+			s.log.WarnContext(r.Context(), "Login failed", "code", status.Code(err).String())
+		}
+		s.render(w, code, pageData{Error: msg, Username: username})
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: CookieName, Value: resp.GetToken(), Path: "/",
+		Expires:  resp.GetSession().GetExpiresAt().AsTime(),
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil,
+	})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	if err := s.cop.Check(r); err != nil {
+		http.Error(w, "cross-origin request refused", http.StatusForbidden)
+		return
+	}
+	if tok, ok := credential(r); ok {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.AuthTimeout)
+		defer cancel()
+		_, err := s.auth.Logout(ctx, &authv1.LogoutRequest{Token: tok})
+		if err != nil && status.Code(err) != codes.Unauthenticated {
+			s.log.WarnContext(r.Context(), "Logout failed", "code", status.Code(err).String())
+			s.render(w, http.StatusServiceUnavailable, pageData{Error: "Could not sign out: the sign-in service is unavailable. Try again."})
+			return
+		}
+	}
+	clearCookie(w, r)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func clearCookie(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{
+		Name: CookieName, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil,
+	})
+}
+
+func (s *Server) handleAPISession(w http.ResponseWriter, r *http.Request) {
+	resp, code := s.sessionUser(r)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	var body any
+	switch code {
+	case http.StatusOK:
+		body = map[string]any{
+			"user":    map[string]any{"id": resp.GetUser().GetId(), "username": resp.GetUser().GetUsername()},
+			"session": map[string]any{"id": resp.GetSession().GetId(), "expires_at": resp.GetSession().GetExpiresAt().AsTime()},
+		}
+	case http.StatusUnauthorized:
+		body = map[string]string{"error": "not signed in"}
+	default:
+		body = map[string]string{"error": "authentication service unavailable"}
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,161 @@
+// Package edge is gatehouse's WebSocket edge: the browser page, the login form, and
+// WebSocket routes whose handshake is authorised by authsvc's ValidateSession before
+// the upgrade. It also follows authsvc's session-ended events and closes the sockets
+// of sessions that end.
+package edge
+
+import (
+	"context"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Config holds the edge's settings. Zero values take the defaults named here.
+type Config struct {
+	// AllowedOrigins lists the origins ("https://app.example.com") whose pages may open
+	// sockets and post the login form. Empty allows only the request's own host.
+	AllowedOrigins []string
+	// ReadLimit is the largest message a client may send, in bytes. Default 1 MiB.
+	ReadLimit int64
+	// SendQueue is how many outgoing messages may wait for a slow client before its
+	// connection is closed with 1013. Default 64.
+	SendQueue int
+	// AuthTimeout bounds each call to authsvc during a handshake. Default 2 s.
+	AuthTimeout time.Duration
+	// PingPeriod is how often the edge pings each client; a client that does not
+	// answer within 10/9 of it is dropped. Default 30 s.
+	PingPeriod time.Duration
+	// WriteWait bounds each write to a client. Default 10 s.
+	WriteWait time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = 1 << 20
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 64
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 2 * time.Second
+	}
+	if c.PingPeriod <= 0 {
+		c.PingPeriod = 30 * time.Second
+	}
+	if c.WriteWait <= 0 {
+		c.WriteWait = 10 * time.Second
+	}
+	for i, o := range c.AllowedOrigins {
+		c.AllowedOrigins[i] = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
+	}
+}
+
+// Server is the edge's HTTP handler.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	auth     authv1.AuthServiceClient
+	health   healthpb.HealthClient
+	mux      *http.ServeMux
+	upgrader websocket.Upgrader
+	cop      *http.CrossOriginProtection
+	hub      *hub
+	metrics  *metrics
+	registry *prometheus.Registry
+
+	// feed is the generation of the live session-event subscription, 0 while there is
+	// none. A handshake that validated under one generation and registered under the
+	// same one cannot have missed an event.
+	feed    atomic.Uint64
+	feedSeq atomic.Uint64
+}
+
+// New returns a Server that calls authsvc over cc. Add WebSocket routes with Handle,
+// run WatchSessions in a goroutine, and call Shutdown to stop.
+func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
+	cfg.setDefaults()
+	reg := prometheus.NewRegistry()
+	s := &Server{
+		cfg: cfg, log: log,
+		auth:     authv1.NewAuthServiceClient(cc),
+		health:   healthpb.NewHealthClient(cc),
+		mux:      http.NewServeMux(),
+		cop:      http.NewCrossOriginProtection(),
+		hub:      newHub(),
+		metrics:  newMetrics(reg),
+		registry: reg,
+	}
+	for _, o := range cfg.AllowedOrigins {
+		if err := s.cop.AddTrustedOrigin(o); err != nil {
+			log.Warn("ignoring allowed origin", "origin", o, "err", err)
+		}
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		CheckOrigin:      s.originAllowed,
+		WriteBufferPool:  &sync.Pool{},
+	}
+	static, _ := fs.Sub(webFS, "web")
+	s.mux.HandleFunc("GET /{$}", s.handlePage)
+	s.mux.HandleFunc("POST /login", s.handleLogin)
+	s.mux.HandleFunc("POST /logout", s.handleLogout)
+	s.mux.HandleFunc("GET /api/session", s.handleAPISession)
+	s.mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(static)))
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	s.mux.HandleFunc("GET /readyz", s.handleReady)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return s
+}
+
+// Handle routes WebSocket handshakes for pattern to consumer. A pattern may contain
+// a {user_id} wildcard: only that user's sessions may connect there (others get 403).
+func (s *Server) Handle(pattern string, consumer Consumer) {
+	s.mux.Handle("GET "+pattern, s.handshake(consumer, strings.Contains(pattern, "{user_id}")))
+}
+
+// ServeHTTP serves every route.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Shutdown refuses new sockets, closes every open one with 1001, and waits until
+// they are gone or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	for _, c := range s.hub.shutdown() {
+		c.Close(CloseGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { s.hub.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.AuthTimeout)
+	defer cancel()
+	resp, err := s.health.Check(ctx, &healthpb.HealthCheckRequest{Service: authv1.AuthService_ServiceDesc.ServiceName})
+	switch {
+	case err != nil:
+		http.Error(w, "authsvc unreachable: "+err.Error(), http.StatusServiceUnavailable)
+	case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+		http.Error(w, "authsvc not serving: "+resp.GetStatus().String(), http.StatusServiceUnavailable)
+	case s.feed.Load() == 0:
+		http.Error(w, "session event feed not connected yet", http.StatusServiceUnavailable)
+	default:
+		_, _ = w.Write([]byte("ready\n"))
+	}
+}

@@ -1,0 +1,132 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Close reasons sent with 4401.
+var endReasons = map[authv1.SessionEndReason]string{
+	authv1.SessionEndReason_SESSION_END_REASON_LOGOUT:           "logout",
+	authv1.SessionEndReason_SESSION_END_REASON_REVOKED:          "revoked",
+	authv1.SessionEndReason_SESSION_END_REASON_USER_DISABLED:    "user_disabled",
+	authv1.SessionEndReason_SESSION_END_REASON_PASSWORD_CHANGED: "password_changed",
+}
+
+// WatchSessions follows authsvc's session-ended events until ctx ends, closing the
+// sockets of each ended session with 4401. After every (re)subscription it
+// re-validates every live session, so a session that ended while the feed was down
+// is closed too. It resubscribes with backoff (100 ms doubling to 5 s, jittered).
+func (s *Server) WatchSessions(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := s.watchOnce(ctx)
+		s.feed.Store(0)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 30*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		s.log.WarnContext(ctx, "session event feed lost; resubscribing", "err", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (s *Server) watchOnce(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := s.auth.WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{})
+	if err != nil {
+		return err
+	}
+	// authsvc sends headers once the subscription is live.
+	if md, _ := stream.Header(); md == nil {
+		_, err := stream.Recv()
+		if err == nil {
+			err = errors.New("event received before headers")
+		}
+		return err
+	}
+	s.feed.Store(s.feedSeq.Add(1))
+	s.log.InfoContext(ctx, "session event feed live")
+	go s.revalidateAll(ctx)
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		reason := endReasons[ev.GetReason()]
+		if reason == "" {
+			reason = "ended"
+		}
+		s.endSession(ev.GetSessionId(), reason)
+	}
+}
+
+// endSession closes every socket of the session with 4401 and remembers that the
+// session ended, for handshakes still in flight.
+func (s *Server) endSession(id, reason string) {
+	for _, c := range s.hub.end(id, reason) {
+		c.Close(CloseSessionEnded, reason)
+	}
+}
+
+// revalidateAll checks each live session once with authsvc, 8 at a time.
+func (s *Server) revalidateAll(ctx context.Context) {
+	conns := s.hub.sessions()
+	work := make(chan *Conn)
+	var wg sync.WaitGroup
+	for range min(8, len(conns)) {
+		wg.Go(func() {
+			for c := range work {
+				s.revalidate(c)
+			}
+		})
+	}
+	for _, c := range conns {
+		select {
+		case work <- c:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+}
+
+// revalidate ends c's session if authsvc no longer accepts it. Other errors leave it
+// open: the feed's next resubscription checks again.
+func (s *Server) revalidate(c *Conn) {
+	_, err := s.validate(c.ctx, c.token)
+	if status.Code(err) == codes.Unauthenticated {
+		s.endSession(c.session.ID, reasonOf(err))
+	}
+}
+
+// reasonOf maps a ValidateSession refusal to a 4401 close reason.
+func reasonOf(err error) string {
+	msg := status.Convert(err).Message()
+	switch {
+	case strings.Contains(msg, "revoked"):
+		return "revoked"
+	case strings.Contains(msg, "expired"):
+		return "expired"
+	case strings.Contains(msg, "inactive"):
+		return "user_disabled"
+	}
+	return "ended"
+}

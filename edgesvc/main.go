@@ -1,0 +1,149 @@
+// Command edgesvc is gatehouse's WebSocket edge: it serves the page and the login
+// form, authorises each WebSocket handshake with authsvc's ValidateSession before
+// upgrading it, runs the echo consumer, and closes sockets whose session ends.
+//
+// Every flag can also be set by the environment variable named in its help.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/edge"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
+	if err := run(os.Args[1:], log); err != nil {
+		fmt.Fprintln(os.Stderr, "edgesvc:", err)
+		os.Exit(1)
+	}
+}
+
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("EDGESVC_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+func run(args []string, log *slog.Logger) error {
+	var (
+		listen, authAddr, origins string
+		cfg                       edge.Config
+		shutdownTimeout           time.Duration
+		errs                      []error
+	)
+	fs := flag.NewFlagSet("edgesvc", flag.ContinueOnError)
+	fs.StringVar(&listen, "listen", env("EDGESVC_LISTEN", "127.0.0.1:8000"), "HTTP listen address (EDGESVC_LISTEN)")
+	fs.StringVar(&authAddr, "auth-addr", env("EDGESVC_AUTH_ADDR", "127.0.0.1:50051"), "authsvc gRPC address (EDGESVC_AUTH_ADDR)")
+	fs.StringVar(&origins, "allowed-origins", env("EDGESVC_ALLOWED_ORIGINS", ""), "comma-separated origins allowed to open sockets and post forms (EDGESVC_ALLOWED_ORIGINS); empty: same host")
+	fs.Int64Var(&cfg.ReadLimit, "read-limit", int64(envInt("EDGESVC_READ_LIMIT", 1<<20, &errs)), "largest client message in bytes; larger closes with 1009 (EDGESVC_READ_LIMIT)")
+	fs.IntVar(&cfg.SendQueue, "send-queue", envInt("EDGESVC_SEND_QUEUE", 64, &errs), "outgoing messages queued per socket before closing with 1013 (EDGESVC_SEND_QUEUE)")
+	fs.DurationVar(&cfg.AuthTimeout, "auth-timeout", envDuration("EDGESVC_AUTH_TIMEOUT", 2*time.Second, &errs), "deadline for each authsvc call in a handshake; past it the answer is 503 (EDGESVC_AUTH_TIMEOUT)")
+	fs.DurationVar(&cfg.PingPeriod, "ping-period", envDuration("EDGESVC_PING_PERIOD", 30*time.Second, &errs), "how often each socket is pinged (EDGESVC_PING_PERIOD)")
+	fs.DurationVar(&shutdownTimeout, "shutdown-timeout", envDuration("EDGESVC_SHUTDOWN_TIMEOUT", 10*time.Second, &errs), "how long a graceful stop waits for sockets to close (EDGESVC_SHUTDOWN_TIMEOUT)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+		}
+	}
+
+	cc, err := grpc.NewClient(authAddr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	if err != nil {
+		return fmt.Errorf("authsvc client: %w", err)
+	}
+	defer cc.Close()
+
+	srv := edge.New(cc, cfg, log)
+	srv.Handle("/ws/myapp/{user_id}/", edge.Echo{})
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go srv.WatchSessions(watchCtx)
+
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(lis) }()
+	log.Info("edgesvc listening", "addr", lis.Addr().String(), "authsvc", authAddr)
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: closing sockets with 1001")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- hs.Shutdown(sctx) }() // stop accepting; finish plain requests
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("sockets still open at shutdown timeout", "err", err)
+	}
+	<-httpDone
+	return nil
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
+	v := env(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s=%q: want a positive duration such as 2s", name, v))
+		return def
+	}
+	return d
+}
+
+func envInt(name string, def int, errs *[]error) int {
+	v := env(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s=%q: want a positive integer", name, v))
+		return def
+	}
+	return n
+}
