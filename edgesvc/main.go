@@ -58,6 +58,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.IntVar(&cfg.SendQueue, "send-queue", envInt("EDGESVC_SEND_QUEUE", 64, &errs), "outgoing messages queued per socket before closing with 1013 (EDGESVC_SEND_QUEUE)")
 	fs.DurationVar(&cfg.AuthTimeout, "auth-timeout", envDuration("EDGESVC_AUTH_TIMEOUT", 2*time.Second, &errs), "deadline for each authsvc call in a handshake; past it the answer is 503 (EDGESVC_AUTH_TIMEOUT)")
 	fs.DurationVar(&cfg.PingPeriod, "ping-period", envDuration("EDGESVC_PING_PERIOD", 30*time.Second, &errs), "how often each socket is pinged (EDGESVC_PING_PERIOD)")
+	fs.DurationVar(&cfg.WriteWait, "write-timeout", envDuration("EDGESVC_WRITE_TIMEOUT", 10*time.Second, &errs), "bound on each write to a client, and on how long a reply waits for room in a full send queue before closing with 1013 (EDGESVC_WRITE_TIMEOUT)")
 	fs.DurationVar(&shutdownTimeout, "shutdown-timeout", envDuration("EDGESVC_SHUTDOWN_TIMEOUT", 10*time.Second, &errs), "how long a graceful stop waits for sockets to close (EDGESVC_SHUTDOWN_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -18,7 +18,7 @@ if [ -n "${DATABASE_URL:-}" ] && [ "$cmd" != stop ]; then
   exit 0
 fi
 
-url="postgres://postgres@/postgres?host=$dir&sslmode=disable"
+url="postgres://postgres@/gatehouse?host=$dir&sslmode=disable"
 
 find_bindir() {
   local d
@@ -58,6 +58,9 @@ case "$cmd" in
       as_owner "$bindir/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start \
         -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c fsync=off -c max_connections=300" >/dev/null \
         || { tail -20 "$dir/server.log" >&2; exit 1; }
+    fi
+    if [ -z "$("$bindir/psql" -h "$dir" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'gatehouse'")" ]; then
+      "$bindir/psql" -q -h "$dir" -U postgres -d postgres -c "CREATE DATABASE gatehouse" >/dev/null
     fi
     printf '%s\n' "$url"
     ;;

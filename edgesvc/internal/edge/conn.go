@@ -50,7 +50,8 @@ type Conn struct {
 	cancel  context.CancelFunc
 
 	closeOnce sync.Once
-	code      int // the close code sent or received; set once under closeOnce
+	code      int    // the close code sent or received; set once under closeOnce
+	closeMsg  []byte // the close frame to send, when the edge closes
 	expiry    *time.Timer
 }
 
@@ -80,23 +81,47 @@ func (c *Conn) Send(text string) error {
 	}
 }
 
-// Close sends a close frame with code and reason (at most 123 bytes) and closes the
-// connection shortly after, giving the client a moment to answer. Only the first
-// call has an effect.
+// Reply queues text like Send, but when the queue is full it waits up to half of
+// WriteWait for room, so a client that sends fast but also reads is slowed down (its
+// messages are read no faster than it takes the answers) rather than dropped. A client
+// that stops reading for that long is closed with 1013; the close frame reaches it if
+// it reads again before the write in progress times out, else the connection drops.
+// Consumers answering a received message use Reply; pushes from elsewhere use Send.
+func (c *Conn) Reply(text string) error {
+	select {
+	case c.send <- text:
+		return nil
+	case <-c.done:
+		return ErrClosed
+	default:
+	}
+	t := time.NewTimer(c.srv.cfg.WriteWait / 2)
+	defer t.Stop()
+	select {
+	case c.send <- text:
+		return nil
+	case <-c.done:
+		return ErrClosed
+	case <-t.C:
+		c.Close(CloseTryAgainLater, "send queue full: client too slow")
+		return ErrClosed
+	}
+}
+
+// Close closes the connection with code and reason (at most 123 bytes). The writer
+// goroutine sends the close frame as soon as any write in progress ends, then gives
+// the client closeGrace to answer before dropping the connection. Only the first
+// Close (or end of the connection) has an effect.
 func (c *Conn) Close(code int, reason string) {
 	c.closeOnce.Do(func() {
-		c.code = code
-		close(c.done)
-		c.cancel()
 		if len(reason) > 123 {
 			reason = reason[:123]
 		}
-		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason),
-			time.Now().Add(c.srv.cfg.WriteWait))
+		c.code = code
+		c.closeMsg = websocket.FormatCloseMessage(code, reason)
+		close(c.done)
+		c.cancel()
 		c.srv.metrics.closes.WithLabelValues(codeLabel(code), "edge").Inc()
-		// The read loop ends when the client answers the close; if it does not, stop
-		// waiting after closeGrace.
-		time.AfterFunc(closeGrace, func() { _ = c.ws.Close() })
 	})
 }
 
@@ -113,14 +138,17 @@ func (c *Conn) closed(code int) {
 
 const closeGrace = time.Second
 
-// writeLoop is the connection's only writer of data frames (close frames use
-// WriteControl, which may run concurrently). It sends pings every PingPeriod.
+// writeLoop is the connection's only writer: messages, pings every PingPeriod, and
+// the close frame when the edge closes the connection.
 func (c *Conn) writeLoop() {
 	ping := time.NewTicker(c.srv.cfg.PingPeriod)
 	defer ping.Stop()
 	for {
 		select {
 		case msg := <-c.send:
+			if c.isClosing() {
+				continue // the close frame goes next; drop what was queued
+			}
 			_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
 			if err := c.ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
 				c.closed(websocket.CloseAbnormalClosure)
@@ -135,6 +163,11 @@ func (c *Conn) writeLoop() {
 				return
 			}
 		case <-c.done:
+			if c.closeMsg != nil {
+				_ = c.ws.WriteControl(websocket.CloseMessage, c.closeMsg, time.Now().Add(c.srv.cfg.WriteWait))
+				// The read loop ends when the client answers; stop waiting after closeGrace.
+				time.AfterFunc(closeGrace, func() { _ = c.ws.Close() })
+			}
 			return
 		}
 	}

@@ -25,7 +25,7 @@ func (Echo) Connect(context.Context, *Conn) error { return nil }
 // Receive answers text with "You said: " + text. It returns an error only if the
 // connection has closed.
 func (Echo) Receive(_ context.Context, c *Conn, text string) error {
-	return c.Send("You said: " + text)
+	return c.Reply("You said: " + text)
 }
 
 // Disconnect does nothing.

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `make run`: PostgreSQL (DATABASE_URL, or the private cluster under .run/pg),
+# migrations, a demo user, authsvc and edgesvc. Ctrl-C stops everything it started.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+mkdir -p .run
+
+DATABASE_URL=$(scripts/pg.sh)
+export DATABASE_URL
+
+# The admin token and the demo password are made once and kept in .run/ (git-ignored),
+# so they stay the same from run to run until `make clean`.
+newsecret() { head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
+[ -s .run/admin-token ] || { newsecret >.run/admin-token; chmod 600 .run/admin-token; }
+export AUTHSVC_ADMIN_TOKEN=${AUTHSVC_ADMIN_TOKEN:-$(cat .run/admin-token)}
+export AUTHSVC_LISTEN=${AUTHSVC_LISTEN:-127.0.0.1:50051}
+export EDGESVC_LISTEN=${EDGESVC_LISTEN:-127.0.0.1:8000}
+export EDGESVC_AUTH_ADDR=${EDGESVC_AUTH_ADDR:-$AUTHSVC_LISTEN}
+
+bin/authsvc migrate 2>/dev/null
+[ -s .run/demo-password ] || { newsecret | head -c 16 >.run/demo-password; chmod 600 .run/demo-password; }
+case "$(bin/authsvc demo-user demo <.run/demo-password)" in
+  created) demo="user demo, password $(cat .run/demo-password) (created now)" ;;
+  *)       demo="user demo, password $(cat .run/demo-password) (if you have not changed it; users already existed)" ;;
+esac
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo; echo "stopping..."
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+bin/authsvc & pids+=($!)
+bin/edgesvc & pids+=($!)
+
+host=${EDGESVC_LISTEN%:*}; port=${EDGESVC_LISTEN##*:}
+for _ in $(seq 100); do
+  if curl -fs "http://$EDGESVC_LISTEN/readyz" >/dev/null 2>&1; then break; fi
+  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { echo "a service exited; see its log above" >&2; exit 1; }; done
+  sleep 0.1
+done
+
+cat <<MSG
+
+  gatehouse is running.
+
+    open       http://$host:$port/
+    sign in as $demo
+    admin      AUTHSVC_ADMIN_TOKEN=$AUTHSVC_ADMIN_TOKEN
+    grpcurl    grpcurl -plaintext -H "authorization: Bearer \$(cat .run/admin-token)" $AUTHSVC_LISTEN list
+    database   $DATABASE_URL
+
+  Ctrl-C stops authsvc and edgesvc (the private PostgreSQL keeps running; 'make clean' stops it).
+
+MSG
+wait -n "${pids[@]}"
