@@ -383,3 +383,22 @@ func freeAddr(t *testing.T) string {
 	l.Close()
 	return addr
 }
+
+type grpcConn = grpc.ClientConn
+
+func openPool(t *testing.T) *pgxpool.Pool {
+	pool, err := pgxpool.New(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}

@@ -40,6 +40,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gatehouse_edge_closes_total", Help: "Closed WebSocket connections by close code and by who closed.",
 		}, []string{"code", "by"}),
 	}
+	// Expose every known series from the start, so dashboards see zeros, not gaps.
+	for _, o := range []string{"ok", "unauthenticated", "forbidden_user", "forbidden_origin", "not_found", "unavailable", "bad_request", "canceled"} {
+		m.handshakes.WithLabelValues(o)
+	}
+	for _, code := range []int{CloseGoingAway, CloseUnsupported, CloseInvalidPayload, CloseTooBig, CloseInternal, CloseTryAgainLater, CloseSessionEnded} {
+		m.closes.WithLabelValues(codeLabel(code), "edge")
+	}
 	reg.MustRegister(m.open, m.handshakes, m.validate, m.received, m.sent, m.closes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -1,0 +1,193 @@
+package e2e
+
+import (
+	"context"
+	"net/url"
+	"testing"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gorilla/websocket"
+)
+
+const closeWithin = 5 * time.Second
+
+func TestLiveSessionEnd(t *testing.T) {
+	s := newSystem(t, nil, nil)
+	ctx := adminCtx(t.Context())
+
+	t.Run("logout in one place closes both sockets of the session", func(t *testing.T) {
+		u, pw := s.newUser(t)
+		l := s.login(t, u, pw)
+		other := s.login(t, u, pw) // another session of the same user stays open
+		a, b := mustOpen(t, s.edge.addr, l), mustOpen(t, s.edge.addr, l)
+		c := mustOpen(t, s.edge.addr, other)
+		echo(t, a, "a")
+		echo(t, b, "b")
+		if _, err := s.authC.Logout(t.Context(), &authv1.LogoutRequest{Token: l.GetToken()}); err != nil {
+			t.Fatal(err)
+		}
+		expectClose(t, a, 4401, "logout", closeWithin)
+		expectClose(t, b, 4401, "logout", closeWithin)
+		echo(t, c, "other session unaffected")
+	})
+	t.Run("logout through the page closes the socket", func(t *testing.T) {
+		u, pw := s.newUser(t)
+		c := browser(t)
+		base := "http://" + s.edge.addr
+		resp := postForm(t, c, base+"/login", url.Values{"username": {u.GetUsername()}, "password": {pw}}, base)
+		if resp.StatusCode != 303 {
+			t.Fatalf("login: %d", resp.StatusCode)
+		}
+		tok := ""
+		for _, ck := range c.Jar.Cookies(mustURL(base)) {
+			if ck.Name == "sessionid" {
+				tok = ck.Value
+			}
+		}
+		ws, code := dialWS(t, wsURL(s.edge.addr, u.GetId()), cookieHeader(s.edge.addr, tok))
+		if ws == nil {
+			t.Fatalf("dial: %d", code)
+		}
+		resp = postForm(t, c, base+"/logout", nil, base)
+		if resp.StatusCode != 303 {
+			t.Fatalf("logout: %d", resp.StatusCode)
+		}
+		expectClose(t, ws, 4401, "logout", closeWithin)
+	})
+	t.Run("admin revoke", func(t *testing.T) {
+		u, pw := s.newUser(t)
+		l := s.login(t, u, pw)
+		ws := mustOpen(t, s.edge.addr, l)
+		if _, err := s.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{SessionId: l.GetSession().GetId()}); err != nil {
+			t.Fatal(err)
+		}
+		expectClose(t, ws, 4401, "revoked", closeWithin)
+	})
+	t.Run("admin revokes all of a user's sessions", func(t *testing.T) {
+		u, pw := s.newUser(t)
+		ws1 := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+		ws2 := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+		resp, err := s.admin.RevokeUserSessions(ctx, &authv1.RevokeUserSessionsRequest{UserId: u.GetId()})
+		if err != nil || resp.GetRevokedCount() != 2 {
+			t.Fatalf("RevokeUserSessions = %v, %v; want 2", resp, err)
+		}
+		expectClose(t, ws1, 4401, "revoked", closeWithin)
+		expectClose(t, ws2, 4401, "revoked", closeWithin)
+	})
+	t.Run("user deactivated", func(t *testing.T) {
+		u, pw := s.newUser(t)
+		ws := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+		if _, err := s.admin.SetUserActive(ctx, &authv1.SetUserActiveRequest{UserId: u.GetId(), Active: false}); err != nil {
+			t.Fatal(err)
+		}
+		expectClose(t, ws, 4401, "user_disabled", closeWithin)
+	})
+	t.Run("password changed", func(t *testing.T) {
+		u, pw := s.newUser(t)
+		ws := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+		if _, err := s.admin.SetPassword(ctx, &authv1.SetPasswordRequest{UserId: u.GetId(), Password: "a new password"}); err != nil {
+			t.Fatal(err)
+		}
+		expectClose(t, ws, 4401, "password_changed", closeWithin)
+	})
+}
+
+func TestSessionExpiryClosesSocket(t *testing.T) {
+	s := newSystem(t, []string{"AUTHSVC_SESSION_TTL=2s"}, nil)
+	u, pw := s.newUser(t)
+	ws := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+	echo(t, ws, "before expiry")
+	expectClose(t, ws, 4401, "expired", 5*time.Second)
+}
+
+// TestRevocationDuringAuthRestart: a session revoked while authsvc is down (so no
+// event can reach the edge) is still closed once authsvc is back.
+func TestRevocationDuringAuthRestart(t *testing.T) {
+	listen := freeAddr(t)
+	auth := start(t, "authsvc", authEnv(listen)...)
+	edge := startEdge(t, auth.addr)
+	waitReady(t, edge.addr)
+	s := &system{auth: auth, edge: edge}
+	cc := dial(t, auth.addr)
+	s.authC, s.admin = authv1.NewAuthServiceClient(cc), authv1.NewAdminServiceClient(cc)
+
+	u, pw := s.newUser(t)
+	revoked := s.login(t, u, pw)
+	kept := s.login(t, u, pw)
+	wsRevoked := mustOpen(t, edge.addr, revoked)
+	wsKept := mustOpen(t, edge.addr, kept)
+
+	if err := auth.stop(t); err != nil {
+		t.Fatalf("authsvc stop: %v", err)
+	}
+	// Revoke behind authsvc's back, as another replica would while this one is down
+	// and the edge is not subscribed anywhere.
+	pool := openPool(t)
+	if _, err := pool.Exec(t.Context(), `UPDATE sessions SET revoked_at = now(), end_reason = 'revoked' WHERE id = $1`, revoked.GetSession().GetId()); err != nil {
+		t.Fatal(err)
+	}
+	echo(t, wsRevoked, "edge cannot know yet")
+
+	start(t, "authsvc", authEnv(listen)...)
+	expectClose(t, wsRevoked, 4401, "revoked", 15*time.Second)
+	echo(t, wsKept, "valid session survives the restart")
+}
+
+// TestTwoReplicasStreamEveryEvent: an event caused through one authsvc replica is
+// streamed by both.
+func TestTwoReplicasStreamEveryEvent(t *testing.T) {
+	a, b := startAuth(t), startAuth(t)
+	ca, cb := dial(t, a.addr), dial(t, b.addr)
+	s := &system{authC: authv1.NewAuthServiceClient(ca), admin: authv1.NewAdminServiceClient(ca)}
+	u, pw := s.newUser(t)
+	l := s.login(t, u, pw)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var streams []authv1.AuthService_WatchSessionEventsClient
+	for _, cc := range []*grpcConn{ca, cb} {
+		st, err := authv1.NewAuthServiceClient(cc).WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if md, err := st.Header(); md == nil || err != nil {
+			_, err := st.Recv()
+			t.Fatalf("subscription not live: %v", err)
+		}
+		streams = append(streams, st)
+	}
+	if _, err := s.authC.Logout(t.Context(), &authv1.LogoutRequest{Token: l.GetToken()}); err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range streams {
+		for {
+			ev, err := st.Recv()
+			if err != nil {
+				t.Fatalf("replica %d: %v", i, err)
+			}
+			if ev.GetSessionId() != l.GetSession().GetId() {
+				continue // another test's session
+			}
+			if ev.GetUserId() != u.GetId() || ev.GetReason() != authv1.SessionEndReason_SESSION_END_REASON_LOGOUT || ev.GetEndedAt() == nil {
+				t.Fatalf("replica %d event = %v", i, ev)
+			}
+			break
+		}
+	}
+}
+
+// TestGracefulShutdown: SIGTERM closes open sockets with 1001 and the edge exits 0.
+func TestGracefulShutdown(t *testing.T) {
+	s := newSystem(t, nil, nil)
+	u, pw := s.newUser(t)
+	ws := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+	echo(t, ws, "before")
+	errc := make(chan error, 1)
+	go func() { errc <- s.edge.stop(t) }()
+	expectClose(t, ws, websocket.CloseGoingAway, "server shutting down", closeWithin)
+	_ = ws.Close()
+	if err := <-errc; err != nil {
+		t.Fatalf("edgesvc exit: %v", err)
+	}
+}
