@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/grpc/codes"
@@ -38,7 +39,13 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	var connErr *pgconn.ConnectError
+	switch {
+	case errors.As(err, &connErr), pgconn.Timeout(err):
+		// fall through to UNAVAILABLE
+	case errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P")):
+		// connection exception, or the server is shutting down or restarting
+	case errors.As(err, &pgErr):
 		log.ErrorContext(ctx, "database error", "err", err)
 		return status.Error(codes.Internal, "internal error")
 	}

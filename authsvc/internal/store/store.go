@@ -125,3 +125,9 @@ func notFound(err error) error {
 	}
 	return err
 }
+
+// Exec runs one statement; for tests and maintenance.
+func (s *Store) Exec(ctx context.Context, sql string, args ...any) error {
+	_, err := s.pool.Exec(ctx, sql, args...)
+	return err
+}

@@ -1,0 +1,518 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/gatehouse/gatehouse/authsvc/internal/password"
+	"github.com/gatehouse/gatehouse/authsvc/internal/server"
+	"github.com/gatehouse/gatehouse/authsvc/internal/store"
+	"github.com/gatehouse/gatehouse/authsvc/pgtest"
+)
+
+var dbURL string
+
+func TestMain(m *testing.M) { pgtest.Main(m, &dbURL) }
+
+const adminToken = "test-admin-token"
+
+type env struct {
+	auth  authv1.AuthServiceClient
+	admin authv1.AdminServiceClient
+	cc    *grpc.ClientConn
+	store *store.Store
+	db    string
+}
+
+var cheap = password.Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+// newEnv serves both services on a loopback TCP listener, backed by a fresh
+// database, and returns clients for them.
+func newEnv(t *testing.T, cfg server.Config) *env {
+	t.Helper()
+	db := pgtest.New(t)
+	return serveOn(t, db, cfg)
+}
+
+func serveOn(t *testing.T, db string, cfg server.Config) *env {
+	t.Helper()
+	st, err := store.Open(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	events := server.NewBroker()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go events.Run(ctx, st, log)
+	for !events.Live() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	srv := server.New(st, password.NewHasher(cheap), events, cfg, log)
+	g := grpc.NewServer(srv.ServerOptions()...)
+	srv.Register(g)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return &env{auth: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc), cc: cc, store: st, db: db}
+}
+
+func withAdmin(ctx context.Context, tok string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
+}
+
+func wantCode(t *testing.T, err error, want codes.Code, contains string) {
+	t.Helper()
+	st := status.Convert(err)
+	if st.Code() != want || !strings.Contains(st.Message(), contains) {
+		t.Fatalf("status = %v %q, want %v containing %q", st.Code(), st.Message(), want, contains)
+	}
+}
+
+func (e *env) createUser(t *testing.T, name, pw string) *authv1.User {
+	t.Helper()
+	resp, err := e.admin.CreateUser(withAdmin(t.Context(), adminToken), &authv1.CreateUserRequest{Username: name, Password: pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetUser()
+}
+
+func TestLogin(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken, MaxFailuresPerUser: 3, SessionTTL: time.Hour})
+	ctx := t.Context()
+	u := e.createUser(t, "alice", "password1")
+	if u.GetId() != 1 {
+		t.Fatalf("first user id = %d, want 1", u.GetId())
+	}
+
+	resp, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "ALICE", Password: "password1", UserAgent: "test-agent", ClientAddress: "203.0.113.9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetToken()) < 43 || strings.ContainsAny(resp.GetToken(), "+/=") {
+		t.Fatalf("token %q is not 256 bits of URL-safe base64", resp.GetToken())
+	}
+	if resp.GetSession().GetId() == resp.GetToken() || resp.GetSession().GetUserAgent() != "test-agent" || resp.GetSession().GetClientAddress() != "203.0.113.9" {
+		t.Fatalf("session = %v", resp.GetSession())
+	}
+	if ttl := resp.GetSession().GetExpiresAt().AsTime().Sub(resp.GetSession().GetCreatedAt().AsTime()); ttl < 59*time.Minute || ttl > 61*time.Minute {
+		t.Fatalf("session lifetime %v, want the 1h TTL", ttl)
+	}
+
+	for _, tc := range []struct {
+		name     string
+		req      *authv1.LoginRequest
+		code     codes.Code
+		contains string
+	}{
+		{"empty username", &authv1.LoginRequest{Password: "x"}, codes.InvalidArgument, "required"},
+		{"empty password", &authv1.LoginRequest{Username: "alice"}, codes.InvalidArgument, "required"},
+		{"username too long", &authv1.LoginRequest{Username: strings.Repeat("a", 151), Password: "x"}, codes.InvalidArgument, "longer"},
+		{"password too long", &authv1.LoginRequest{Username: "alice", Password: strings.Repeat("a", 1025)}, codes.InvalidArgument, "longer"},
+		{"unknown user", &authv1.LoginRequest{Username: "nobody", Password: "password1"}, codes.Unauthenticated, "invalid username or password"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.auth.Login(ctx, tc.req)
+			wantCode(t, err, tc.code, tc.contains)
+		})
+	}
+
+	t.Run("wrong password, then rate limited even with the right one", func(t *testing.T) {
+		for range 3 {
+			_, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "alice", Password: "wrong"})
+			wantCode(t, err, codes.Unauthenticated, "invalid username or password")
+		}
+		_, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "Alice", Password: "password1"})
+		wantCode(t, err, codes.ResourceExhausted, "too many failed logins")
+	})
+
+	t.Run("inactive user cannot log in", func(t *testing.T) {
+		bob := e.createUser(t, "bob", "password2")
+		if _, err := e.admin.SetUserActive(withAdmin(ctx, adminToken), &authv1.SetUserActiveRequest{UserId: bob.GetId()}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "bob", Password: "password2"})
+		wantCode(t, err, codes.Unauthenticated, "invalid username or password")
+	})
+}
+
+func TestLoginPerAddressLimit(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken, MaxFailuresPerAddress: 2})
+	e.createUser(t, "carol", "password3")
+	for i := range 2 {
+		_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: fmt.Sprint("guess", i), Password: "x"})
+		wantCode(t, err, codes.Unauthenticated, "")
+	}
+	_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "carol", Password: "password3"})
+	wantCode(t, err, codes.ResourceExhausted, "")
+	// Another address is not limited.
+	if _, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "carol", Password: "password3", ClientAddress: "198.51.100.7"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLoginLimitAcrossReplicas: failures counted by one replica count at another.
+func TestLoginLimitAcrossReplicas(t *testing.T) {
+	cfg := server.Config{AdminToken: adminToken, MaxFailuresPerUser: 2}
+	a := newEnv(t, cfg)
+	b := serveOn(t, a.db, cfg)
+	a.createUser(t, "dave", "password4")
+	_, err := a.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "bad"})
+	wantCode(t, err, codes.Unauthenticated, "")
+	_, err = b.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "bad"})
+	wantCode(t, err, codes.Unauthenticated, "")
+	_, err = a.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "password4"})
+	wantCode(t, err, codes.ResourceExhausted, "")
+}
+
+func TestValidateAndLogout(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken, SessionTTL: time.Second})
+	ctx := t.Context()
+	e.createUser(t, "alice", "password1")
+	login := func() *authv1.LoginResponse {
+		r, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "alice", Password: "password1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	l := login()
+	v, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
+	if err != nil || v.GetUser().GetUsername() != "alice" || v.GetSession().GetId() != l.GetSession().GetId() || !v.GetUser().GetActive() {
+		t.Fatalf("ValidateSession = %v, %v", v, err)
+	}
+	for _, tc := range []struct {
+		name, token, contains string
+	}{
+		{"empty", "", "required"},
+		{"unknown", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "unknown"},
+		{"huge", strings.Repeat("A", 10000), "unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: tc.token})
+			wantCode(t, err, codes.Unauthenticated, tc.contains)
+			_, err = e.auth.Logout(ctx, &authv1.LogoutRequest{Token: tc.token})
+			wantCode(t, err, codes.Unauthenticated, tc.contains)
+		})
+	}
+	t.Run("logout ends the session and is idempotent", func(t *testing.T) {
+		if _, err := e.auth.Logout(ctx, &authv1.LogoutRequest{Token: l.GetToken()}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.auth.Logout(ctx, &authv1.LogoutRequest{Token: l.GetToken()}); err != nil {
+			t.Fatalf("second logout: %v", err)
+		}
+		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
+		wantCode(t, err, codes.Unauthenticated, "revoked")
+	})
+	t.Run("expired", func(t *testing.T) {
+		l := login()
+		time.Sleep(1100 * time.Millisecond)
+		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
+		wantCode(t, err, codes.Unauthenticated, "expired")
+	})
+	t.Run("inactive user", func(t *testing.T) {
+		l := login()
+		// Deactivate behind the API's back so the session itself stays unrevoked.
+		if _, err := e.store.SetUserActive(ctx, 1, false); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
+		wantCode(t, err, codes.Unauthenticated, "revoked")
+	})
+}
+
+func TestAdminAuth(t *testing.T) {
+	ctx := t.Context()
+	t.Run("no admin token configured", func(t *testing.T) {
+		e := newEnv(t, server.Config{})
+		_, err := e.admin.ListUsers(withAdmin(ctx, "anything"), &authv1.ListUsersRequest{})
+		wantCode(t, err, codes.Unauthenticated, "no admin token configured")
+	})
+	e := newEnv(t, server.Config{AdminToken: adminToken})
+	for name, c := range map[string]context.Context{
+		"missing":     ctx,
+		"wrong":       withAdmin(ctx, "wrong-token"),
+		"prefix":      withAdmin(ctx, adminToken[:5]),
+		"not bearer":  metadata.AppendToOutgoingContext(ctx, "authorization", "Basic "+adminToken),
+		"token alone": metadata.AppendToOutgoingContext(ctx, "authorization", adminToken),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := e.admin.CreateUser(c, &authv1.CreateUserRequest{Username: "mallory", Password: "password1"})
+			wantCode(t, err, codes.Unauthenticated, "admin token")
+		})
+	}
+	if _, err := e.admin.GetUser(withAdmin(ctx, adminToken), &authv1.GetUserRequest{UserId: 1}); status.Code(err) != codes.NotFound {
+		t.Fatalf("nothing was created by refused calls: GetUser(1) = %v", err)
+	}
+}
+
+func TestAdminUsers(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken})
+	ctx := withAdmin(t.Context(), adminToken)
+	for _, tc := range []struct {
+		name, user, pw string
+		code           codes.Code
+	}{
+		{"empty username", "", "password1", codes.InvalidArgument},
+		{"space in username", "a b", "password1", codes.InvalidArgument},
+		{"username too long", strings.Repeat("a", 151), "password1", codes.InvalidArgument},
+		{"short password", "alice", "short", codes.InvalidArgument},
+		{"long password", "alice", strings.Repeat("p", 1025), codes.InvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.admin.CreateUser(ctx, &authv1.CreateUserRequest{Username: tc.user, Password: tc.pw})
+			wantCode(t, err, tc.code, "")
+		})
+	}
+	alice := e.createUser(t, "alice.o'x"[:7], "password1") // "alice.o": dots are allowed
+	_, err := e.admin.CreateUser(ctx, &authv1.CreateUserRequest{Username: "ALICE.O", Password: "password1"})
+	wantCode(t, err, codes.AlreadyExists, "taken")
+	e.createUser(t, "Ünïcode_user@x+y-z", "password1")
+	for i := range 5 {
+		e.createUser(t, fmt.Sprint("u", i), "password1")
+	}
+
+	got, err := e.admin.GetUser(ctx, &authv1.GetUserRequest{UserId: alice.GetId()})
+	if err != nil || got.GetUser().GetUsername() != "alice.o" {
+		t.Fatalf("GetUser = %v, %v", got, err)
+	}
+	_, err = e.admin.GetUser(ctx, &authv1.GetUserRequest{UserId: 999})
+	wantCode(t, err, codes.NotFound, "user 999")
+	_, err = e.admin.GetUser(ctx, &authv1.GetUserRequest{UserId: 0})
+	wantCode(t, err, codes.InvalidArgument, "user_id")
+
+	var ids []int64
+	tok := ""
+	for {
+		resp, err := e.admin.ListUsers(ctx, &authv1.ListUsersRequest{PageSize: 3, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range resp.GetUsers() {
+			ids = append(ids, u.GetId())
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	// Ids ascend across pages with none missed (a refused insert may leave a gap).
+	if len(ids) != 7 || ids[0] != 1 {
+		t.Fatalf("paged ids = %v, want 7 users from id 1", ids)
+	}
+	for i := 1; i < len(ids); i++ {
+		if ids[i] <= ids[i-1] {
+			t.Fatalf("paged ids not ascending: %v", ids)
+		}
+	}
+	for name, req := range map[string]*authv1.ListUsersRequest{
+		"garbage token":      {PageToken: "%%%"},
+		"token of sessions":  {PageToken: "c2Vzc2lvbnM6MTox"},
+		"negative page size": {PageSize: -1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := e.admin.ListUsers(ctx, req)
+			wantCode(t, err, codes.InvalidArgument, "")
+		})
+	}
+
+	_, err = e.admin.SetPassword(ctx, &authv1.SetPasswordRequest{UserId: alice.GetId(), Password: "short"})
+	wantCode(t, err, codes.InvalidArgument, "password")
+	_, err = e.admin.SetPassword(ctx, &authv1.SetPasswordRequest{UserId: 999, Password: "password9"})
+	wantCode(t, err, codes.NotFound, "user 999")
+	if _, err := e.admin.SetPassword(ctx, &authv1.SetPasswordRequest{UserId: alice.GetId(), Password: "password9"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "alice.o", Password: "password9"}); err != nil {
+		t.Fatalf("login with the new password: %v", err)
+	}
+	_, err = e.admin.SetUserActive(ctx, &authv1.SetUserActiveRequest{UserId: 999})
+	wantCode(t, err, codes.NotFound, "user 999")
+	r, err := e.admin.SetUserActive(ctx, &authv1.SetUserActiveRequest{UserId: alice.GetId(), Active: false})
+	if err != nil || r.GetUser().GetActive() {
+		t.Fatalf("SetUserActive(false) = %v, %v", r, err)
+	}
+}
+
+func TestAdminSessions(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken})
+	ctx := withAdmin(t.Context(), adminToken)
+	u := e.createUser(t, "alice", "password1")
+	other := e.createUser(t, "bob", "password1")
+	var logins []*authv1.LoginResponse
+	for range 5 {
+		l, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "alice", Password: "password1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logins = append(logins, l)
+	}
+	var seen []string
+	tok := ""
+	for {
+		resp, err := e.admin.ListSessions(ctx, &authv1.ListSessionsRequest{UserId: u.GetId(), PageSize: 2, PageToken: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range resp.GetSessions() {
+			seen = append(seen, s.GetId())
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			break
+		}
+		// A page token is bound to its user.
+		_, err = e.admin.ListSessions(ctx, &authv1.ListSessionsRequest{UserId: other.GetId(), PageToken: tok})
+		wantCode(t, err, codes.InvalidArgument, "page_token")
+	}
+	if len(seen) != 5 || seen[0] != logins[4].GetSession().GetId() {
+		t.Fatalf("sessions newest first = %v", seen)
+	}
+	_, err := e.admin.ListSessions(ctx, &authv1.ListSessionsRequest{UserId: 999})
+	wantCode(t, err, codes.NotFound, "user 999")
+	_, err = e.admin.ListSessions(ctx, &authv1.ListSessionsRequest{UserId: u.GetId(), PageToken: "bm9wZQ"})
+	wantCode(t, err, codes.InvalidArgument, "page_token")
+
+	_, err = e.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{})
+	wantCode(t, err, codes.InvalidArgument, "session_id")
+	_, err = e.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{SessionId: "nope"})
+	wantCode(t, err, codes.NotFound, "nope")
+	if _, err := e.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{SessionId: logins[0].GetSession().GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{SessionId: logins[0].GetSession().GetId()}); err != nil {
+		t.Fatalf("revoking twice: %v", err)
+	}
+	n, err := e.admin.RevokeUserSessions(ctx, &authv1.RevokeUserSessionsRequest{UserId: u.GetId()})
+	if err != nil || n.GetRevokedCount() != 4 {
+		t.Fatalf("RevokeUserSessions = %v, %v; want 4", n, err)
+	}
+	_, err = e.admin.RevokeUserSessions(ctx, &authv1.RevokeUserSessionsRequest{UserId: 999})
+	wantCode(t, err, codes.NotFound, "user 999")
+	_, err = e.admin.RevokeUserSessions(ctx, &authv1.RevokeUserSessionsRequest{UserId: -1})
+	wantCode(t, err, codes.InvalidArgument, "user_id")
+	for _, l := range logins {
+		_, err := e.auth.ValidateSession(t.Context(), &authv1.ValidateSessionRequest{Token: l.GetToken()})
+		wantCode(t, err, codes.Unauthenticated, "revoked")
+	}
+}
+
+func TestWatchSessionEvents(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	e.createUser(t, "alice", "password1")
+	stream := subscribe(t, ctx, e.auth)
+	l, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "alice", Password: "password1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.auth.Logout(ctx, &authv1.LogoutRequest{Token: l.GetToken()}); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := stream.Recv()
+	if err != nil || ev.GetSessionId() != l.GetSession().GetId() || ev.GetReason() != authv1.SessionEndReason_SESSION_END_REASON_LOGOUT {
+		t.Fatalf("event = %v, %v", ev, err)
+	}
+
+	t.Run("database connections dropped: stream ends UNAVAILABLE, resubscribe works", func(t *testing.T) {
+		terminateBackends(t, e.db)
+		_, err := stream.Recv()
+		wantCode(t, err, codes.Unavailable, "re-check")
+		var s2 authv1.AuthService_WatchSessionEventsClient
+		deadline := time.Now().Add(10 * time.Second)
+		for s2 == nil {
+			s2, err = trySubscribe(ctx, e.auth)
+			if err != nil {
+				if time.Now().After(deadline) {
+					t.Fatalf("resubscribe: %v", err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		// The pool reconnects too; the first calls may fail while it does.
+		var l2 *authv1.LoginResponse
+		for l2 == nil {
+			l2, err = e.auth.Login(ctx, &authv1.LoginRequest{Username: "alice", Password: "password1"})
+			if err != nil {
+				if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+					t.Fatalf("login after reconnect: %v", err)
+				}
+			}
+		}
+		if _, err := e.admin.RevokeSession(withAdmin(ctx, adminToken), &authv1.RevokeSessionRequest{SessionId: l2.GetSession().GetId()}); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := s2.Recv()
+		if err != nil || ev.GetSessionId() != l2.GetSession().GetId() || ev.GetReason() != authv1.SessionEndReason_SESSION_END_REASON_REVOKED {
+			t.Fatalf("event after reconnect = %v, %v", ev, err)
+		}
+	})
+}
+
+func subscribe(t *testing.T, ctx context.Context, c authv1.AuthServiceClient) authv1.AuthService_WatchSessionEventsClient {
+	t.Helper()
+	s, err := trySubscribe(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// trySubscribe opens a stream and waits for its headers, which mean it is live.
+func trySubscribe(ctx context.Context, c authv1.AuthServiceClient) (authv1.AuthService_WatchSessionEventsClient, error) {
+	s, err := c.WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{})
+	if err != nil {
+		return nil, err
+	}
+	if md, _ := s.Header(); md == nil {
+		_, err := s.Recv()
+		return nil, err
+	}
+	return s, nil
+}
+
+// terminateBackends drops every server connection to the database, as a PostgreSQL
+// restart does.
+func terminateBackends(t *testing.T, db string) {
+	t.Helper()
+	st, err := store.Open(t.Context(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if err := st.Exec(t.Context(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, name); err != nil {
+		t.Fatal(err)
+	}
+}
