@@ -64,7 +64,10 @@ func parseUserID(s string) (int64, bool) {
 		}
 	}
 	id, err := strconv.ParseInt(s, 10, 64)
-	return id, err == nil && id > 0
+	if err != nil || id <= 0 {
+		return 0, false
+	}
+	return id, true
 }
 
 // originAllowed reports whether a browser request's Origin may use the edge: one of
