@@ -110,7 +110,10 @@ func start(t *testing.T, bin string, env ...string) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		p.stop(t)
+		_ = p.stop(t)
+		if strings.Contains(p.logs(), "DATA RACE") {
+			t.Errorf("%s reported a data race", p.name)
+		}
 		if t.Failed() {
 			t.Logf("--- %s log ---\n%s", p.name, p.logs())
 		}
