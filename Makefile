@@ -37,9 +37,9 @@ test: build ## Run every test against a real PostgreSQL (DATABASE_URL, or a priv
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)" go test -count=1 -timeout 20m $(PKGS)
 
 .PHONY: bench
-bench: ## Run the Go micro-benchmarks of the hot paths
+bench: build ## Benchmarks: hot functions, ValidateSession, handshakes and echo next to a bare gorilla baseline
 	db=$$(scripts/pg.sh) && \
-	GATEHOUSE_TEST_DATABASE="$$db" go test -run '^$$' -bench . -benchmem $(PKGS)
+	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)" go test -run '^$$' -bench . -benchmem $(PKGS)
 
 $(BIN)/buf:
 	go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)

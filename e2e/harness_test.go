@@ -78,7 +78,7 @@ var listenRE = regexp.MustCompile(`listening.* addr=(\S+)`)
 // start runs bin with env, waits for its "listening" log line and returns it. The
 // process is stopped (SIGTERM) at the end of the test, and its log printed if the
 // test failed.
-func start(t *testing.T, bin string, env ...string) *proc {
+func start(t testing.TB, bin string, env ...string) *proc {
 	t.Helper()
 	p := &proc{name: bin, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(binDir, bin))
@@ -135,7 +135,7 @@ func (p *proc) logs() string {
 }
 
 // stop sends SIGTERM and waits for the process to exit.
-func (p *proc) stop(t *testing.T) error {
+func (p *proc) stop(t testing.TB) error {
 	select {
 	case <-p.done:
 		return p.err
@@ -183,17 +183,17 @@ func edgeEnv(authAddr string, extra ...string) []string {
 	}, extra...)
 }
 
-func startAuth(t *testing.T, extra ...string) *proc {
+func startAuth(t testing.TB, extra ...string) *proc {
 	return start(t, "authsvc", authEnv("127.0.0.1:0", extra...)...)
 }
 
-func startEdge(t *testing.T, authAddr string, extra ...string) *proc {
+func startEdge(t testing.TB, authAddr string, extra ...string) *proc {
 	return start(t, "edgesvc", edgeEnv(authAddr, extra...)...)
 }
 
 // newSystem starts authsvc and edgesvc and waits until the edge is ready (its event
 // feed is live).
-func newSystem(t *testing.T, authExtra, edgeExtra []string) *system {
+func newSystem(t testing.TB, authExtra, edgeExtra []string) *system {
 	t.Helper()
 	s := &system{}
 	s.auth = startAuth(t, authExtra...)
@@ -211,7 +211,7 @@ func newSystem(t *testing.T, authExtra, edgeExtra []string) *system {
 	return s
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -221,7 +221,7 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 	return cc
 }
 
-func waitReady(t *testing.T, edgeAddr string) {
+func waitReady(t testing.TB, edgeAddr string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -249,7 +249,7 @@ var userSeq struct {
 }
 
 // newUser creates a user with a unique name and returns it with its password.
-func (s *system) newUser(t *testing.T) (*authv1.User, string) {
+func (s *system) newUser(t testing.TB) (*authv1.User, string) {
 	t.Helper()
 	userSeq.Lock()
 	userSeq.n++
@@ -264,7 +264,7 @@ func (s *system) newUser(t *testing.T) (*authv1.User, string) {
 }
 
 // login signs in over gRPC and returns the token.
-func (s *system) login(t *testing.T, u *authv1.User, pw string) *authv1.LoginResponse {
+func (s *system) login(t testing.TB, u *authv1.User, pw string) *authv1.LoginResponse {
 	t.Helper()
 	resp, err := s.authC.Login(t.Context(), &authv1.LoginRequest{Username: u.GetUsername(), Password: pw})
 	if err != nil {
@@ -280,7 +280,7 @@ func wsURL(edgeAddr string, id int64) string {
 
 // dialWS opens a socket with the token as the sessionid cookie (and Origin set as a
 // same-origin browser would). It returns the connection, or nil and the HTTP status.
-func dialWS(t *testing.T, u string, hdr http.Header) (*websocket.Conn, int) {
+func dialWS(t testing.TB, u string, hdr http.Header) (*websocket.Conn, int) {
 	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	ws, resp, err := d.DialContext(t.Context(), u, hdr)
@@ -302,7 +302,7 @@ func cookieHeader(edgeAddr, token string) http.Header {
 }
 
 // mustOpen opens a socket for the login's user with its cookie.
-func mustOpen(t *testing.T, edgeAddr string, l *authv1.LoginResponse) *websocket.Conn {
+func mustOpen(t testing.TB, edgeAddr string, l *authv1.LoginResponse) *websocket.Conn {
 	t.Helper()
 	ws, code := dialWS(t, wsURL(edgeAddr, l.GetUser().GetId()), cookieHeader(edgeAddr, l.GetToken()))
 	if ws == nil {
@@ -311,7 +311,7 @@ func mustOpen(t *testing.T, edgeAddr string, l *authv1.LoginResponse) *websocket
 	return ws
 }
 
-func echo(t *testing.T, ws *websocket.Conn, text string) {
+func echo(t testing.TB, ws *websocket.Conn, text string) {
 	t.Helper()
 	if err := ws.WriteMessage(websocket.TextMessage, []byte(text)); err != nil {
 		t.Fatal(err)
@@ -328,7 +328,7 @@ func echo(t *testing.T, ws *websocket.Conn, text string) {
 
 // expectClose reads until the socket closes and checks the close code and reason
 // (reason "" matches any).
-func expectClose(t *testing.T, ws *websocket.Conn, code int, reason string, within time.Duration) {
+func expectClose(t testing.TB, ws *websocket.Conn, code int, reason string, within time.Duration) {
 	t.Helper()
 	_ = ws.SetReadDeadline(time.Now().Add(within))
 	for {
@@ -348,13 +348,13 @@ func expectClose(t *testing.T, ws *websocket.Conn, code int, reason string, with
 }
 
 // browser is an HTTP client with a cookie jar that does not follow redirects.
-func browser(t *testing.T) *http.Client {
+func browser(t testing.TB) *http.Client {
 	jar, _ := cookiejar.New(nil)
 	return &http.Client{Jar: jar, Timeout: 15 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
-func postForm(t *testing.T, c *http.Client, u string, form url.Values, origin string) *http.Response {
+func postForm(t testing.TB, c *http.Client, u string, form url.Values, origin string) *http.Response {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, u, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -377,7 +377,7 @@ func readBody(resp *http.Response) string {
 }
 
 // freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -389,7 +389,7 @@ func freeAddr(t *testing.T) string {
 
 type grpcConn = grpc.ClientConn
 
-func openPool(t *testing.T) *pgxpool.Pool {
+func openPool(t testing.TB) *pgxpool.Pool {
 	pool, err := pgxpool.New(t.Context(), dbURL)
 	if err != nil {
 		t.Fatal(err)

@@ -42,13 +42,13 @@ var cheap = password.Params{Memory: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen
 
 // newEnv serves both services on a loopback TCP listener, backed by a fresh
 // database, and returns clients for them.
-func newEnv(t *testing.T, cfg server.Config) *env {
+func newEnv(t testing.TB, cfg server.Config) *env {
 	t.Helper()
 	db := pgtest.New(t)
 	return serveOn(t, db, cfg)
 }
 
-func serveOn(t *testing.T, db string, cfg server.Config) *env {
+func serveOn(t testing.TB, db string, cfg server.Config) *env {
 	t.Helper()
 	st, err := store.Open(t.Context(), db)
 	if err != nil {
@@ -95,7 +95,7 @@ func wantCode(t *testing.T, err error, want codes.Code, contains string) {
 	}
 }
 
-func (e *env) createUser(t *testing.T, name, pw string) *authv1.User {
+func (e *env) createUser(t testing.TB, name, pw string) *authv1.User {
 	t.Helper()
 	resp, err := e.admin.CreateUser(withAdmin(t.Context(), adminToken), &authv1.CreateUserRequest{Username: name, Password: pw})
 	if err != nil {

@@ -167,3 +167,14 @@ func FuzzParseLoginForm(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCredential(b *testing.B) {
+	r := httptest.NewRequest("GET", "/ws/myapp/1/", nil)
+	r.Header.Set("Cookie", "csrftoken=abc; sessionid=wISXoPAn1KUkyp2RJQtJ4CxJXrAUx59HGX5mTCTuHjk; theme=dark")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := credential(r); !ok {
+			b.Fatal("no credential")
+		}
+	}
+}
