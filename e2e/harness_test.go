@@ -405,3 +405,12 @@ func mustURL(s string) *url.URL {
 	}
 	return u
 }
+
+func mustGet(t testing.TB, c *http.Client, u string) *http.Response {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}

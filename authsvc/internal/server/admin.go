@@ -248,8 +248,8 @@ func encodePageToken(kind, pos string) string {
 }
 
 func decodePageToken(tok, kind string) (string, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
+	if err != nil || base64.RawURLEncoding.EncodeToString(b) != tok { // the decoder skips \r and \n
 		return "", false
 	}
 	k, pos, ok := strings.Cut(string(b), ":")

@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/gatehouse/gatehouse/authsvc/pgtest"
+)
+
+// TestReadmeStory walks the README on a fresh database: an operator creates a user
+// over gRPC, the user signs in with the page's form, opens the socket with the cookie
+// and is answered "You said: hello"; the operator revokes the user's sessions, the
+// event stream reports it and the socket closes with 4401.
+func TestReadmeStory(t *testing.T) {
+	db := pgtest.New(t)
+	auth := start(t, "authsvc", append(authEnv("127.0.0.1:0"), "DATABASE_URL="+db)...)
+	edge := startEdge(t, auth.addr)
+	waitReady(t, edge.addr)
+	cc := dial(t, auth.addr)
+	admin, authC := authv1.NewAdminServiceClient(cc), authv1.NewAuthServiceClient(cc)
+
+	h, err := healthpb.NewHealthClient(cc).Check(t.Context(), &healthpb.HealthCheckRequest{})
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v", h, err)
+	}
+
+	created, err := admin.CreateUser(adminCtx(t.Context()), &authv1.CreateUserRequest{Username: "alice", Password: "correct horse battery"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.GetUser().GetId() != 1 {
+		t.Fatalf("first user has id %d, want 1 so /ws/myapp/1/ works as in the tutorial", created.GetUser().GetId())
+	}
+
+	base := "http://" + edge.addr
+	c := browser(t)
+	resp := postForm(t, c, base+"/login", url.Values{"username": {"alice"}, "password": {"correct horse battery"}}, base)
+	if resp.StatusCode != 303 {
+		t.Fatalf("sign in: %d %s", resp.StatusCode, readBody(resp))
+	}
+	var token string
+	for _, ck := range c.Jar.Cookies(mustURL(base)) {
+		if ck.Name == "sessionid" {
+			token = ck.Value
+		}
+	}
+	page := readBody(mustGet(t, c, base+"/"))
+	if !strings.Contains(page, "alice") || !strings.Contains(page, `data-user-id="1"`) {
+		t.Fatalf("signed-in page:\n%s", page)
+	}
+
+	ws, code := dialWS(t, "ws://"+edge.addr+"/ws/myapp/1/", cookieHeader(edge.addr, token))
+	if ws == nil {
+		t.Fatalf("handshake: %d", code)
+	}
+	echo(t, ws, "hello")
+
+	stream, err := authC.WatchSessionEvents(t.Context(), &authv1.WatchSessionEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md, _ := stream.Header(); md == nil {
+		t.Fatal("event stream did not go live")
+	}
+	n, err := admin.RevokeUserSessions(adminCtx(t.Context()), &authv1.RevokeUserSessionsRequest{UserId: 1})
+	if err != nil || n.GetRevokedCount() != 1 {
+		t.Fatalf("RevokeUserSessions = %v, %v", n, err)
+	}
+	ev, err := stream.Recv()
+	if err != nil || ev.GetUserId() != 1 || ev.GetReason() != authv1.SessionEndReason_SESSION_END_REASON_REVOKED {
+		t.Fatalf("event = %v, %v", ev, err)
+	}
+	expectClose(t, ws, 4401, "revoked", closeWithin)
+	if resp := mustGet(t, c, base+"/api/session"); resp.StatusCode != 401 {
+		t.Fatalf("after revoke /api/session = %d", resp.StatusCode)
+	}
+}
+
+// TestAuthsvcCommands: `authsvc migrate` and `authsvc demo-user` as `make run` uses them.
+func TestAuthsvcCommands(t *testing.T) {
+	db := pgtest.New(t)
+	run := func(stdin string, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "authsvc"), args...)
+		cmd.Env = append(authEnv("127.0.0.1:0"), "DATABASE_URL="+db)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("authsvc %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	run("", "migrate")
+	run("", "migrate") // again: nothing to do
+	if got := run("s3cret-password\n", "demo-user", "demo"); got != "created" {
+		t.Fatalf("first demo-user = %q", got)
+	}
+	if got := run("other\n", "demo-user", "demo"); got != "exists" {
+		t.Fatalf("second demo-user = %q", got)
+	}
+	auth := start(t, "authsvc", append(authEnv("127.0.0.1:0"), "DATABASE_URL="+db)...)
+	c := authv1.NewAuthServiceClient(dial(t, auth.addr))
+	l, err := c.Login(t.Context(), &authv1.LoginRequest{Username: "demo", Password: "s3cret-password"})
+	if err != nil || l.GetUser().GetId() != 1 {
+		t.Fatalf("demo login = %v, %v", l, err)
+	}
+
+	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "authsvc"))
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "DATABASE_URL") {
+		t.Fatalf("authsvc without DATABASE_URL: %v %s; want a failure naming DATABASE_URL", err, out)
+	}
+	cmd = exec.CommandContext(t.Context(), filepath.Join(binDir, "edgesvc"))
+	cmd.Env = []string{"EDGESVC_READ_LIMIT=lots"}
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "EDGESVC_READ_LIMIT") {
+		t.Fatalf("edgesvc with a bad setting: %v %s; want a failure naming it", err, out)
+	}
+}
