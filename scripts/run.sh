@@ -35,6 +35,12 @@ stop() {
 trap stop INT TERM EXIT
 
 bin/authsvc & pids+=($!)
+# Start the edge once authsvc listens, so its first subscription succeeds.
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/${AUTHSVC_LISTEN%:*}/${AUTHSVC_LISTEN##*:}") 2>/dev/null && break
+  kill -0 "${pids[0]}" 2>/dev/null || { echo "authsvc exited; see its log above" >&2; exit 1; }
+  sleep 0.1
+done
 bin/edgesvc & pids+=($!)
 
 host=${EDGESVC_LISTEN%:*}; port=${EDGESVC_LISTEN##*:}
