@@ -29,8 +29,11 @@ pids=()
 stop() {
   trap - INT TERM EXIT
   echo; echo "stopping..."
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
+  # The edge first (its sockets get 1001), then authsvc.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
 }
 trap stop INT TERM EXIT
 
