@@ -40,17 +40,23 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 		return nil, status.Errorf(codes.InvalidArgument,
 			"username longer than %d characters or password longer than %d bytes", maxUsername, maxPassword)
 	}
-	addr := clientAddress(ctx, req.GetClientAddress())
+	addr, err := clientAddress(ctx, req.GetClientAddress())
+	if err != nil {
+		return nil, err
+	}
 	userKey := "user:" + strings.ToLower(req.GetUsername())
+	addrKey := "addr:" + addr
 	keys := []string{userKey}
 	if addr != "" {
-		keys = append(keys, "addr:"+addr)
+		keys = append(keys, addrKey)
 	}
-	failures, err := s.store.LoginFailures(ctx, keys, s.cfg.FailureWindow)
+	// Count this attempt as a failure before checking the password, in one statement,
+	// so concurrent guesses cannot all slip under the limit; a success refunds it.
+	counts, err := s.store.CountLoginAttempt(ctx, keys, s.cfg.FailureWindow)
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
-	if failures[userKey] >= s.cfg.MaxFailuresPerUser || (addr != "" && failures["addr:"+addr] >= s.cfg.MaxFailuresPerAddress) {
+	if counts[userKey] > s.cfg.MaxFailuresPerUser || (addr != "" && counts[addrKey] > s.cfg.MaxFailuresPerAddress) {
 		return nil, status.Errorf(codes.ResourceExhausted,
 			"too many failed logins; try again in up to %s", s.cfg.FailureWindow)
 	}
@@ -77,20 +83,7 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 		ok = ok && err == nil && user.Active
 	}
 	if !ok {
-		if err := s.store.RecordLoginFailure(ctx, keys, s.cfg.FailureWindow); err != nil {
-			return nil, toStatus(ctx, s.log, err)
-		}
 		return nil, errBadCredentials
-	}
-	if err := s.store.ClearLoginFailures(ctx, userKey); err != nil {
-		return nil, toStatus(ctx, s.log, err)
-	}
-	if s.hasher.NeedsRehash(hash) {
-		if newHash, err := s.hasher.Hash(ctx, req.GetPassword()); err == nil {
-			if err := s.store.UpdatePasswordHash(ctx, user.ID, newHash); err != nil {
-				s.log.WarnContext(ctx, "rehash password", "user_id", user.ID, "err", err)
-			}
-		}
 	}
 
 	tok, tokHash := newToken()
@@ -98,12 +91,27 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	if utf8.RuneCountInString(ua) > maxUserAgent {
 		ua = string([]rune(ua)[:maxUserAgent])
 	}
+	// The session is created only if the user is still active with the hash that was
+	// verified: a password change or deactivation racing this login wins.
 	sess, err := s.store.CreateSession(ctx, store.NewSession{
 		ID: newSessionID(), TokenHash: tokHash, UserID: user.ID,
 		ExpiresAt: time.Now().Add(s.cfg.SessionTTL), UserAgent: strings.ToValidUTF8(ua, ""), ClientAddress: addr,
-	})
+	}, hash)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errBadCredentials
+	}
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
+	}
+	if err := s.store.RefundLoginAttempt(ctx, userKey, addrKey); err != nil {
+		s.log.WarnContext(ctx, "refund login attempt", "err", err)
+	}
+	if s.hasher.NeedsRehash(hash) {
+		if newHash, err := s.hasher.Hash(ctx, req.GetPassword()); err == nil {
+			if err := s.store.UpdatePasswordHash(ctx, user.ID, hash, newHash); err != nil {
+				s.log.WarnContext(ctx, "rehash password", "user_id", user.ID, "err", err)
+			}
+		}
 	}
 	s.log.InfoContext(ctx, "login", "user_id", user.ID, "session_id", sess.ID)
 	return &authv1.LoginResponse{Token: tok, Session: sessionPB(sess), User: userPB(user)}, nil

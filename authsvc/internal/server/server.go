@@ -9,10 +9,13 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse/gatehouse/authsvc/internal/password"
@@ -125,11 +128,16 @@ var reasonPB = map[store.EndReason]authv1.SessionEndReason{
 	store.EndPasswordChanged: authv1.SessionEndReason_SESSION_END_REASON_PASSWORD_CHANGED,
 }
 
-// clientAddress is the address used for the per-address login limit when the request
-// does not name one: the gRPC peer's host.
-func clientAddress(ctx context.Context, given string) string {
-	if given != "" {
-		return given
+// clientAddress returns the address used for the per-address login limit: the one
+// the request names (set by trusted front ends such as edgesvc), which must be an IP
+// address, else the gRPC peer's host.
+func clientAddress(ctx context.Context, given string) (string, error) {
+	if given == "" {
+		return peerHost(ctx), nil
 	}
-	return peerHost(ctx)
+	ip, err := netip.ParseAddr(given)
+	if err != nil || len(given) > 64 {
+		return "", status.Error(codes.InvalidArgument, "client_address must be an IP address")
+	}
+	return ip.String(), nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,6 +138,8 @@ func TestLogin(t *testing.T) {
 		{"username too long", &authv1.LoginRequest{Username: strings.Repeat("a", 151), Password: "x"}, codes.InvalidArgument, "longer"},
 		{"password too long", &authv1.LoginRequest{Username: "alice", Password: strings.Repeat("a", 1025)}, codes.InvalidArgument, "longer"},
 		{"unknown user", &authv1.LoginRequest{Username: "nobody", Password: "password1"}, codes.Unauthenticated, "invalid username or password"},
+		{"client address not an IP", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: "example.com"}, codes.InvalidArgument, "client_address"},
+		{"client address huge", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: strings.Repeat("1", 5000)}, codes.InvalidArgument, "client_address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.auth.Login(ctx, tc.req)
@@ -175,6 +178,30 @@ func TestLoginPerAddressLimit(t *testing.T) {
 	// Another address is not limited.
 	if _, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "carol", Password: "password3", ClientAddress: "198.51.100.7"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLoginLimitUnderConcurrency: a burst of parallel guesses gets no more tries
+// than the limit.
+func TestLoginLimitUnderConcurrency(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken, MaxFailuresPerUser: 3})
+	e.createUser(t, "erin", "password5")
+	codesSeen := make(chan codes.Code, 30)
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Go(func() {
+			_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "erin", Password: "guess"})
+			codesSeen <- status.Code(err)
+		})
+	}
+	wg.Wait()
+	close(codesSeen)
+	n := map[codes.Code]int{}
+	for c := range codesSeen {
+		n[c]++
+	}
+	if n[codes.Unauthenticated] != 3 || n[codes.ResourceExhausted] != 27 {
+		t.Fatalf("30 parallel guesses answered %v; want 3 checked and 27 refused", n)
 	}
 }
 

@@ -24,14 +24,20 @@ type NewSession struct {
 	ClientAddress string
 }
 
-// CreateSession stores a new live session.
-func (s *Store) CreateSession(ctx context.Context, n NewSession) (Session, error) {
+// CreateSession stores a new live session, but only while the user is active and
+// still has the password hash the login verified (so a password change or a
+// deactivation that commits during a login wins). It returns ErrNotFound otherwise.
+func (s *Store) CreateSession(ctx context.Context, n NewSession, verifiedHash string) (Session, error) {
 	var out Session
 	err := s.pool.QueryRow(ctx, `
 		INSERT INTO sessions AS s (id, token_hash, user_id, expires_at, user_agent, client_address)
-		VALUES ($1, $2, $3, $4, $5, $6)
+		SELECT $1, $2, u.id, $4, $5, $6 FROM users u
+		WHERE u.id = $3 AND u.active AND u.password_hash = $7
 		RETURNING `+sessionCols,
-		n.ID, n.TokenHash, n.UserID, n.ExpiresAt, n.UserAgent, n.ClientAddress).Scan(sessionDest(&out)...)
+		n.ID, n.TokenHash, n.UserID, n.ExpiresAt, n.UserAgent, n.ClientAddress, verifiedHash).Scan(sessionDest(&out)...)
+	if err == pgx.ErrNoRows {
+		return Session{}, ErrNotFound
+	}
 	if err != nil {
 		return Session{}, fmt.Errorf("create session: %w", err)
 	}

@@ -46,7 +46,7 @@ func mustSession(t *testing.T, st *store.Store, userID int64, token string, ttl 
 	t.Helper()
 	s, err := st.CreateSession(t.Context(), store.NewSession{
 		ID: "sess-" + token, TokenHash: hashOf(token), UserID: userID, ExpiresAt: time.Now().Add(ttl),
-	})
+	}, "$argon2id$stub")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,15 @@ func TestValidateSession(t *testing.T) {
 	if _, _, err := st.ValidateSession(ctx, hashOf("second")); !errors.Is(err, store.ErrSessionRevoked) {
 		t.Fatalf("after deactivate: %v, want ErrSessionRevoked", err)
 	}
+	// A session whose user is inactive but that was not ended (as after a direct SQL
+	// change) is still refused.
+	if _, err := st.SetUserActive(ctx, u.ID, true); err != nil {
+		t.Fatal(err)
+	}
 	mustSession(t, st, u.ID, "third", time.Hour)
+	if err := st.Exec(ctx, `UPDATE users SET active = false WHERE id = $1`, u.ID); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, err := st.ValidateSession(ctx, hashOf("third")); !errors.Is(err, store.ErrUserInactive) {
 		t.Fatalf("inactive user: %v, want ErrUserInactive", err)
 	}
@@ -220,34 +228,68 @@ func TestRevokeAndList(t *testing.T) {
 	}
 }
 
-func TestLoginFailures(t *testing.T) {
+func TestLoginAttempts(t *testing.T) {
 	st := newStore(t)
 	ctx := t.Context()
 	keys := []string{"user:alice", "addr:127.0.0.1"}
-	for range 3 {
-		if err := st.RecordLoginFailure(ctx, keys, time.Hour); err != nil {
-			t.Fatal(err)
+	for i := 1; i <= 3; i++ {
+		got, err := st.CountLoginAttempt(ctx, keys, time.Hour)
+		if err != nil || got["user:alice"] != i || got["addr:127.0.0.1"] != i {
+			t.Fatalf("attempt %d: counts = %v, %v", i, got, err)
 		}
 	}
-	got, err := st.LoginFailures(ctx, keys, time.Hour)
-	if err != nil || got["user:alice"] != 3 || got["addr:127.0.0.1"] != 3 {
-		t.Fatalf("LoginFailures = %v, %v", got, err)
-	}
-	if err := st.ClearLoginFailures(ctx, "user:alice"); err != nil {
+	if err := st.RefundLoginAttempt(ctx, "user:alice", "addr:127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
-	got, _ = st.LoginFailures(ctx, keys, time.Hour)
-	if got["user:alice"] != 0 || got["addr:127.0.0.1"] != 3 {
-		t.Fatalf("after clear = %v", got)
+	got, _ := st.CountLoginAttempt(ctx, keys, time.Hour)
+	if got["user:alice"] != 1 || got["addr:127.0.0.1"] != 3 {
+		t.Fatalf("after refund and one more attempt = %v, want user 1 (cleared), address 3 (2+1)", got)
 	}
 	// A window that has passed starts again at 1.
 	time.Sleep(20 * time.Millisecond)
-	if err := st.RecordLoginFailure(ctx, keys[1:], 10*time.Millisecond); err != nil {
+	got, _ = st.CountLoginAttempt(ctx, keys[1:], 10*time.Millisecond)
+	if got["addr:127.0.0.1"] != 1 {
+		t.Fatalf("after the window = %v, want a new window with 1", got)
+	}
+	// Concurrent attempts each get their own count.
+	var wg sync.WaitGroup
+	seen := make(chan int, 20)
+	for range 20 {
+		wg.Go(func() {
+			got, err := st.CountLoginAttempt(ctx, []string{"user:bob"}, time.Hour)
+			if err != nil {
+				t.Error(err)
+			}
+			seen <- got["user:bob"]
+		})
+	}
+	wg.Wait()
+	close(seen)
+	distinct := map[int]bool{}
+	for n := range seen {
+		distinct[n] = true
+	}
+	if len(distinct) != 20 {
+		t.Fatalf("20 concurrent attempts saw %d distinct counts", len(distinct))
+	}
+}
+
+func TestCreateSessionOnlyForVerifiedHash(t *testing.T) {
+	st := newStore(t)
+	ctx := t.Context()
+	u := mustUser(t, st, "alice")
+	n := store.NewSession{ID: "s1", TokenHash: hashOf("t1"), UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour)}
+	if _, err := st.CreateSession(ctx, n, "$argon2id$other"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("session for a stale hash: %v, want ErrNotFound", err)
+	}
+	if _, err := st.SetUserActive(ctx, u.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	got, _ = st.LoginFailures(ctx, keys[1:], time.Hour)
-	if got["addr:127.0.0.1"] != 1 {
-		t.Fatalf("after window = %v, want a new window with 1", got)
+	if _, err := st.CreateSession(ctx, n, "$argon2id$stub"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("session for an inactive user: %v, want ErrNotFound", err)
+	}
+	if err := st.UpdatePasswordHash(ctx, u.ID, "$argon2id$other", "$argon2id$new"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("rehash over a changed hash: %v, want ErrNotFound", err)
 	}
 }
 

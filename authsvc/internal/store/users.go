@@ -64,10 +64,11 @@ func (s *Store) ListUsers(ctx context.Context, afterID int64, limit int) ([]User
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (User, error) { return scanUser(r) })
 }
 
-// UpdatePasswordHash replaces the stored hash without touching sessions (a rehash on
-// login). It returns ErrNotFound for an unknown user.
-func (s *Store) UpdatePasswordHash(ctx context.Context, id int64, hash string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1`, id, hash)
+// UpdatePasswordHash replaces the stored hash old with new without touching sessions
+// (a rehash of the same password on login). It returns ErrNotFound if the user is gone
+// or its hash is no longer old (the password changed meanwhile).
+func (s *Store) UpdatePasswordHash(ctx context.Context, id int64, old, new string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE users SET password_hash = $3, updated_at = now() WHERE id = $1 AND password_hash = $2`, id, old, new)
 	if err != nil {
 		return fmt.Errorf("update password hash: %w", err)
 	}
