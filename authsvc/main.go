@@ -77,8 +77,10 @@ func run(args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("authsvc "+cmd, flag.ContinueOnError)
 	var errs []error
 	fs.StringVar(&cfg.listen, "listen", env("AUTHSVC_LISTEN", "127.0.0.1:50051"), "gRPC listen address (AUTHSVC_LISTEN)")
-	fs.StringVar(&cfg.databaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL (DATABASE_URL), required")
-	fs.StringVar(&cfg.adminToken, "admin-token", env("AUTHSVC_ADMIN_TOKEN", ""), "bearer token for AdminService (AUTHSVC_ADMIN_TOKEN); empty disables the admin API")
+	// Secrets are read from the environment after parsing, not as flag defaults, so that
+	// -h and usage messages never print them.
+	fs.StringVar(&cfg.databaseURL, "database-url", "", "PostgreSQL URL (DATABASE_URL), required")
+	fs.StringVar(&cfg.adminToken, "admin-token", "", "bearer token for AdminService (AUTHSVC_ADMIN_TOKEN); empty disables the admin API")
 	fs.DurationVar(&cfg.sessionTTL, "session-ttl", envDuration("AUTHSVC_SESSION_TTL", 14*24*time.Hour, &errs), "session lifetime (AUTHSVC_SESSION_TTL)")
 	fs.IntVar(&cfg.maxFailUser, "login-max-failures-per-user", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_USER", 10, &errs), "failed logins per username per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_USER)")
 	fs.IntVar(&cfg.maxFailAddr, "login-max-failures-per-address", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, &errs), "failed logins per client address per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS)")
@@ -92,6 +94,12 @@ func run(args []string, log *slog.Logger) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if cfg.databaseURL == "" {
+		cfg.databaseURL = os.Getenv("DATABASE_URL")
+	}
+	if cfg.adminToken == "" {
+		cfg.adminToken = os.Getenv("AUTHSVC_ADMIN_TOKEN")
 	}
 	if cfg.databaseURL == "" {
 		return errors.New("DATABASE_URL (or -database-url) is required")
@@ -219,7 +227,8 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 }
 
 // watchHealth reports SERVING only while the database answers and the session event
-// feed is listening.
+// feed is listening (a replica that cannot stream session ends would let revoked
+// sessions' sockets stay open). It re-checks every 2 s and whenever the feed changes.
 func watchHealth(ctx context.Context, st *store.Store, events *server.Broker, hs *health.Server) {
 	services := []string{"", authv1.AuthService_ServiceDesc.ServiceName, authv1.AdminService_ServiceDesc.ServiceName}
 	tick := time.NewTicker(2 * time.Second)
@@ -229,7 +238,7 @@ func watchHealth(ctx context.Context, st *store.Store, events *server.Broker, hs
 		err := st.Ping(pctx)
 		cancel()
 		state := healthpb.HealthCheckResponse_SERVING
-		if err != nil {
+		if err != nil || !events.Live() {
 			state = healthpb.HealthCheckResponse_NOT_SERVING
 		}
 		for _, s := range services {
@@ -239,6 +248,7 @@ func watchHealth(ctx context.Context, st *store.Store, events *server.Broker, hs
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-events.Changed():
 		}
 	}
 }

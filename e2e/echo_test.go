@@ -62,6 +62,12 @@ func TestEcho(t *testing.T) {
 		}
 		expectClose(t, ws, websocket.CloseMessageTooBig, "", 5*time.Second)
 	})
+	t.Run("message far over the read limit still closes with 1009", func(t *testing.T) {
+		ws := mustOpen(t, s.edge.addr, l)
+		// 2 MiB: most of it is still unread when the edge refuses the message.
+		go func() { _ = ws.WriteMessage(websocket.TextMessage, []byte(strings.Repeat("x", 2<<20))) }()
+		expectClose(t, ws, websocket.CloseMessageTooBig, "", 5*time.Second)
+	})
 	t.Run("invalid UTF-8 closes with 1007", func(t *testing.T) {
 		ws := mustOpen(t, s.edge.addr, l)
 		if err := ws.WriteMessage(websocket.TextMessage, []byte{0xff, 0xfe}); err != nil {

@@ -82,7 +82,7 @@ func TestHandshakeAllowedOrigins(t *testing.T) {
 	for origin, want := range map[string]int{
 		"https://app.example.com":    http.StatusSwitchingProtocols,
 		"http://other.example:8080":  http.StatusSwitchingProtocols,
-		"http://" + s.edge.addr:      http.StatusForbidden, // the list replaces the same-host default
+		"http://" + s.edge.addr:      http.StatusSwitchingProtocols, // the edge's own page always may
 		"https://evil.example.com":   http.StatusForbidden,
 		"https://app.example.com.ev": http.StatusForbidden,
 	} {

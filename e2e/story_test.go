@@ -111,9 +111,17 @@ func TestAuthsvcCommands(t *testing.T) {
 		t.Fatalf("demo login = %v, %v", l, err)
 	}
 
-	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "authsvc"))
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	// Secrets from the environment never appear in usage output.
+	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "authsvc"), "-h")
+	cmd.Env = []string{"AUTHSVC_ADMIN_TOKEN=top-secret-admin-token", "DATABASE_URL=postgres://u:db-password@host/db"}
 	out, err := cmd.CombinedOutput()
+	if err == nil || strings.Contains(string(out), "top-secret") || strings.Contains(string(out), "db-password") {
+		t.Fatalf("authsvc -h: %v, printed:\n%s", err, out)
+	}
+
+	cmd = exec.CommandContext(t.Context(), filepath.Join(binDir, "authsvc"))
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	out, err = cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "DATABASE_URL") {
 		t.Fatalf("authsvc without DATABASE_URL: %v %s; want a failure naming DATABASE_URL", err, out)
 	}

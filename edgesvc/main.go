@@ -53,7 +53,7 @@ func run(args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("edgesvc", flag.ContinueOnError)
 	fs.StringVar(&listen, "listen", env("EDGESVC_LISTEN", "127.0.0.1:8000"), "HTTP listen address (EDGESVC_LISTEN)")
 	fs.StringVar(&authAddr, "auth-addr", env("EDGESVC_AUTH_ADDR", "127.0.0.1:50051"), "authsvc gRPC address (EDGESVC_AUTH_ADDR)")
-	fs.StringVar(&origins, "allowed-origins", env("EDGESVC_ALLOWED_ORIGINS", ""), "comma-separated origins allowed to open sockets and post forms (EDGESVC_ALLOWED_ORIGINS); empty: same host")
+	fs.StringVar(&origins, "allowed-origins", env("EDGESVC_ALLOWED_ORIGINS", ""), "comma-separated origins allowed, besides the edge's own host, to open sockets and post forms (EDGESVC_ALLOWED_ORIGINS)")
 	fs.Int64Var(&cfg.ReadLimit, "read-limit", int64(envInt("EDGESVC_READ_LIMIT", 1<<20, &errs)), "largest client message in bytes; larger closes with 1009 (EDGESVC_READ_LIMIT)")
 	fs.IntVar(&cfg.SendQueue, "send-queue", envInt("EDGESVC_SEND_QUEUE", 64, &errs), "outgoing messages queued per socket before closing with 1013 (EDGESVC_SEND_QUEUE)")
 	fs.DurationVar(&cfg.AuthTimeout, "auth-timeout", envDuration("EDGESVC_AUTH_TIMEOUT", 2*time.Second, &errs), "deadline for each authsvc call in a handshake; past it the answer is 503 (EDGESVC_AUTH_TIMEOUT)")
@@ -94,7 +94,7 @@ func run(args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(lis) }()
 	log.Info("edgesvc listening", "addr", lis.Addr().String(), "authsvc", authAddr)

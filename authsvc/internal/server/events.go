@@ -14,9 +14,10 @@ import (
 // the connection drops it ends every subscription, so no subscriber believes it saw
 // everything when it did not.
 type Broker struct {
-	mu   sync.Mutex
-	live bool
-	subs map[*subscription]struct{}
+	mu      sync.Mutex
+	live    bool
+	subs    map[*subscription]struct{}
+	changed chan struct{} // signalled when live changes
 }
 
 type subscription struct {
@@ -30,7 +31,7 @@ const subscriptionBuffer = 4096
 
 // NewBroker returns a Broker that is not yet listening; call Run.
 func NewBroker() *Broker {
-	return &Broker{subs: map[*subscription]struct{}{}}
+	return &Broker{subs: map[*subscription]struct{}{}, changed: make(chan struct{}, 1)}
 }
 
 // Run listens for events until ctx ends, reconnecting with backoff (100 ms doubling to
@@ -61,10 +62,22 @@ func (b *Broker) setLive() {
 	b.mu.Lock()
 	b.live = true
 	b.mu.Unlock()
+	b.signal()
 }
+
+func (b *Broker) signal() {
+	select {
+	case b.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Changed is signalled (coalesced) whenever the broker starts or stops listening.
+func (b *Broker) Changed() <-chan struct{} { return b.changed }
 
 // drop marks the broker not live and ends every subscription.
 func (b *Broker) drop() {
+	defer b.signal()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.live = false

@@ -257,7 +257,7 @@ func TestValidateAndLogout(t *testing.T) {
 			t.Fatalf("second logout: %v", err)
 		}
 		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		wantCode(t, err, codes.Unauthenticated, "revoked")
+		wantCode(t, err, codes.Unauthenticated, "session revoked: logout")
 	})
 	t.Run("expired", func(t *testing.T) {
 		l := login()
@@ -272,7 +272,7 @@ func TestValidateAndLogout(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		wantCode(t, err, codes.Unauthenticated, "revoked")
+		wantCode(t, err, codes.Unauthenticated, "session revoked: user_disabled")
 	})
 }
 
@@ -446,7 +446,7 @@ func TestAdminSessions(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, "user_id")
 	for _, l := range logins {
 		_, err := e.auth.ValidateSession(t.Context(), &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		wantCode(t, err, codes.Unauthenticated, "revoked")
+		wantCode(t, err, codes.Unauthenticated, "session revoked: revoked")
 	}
 }
 

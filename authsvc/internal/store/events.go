@@ -12,6 +12,10 @@ import (
 // EventChannel is the NOTIFY channel the sessions trigger announces ended sessions on.
 const EventChannel = "gatehouse_session_ended"
 
+// ListenIdleCheck is how long Listen waits for a notification before checking that
+// its connection still answers.
+var ListenIdleCheck = 15 * time.Second
+
 // Event is one ended session, as announced by the trigger.
 type Event struct {
 	SessionID string    `json:"session_id"`
@@ -36,12 +40,25 @@ func (s *Store) Listen(ctx context.Context, ready func(), fn func(Event)) error 
 	}
 	ready()
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		// Wake up when idle to check that the connection is alive: a half-open TCP
+		// connection would otherwise wait silently while events are lost.
+		wctx, cancel := context.WithTimeout(ctx, ListenIdleCheck)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("listen: %w", err)
+			if wctx.Err() == nil || conn.IsClosed() {
+				return fmt.Errorf("listen: %w", err)
+			}
+			pctx, cancel := context.WithTimeout(ctx, ListenIdleCheck/2)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("listen: connection check: %w", err)
+			}
+			continue
 		}
 		var ev Event
 		if err := json.Unmarshal([]byte(n.Payload), &ev); err != nil {

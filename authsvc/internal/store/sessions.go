@@ -45,15 +45,17 @@ func (s *Store) CreateSession(ctx context.Context, n NewSession, verifiedHash st
 }
 
 // ValidateSession returns the live session with the token hash and its user, in one
-// indexed query. It returns ErrSessionUnknown, ErrSessionRevoked, ErrSessionExpired or
-// ErrUserInactive when the session is not valid now.
+// indexed query. It returns ErrSessionUnknown, ErrSessionRevoked (wrapped with the
+// end reason: "session revoked: logout"), ErrSessionExpired or ErrUserInactive when
+// the session is not valid now.
 func (s *Store) ValidateSession(ctx context.Context, tokenHash []byte) (User, Session, error) {
 	var u User
 	var sess Session
 	var now time.Time
-	dest := append(sessionDest(&sess), &u.Username, &u.Active, &u.CreatedAt, &now)
+	var reason *string
+	dest := append(sessionDest(&sess), &u.Username, &u.Active, &u.CreatedAt, &now, &reason)
 	err := s.pool.QueryRow(ctx, `
-		SELECT `+sessionCols+`, u.username, u.active, u.created_at, now()
+		SELECT `+sessionCols+`, u.username, u.active, u.created_at, now(), s.end_reason
 		FROM sessions s JOIN users u ON u.id = s.user_id
 		WHERE s.token_hash = $1`, tokenHash).Scan(dest...)
 	if err == pgx.ErrNoRows {
@@ -64,6 +66,8 @@ func (s *Store) ValidateSession(ctx context.Context, tokenHash []byte) (User, Se
 	}
 	u.ID = sess.UserID
 	switch {
+	case sess.RevokedAt != nil && reason != nil:
+		return User{}, Session{}, fmt.Errorf("%w: %s", ErrSessionRevoked, *reason)
 	case sess.RevokedAt != nil:
 		return User{}, Session{}, ErrSessionRevoked
 	case !sess.ExpiresAt.After(now):

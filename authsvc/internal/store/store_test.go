@@ -294,6 +294,10 @@ func TestCreateSessionOnlyForVerifiedHash(t *testing.T) {
 }
 
 func TestListenDeliversEveryEnd(t *testing.T) {
+	// Idle checks every 50ms: events must still arrive between them.
+	old := store.ListenIdleCheck
+	store.ListenIdleCheck = 50 * time.Millisecond
+	t.Cleanup(func() { store.ListenIdleCheck = old })
 	st := newStore(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -305,6 +309,7 @@ func TestListenDeliversEveryEnd(t *testing.T) {
 	events := make(chan store.Event, 16)
 	go func() { _ = st.Listen(ctx, func() { close(ready) }, func(e store.Event) { events <- e }) }()
 	<-ready
+	time.Sleep(200 * time.Millisecond) // a few idle checks
 
 	if err := st.EndSessionByToken(ctx, hashOf("a"), store.EndLogout); err != nil {
 		t.Fatal(err)

@@ -108,15 +108,14 @@ func (c *Conn) Reply(text string) error {
 	}
 }
 
-// Close closes the connection with code and reason (at most 123 bytes). The writer
-// goroutine sends the close frame as soon as any write in progress ends, then gives
-// the client closeGrace to answer before dropping the connection. Only the first
+// Close closes the connection with code and reason (cut to 123 bytes). The writer
+// goroutine sends the close frame as soon as any write in progress ends (allowing it
+// closeGrace), then gives the client closeGrace to answer before dropping the
+// connection. Only the first
 // Close (or end of the connection) has an effect.
 func (c *Conn) Close(code int, reason string) {
 	c.closeOnce.Do(func() {
-		if len(reason) > 123 {
-			reason = reason[:123]
-		}
+		reason = truncateUTF8(reason, 123)
 		c.code = code
 		c.closeMsg = websocket.FormatCloseMessage(code, reason)
 		close(c.done)
@@ -137,6 +136,18 @@ func (c *Conn) closed(code int) {
 }
 
 const closeGrace = time.Second
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character (a close
+// reason that is not valid UTF-8 makes browsers fail the connection).
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
 
 // writeLoop is the connection's only writer: messages, pings every PingPeriod, and
 // the close frame when the edge closes the connection.
@@ -164,7 +175,7 @@ func (c *Conn) writeLoop() {
 			}
 		case <-c.done:
 			if c.closeMsg != nil {
-				_ = c.ws.WriteControl(websocket.CloseMessage, c.closeMsg, time.Now().Add(c.srv.cfg.WriteWait))
+				_ = c.ws.WriteControl(websocket.CloseMessage, c.closeMsg, time.Now().Add(closeGrace))
 				// The read loop ends when the client answers; stop waiting after closeGrace.
 				time.AfterFunc(closeGrace, func() { _ = c.ws.Close() })
 			}
@@ -224,8 +235,14 @@ func (c *Conn) readFailed(err error) {
 	var ce *websocket.CloseError
 	switch {
 	case errors.Is(err, websocket.ErrReadLimit):
-		// gorilla has already sent close 1009.
+		// gorilla has already sent close 1009. Read and drop the rest of the oversized
+		// message until the client answers, for up to closeGrace: closing with unread
+		// data would make the kernel reset the connection, and the client would see
+		// 1006 instead of 1009.
 		c.closed(CloseTooBig)
+		nc := c.ws.NetConn()
+		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
+		_, _ = io.Copy(io.Discard, nc)
 	case errors.As(err, &ce):
 		c.closed(ce.Code)
 	default:

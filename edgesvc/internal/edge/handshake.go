@@ -70,16 +70,17 @@ func parseUserID(s string) (int64, bool) {
 	return id, true
 }
 
-// originAllowed reports whether a browser request's Origin may use the edge: one of
-// AllowedOrigins, or by default the request's own host. Requests without Origin come
-// from non-browser clients, which carry their credential explicitly, and are allowed.
+// originAllowed reports whether a browser request's Origin may use the edge: the
+// request's own host (the edge's own page), or one of AllowedOrigins. Requests without
+// Origin come from non-browser clients, which carry their credential explicitly, and
+// are allowed.
 func (s *Server) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
 	}
-	if len(s.cfg.AllowedOrigins) > 0 {
-		return slices.Contains(s.cfg.AllowedOrigins, strings.ToLower(origin))
+	if slices.Contains(s.cfg.AllowedOrigins, strings.ToLower(origin)) {
+		return true
 	}
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" {
@@ -181,7 +182,7 @@ func (s *Server) serve(c *Conn, consumer Consumer, feed uint64) {
 		if feed == 0 || s.feed.Load() != feed {
 			// The event feed was down or restarted since validation began: an end
 			// event may have been missed, so check once more.
-			go s.revalidate(c)
+			go s.revalidate(s.ctx, c, 8)
 		}
 		c.expiry = time.AfterFunc(time.Until(c.session.ExpiresAt), func() { c.Close(CloseSessionEnded, "expired") })
 		defer c.expiry.Stop()

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestCredential(t *testing.T) {
@@ -78,7 +79,7 @@ func TestOriginAllowed(t *testing.T) {
 		{list, "edge:8000", "https://app.example.com", true},
 		{list, "edge:8000", "HTTPS://APP.EXAMPLE.COM", true},
 		{list, "edge:8000", "http://localhost:3000", true},
-		{list, "edge:8000", "http://edge:8000", false},
+		{list, "edge:8000", "http://edge:8000", true}, // the edge's own page always may
 		{list, "edge:8000", "https://app.example.com.evil", false},
 	} {
 		r := httptest.NewRequest("GET", "http://"+tc.host+"/ws/myapp/1/", nil)
@@ -176,5 +177,16 @@ func BenchmarkCredential(b *testing.B) {
 		if _, ok := credential(r); !ok {
 			b.Fatal("no credential")
 		}
+	}
+}
+
+func TestTruncateUTF8(t *testing.T) {
+	long := strings.Repeat("é", 100) // 200 bytes
+	got := truncateUTF8(long, 123)
+	if len(got) > 123 || !utf8.ValidString(got) || len(got) != 122 {
+		t.Fatalf("truncateUTF8 = %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+	if truncateUTF8("short", 123) != "short" {
+		t.Fatal("short reason changed")
 	}
 }

@@ -24,8 +24,8 @@ import (
 
 // Config holds the edge's settings. Zero values take the defaults named here.
 type Config struct {
-	// AllowedOrigins lists the origins ("https://app.example.com") whose pages may open
-	// sockets and post the login form. Empty allows only the request's own host.
+	// AllowedOrigins lists origins ("https://app.example.com") whose pages may open
+	// sockets and post the login form, besides the request's own host, which always may.
 	AllowedOrigins []string
 	// ReadLimit is the largest message a client may send, in bytes. Default 1 MiB.
 	ReadLimit int64
@@ -80,6 +80,10 @@ type Server struct {
 	// same one cannot have missed an event.
 	feed    atomic.Uint64
 	feedSeq atomic.Uint64
+
+	// ctx lives as long as the Server, for work not tied to one request.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // New returns a Server that calls authsvc over cc. Add WebSocket routes with Handle,
@@ -97,6 +101,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 		metrics:  newMetrics(reg),
 		registry: reg,
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, o := range cfg.AllowedOrigins {
 		if err := s.cop.AddTrustedOrigin(o); err != nil {
 			log.Warn("ignoring allowed origin", "origin", o, "err", err)
@@ -131,7 +136,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // Shutdown refuses new sockets, closes every open one with 1001, and waits until
 // they are gone or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.cancel()
 	for _, c := range s.hub.shutdown() {
+		// A write stuck on a client that does not read would hold up the close frame
+		// for WriteWait; give it closeGrace instead.
+		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
 		c.Close(CloseGoingAway, "server shutting down")
 	}
 	done := make(chan struct{})

@@ -26,6 +26,7 @@ var endReasons = map[authv1.SessionEndReason]string{
 // re-validates every live session, so a session that ended while the feed was down
 // is closed too. It resubscribes with backoff (100 ms doubling to 5 s, jittered).
 func (s *Server) WatchSessions(ctx context.Context) {
+	go s.checkWhileFeedDown(ctx)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()
@@ -86,6 +87,26 @@ func (s *Server) endSession(id, reason string) {
 	}
 }
 
+// feedDownCheck is how often live sessions are re-validated while the event feed is
+// down: authsvc may still answer ValidateSession (its pool works) while it cannot
+// stream events, and sessions that end meanwhile must still close.
+const feedDownCheck = 5 * time.Second
+
+func (s *Server) checkWhileFeedDown(ctx context.Context) {
+	tick := time.NewTicker(feedDownCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if s.feed.Load() == 0 {
+			s.revalidateAll(ctx)
+		}
+	}
+}
+
 // revalidateAll checks each live session once with authsvc, 8 at a time.
 func (s *Server) revalidateAll(ctx context.Context) {
 	conns := s.hub.sessions()
@@ -94,7 +115,7 @@ func (s *Server) revalidateAll(ctx context.Context) {
 	for range min(8, len(conns)) {
 		wg.Go(func() {
 			for c := range work {
-				s.revalidate(c)
+				s.revalidate(ctx, c, 1)
 			}
 		})
 	}
@@ -108,18 +129,43 @@ func (s *Server) revalidateAll(ctx context.Context) {
 	wg.Wait()
 }
 
-// revalidate ends c's session if authsvc no longer accepts it. Other errors leave it
-// open: the feed's next resubscription checks again.
-func (s *Server) revalidate(c *Conn) {
-	_, err := s.validate(c.ctx, c.token)
-	if status.Code(err) == codes.Unauthenticated {
-		s.endSession(c.session.ID, reasonOf(err))
+// revalidate ends c's session if authsvc no longer accepts it. Other errors are
+// retried with backoff, up to attempts tries; after that the feed's next
+// resubscription (or the periodic check while it is down) checks again. It uses ctx,
+// not the connection's context: the check is for every socket of the session, and c
+// itself may be closing.
+func (s *Server) revalidate(ctx context.Context, c *Conn, attempts int) {
+	backoff := 200 * time.Millisecond
+	for i := 0; i < attempts; i++ {
+		_, err := s.validate(ctx, c.token)
+		switch status.Code(err) {
+		case codes.OK:
+			return
+		case codes.Unauthenticated:
+			s.endSession(c.session.ID, reasonOf(err))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
-// reasonOf maps a ValidateSession refusal to a 4401 close reason.
+// reasonOf maps a ValidateSession refusal to a 4401 close reason. authsvc says
+// "session revoked: <reason>", "session expired" or "user inactive".
 func reasonOf(err error) string {
 	msg := status.Convert(err).Message()
+	if r, ok := strings.CutPrefix(msg, "session revoked: "); ok {
+		for _, known := range endReasons {
+			if r == known {
+				return r
+			}
+		}
+		return "revoked"
+	}
 	switch {
 	case strings.Contains(msg, "revoked"):
 		return "revoked"
