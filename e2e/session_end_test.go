@@ -2,12 +2,18 @@ package e2e
 
 import (
 	"context"
+	"net/http"
 	"net/url"
 	"testing"
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gorilla/websocket"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/gatehouse/gatehouse/authsvc/pgtest"
 )
 
 const closeWithin = 5 * time.Second
@@ -94,11 +100,80 @@ func TestLiveSessionEnd(t *testing.T) {
 }
 
 func TestSessionExpiryClosesSocket(t *testing.T) {
-	s := newSystem(t, []string{"AUTHSVC_SESSION_TTL=2s"}, nil)
+	s := newSystem(t, []string{"AUTHSVC_SESSION_TTL=2s", "AUTHSVC_CLEANUP_INTERVAL=200ms"}, nil)
 	u, pw := s.newUser(t)
-	ws := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+	l := s.login(t, u, pw)
+	ws := mustOpen(t, s.edge.addr, l)
 	echo(t, ws, "before expiry")
 	expectClose(t, ws, 4401, "expired", 5*time.Second)
+
+	// The periodic cleanup deletes the expired session.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var n int
+		if err := s.db.QueryRow(t.Context(), `SELECT count(*) FROM sessions WHERE id = $1`, l.GetSession().GetId()).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("expired session still stored 5s after expiry with a 200ms cleanup interval")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestDatabaseGone: when authsvc's database disappears, health turns NOT_SERVING,
+// ValidateSession answers UNAVAILABLE, and the edge refuses handshakes with 503 and
+// reports not ready.
+func TestDatabaseGone(t *testing.T) {
+	db, drop, err := pgtest.Create(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = drop() })
+	auth := start(t, "authsvc", append(authEnv("127.0.0.1:0"), "DATABASE_URL="+db)...)
+	edge := startEdge(t, auth.addr)
+	waitReady(t, edge.addr)
+	cc := dial(t, auth.addr)
+	s := &system{authC: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc)}
+	u, pw := s.newUser(t)
+	l := s.login(t, u, pw)
+	ws := mustOpen(t, edge.addr, l)
+	echo(t, ws, "before")
+
+	if err := drop(); err != nil {
+		t.Fatal(err)
+	}
+	hc := healthpb.NewHealthClient(cc)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h, err := hc.Check(t.Context(), &healthpb.HealthCheckRequest{})
+		if err == nil && h.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health still %v, %v 10s after the database went away", h, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, err = s.authC.ValidateSession(t.Context(), &authv1.ValidateSessionRequest{Token: l.GetToken()})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("ValidateSession without a database = %v, want UNAVAILABLE", err)
+	}
+	if _, code := dialWS(t, wsURL(edge.addr, u.GetId()), cookieHeader(edge.addr, l.GetToken())); code != 503 {
+		t.Fatalf("handshake without a database = %d, want 503", code)
+	}
+	resp, err := http.Get("http://" + edge.addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("/readyz = %d, want 503", resp.StatusCode)
+	}
+	echo(t, ws, "an open socket is not dropped for an outage") // it cannot be re-checked, so it stays
 }
 
 // TestRevocationDuringAuthRestart: a session revoked while authsvc is down (so no
