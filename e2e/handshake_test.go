@@ -30,29 +30,30 @@ func TestHandshakeTable(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name string
-		url  string
-		hdr  http.Header
-		want int
+		name   string
+		url    string
+		hdr    http.Header
+		want   int
+		reason string // the Gatehouse-Reason header of a refusal
 	}{
-		{"valid cookie, own id", url, cookieHeader(edge, l.GetToken()), http.StatusSwitchingProtocols},
-		{"valid bearer, no origin (non-browser client)", url, http.Header{"Authorization": {"Bearer " + l.GetToken()}}, http.StatusSwitchingProtocols},
-		{"no credential", url, http.Header{"Origin": {"http://" + edge}}, http.StatusUnauthorized},
-		{"unknown session", url, cookieHeader(edge, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), http.StatusUnauthorized},
-		{"malformed cookie", url, cookieHeader(edge, "not a token!"), http.StatusUnauthorized},
-		{"malformed bearer", url, http.Header{"Authorization": {"Basic " + l.GetToken()}}, http.StatusUnauthorized},
-		{"expired session", url, cookieHeader(edge, expired.GetToken()), http.StatusUnauthorized},
-		{"revoked session", url, cookieHeader(edge, revoked.GetToken()), http.StatusUnauthorized},
-		{"another user's id", url, cookieHeader(edge, bobLogin.GetToken()), http.StatusForbidden},
-		{"origin of another site", url, http.Header{"Cookie": {"sessionid=" + l.GetToken()}, "Origin": {"http://evil.example"}}, http.StatusForbidden},
-		{"origin null", url, http.Header{"Cookie": {"sessionid=" + l.GetToken()}, "Origin": {"null"}}, http.StatusForbidden},
-		{"user id not a number", "ws://" + edge + "/ws/myapp/abc/", cookieHeader(edge, l.GetToken()), http.StatusNotFound},
-		{"user id with leading zero", "ws://" + edge + "/ws/myapp/0" + itoa(alice.GetId()) + "/", cookieHeader(edge, l.GetToken()), http.StatusNotFound},
+		{"valid cookie, own id", url, cookieHeader(edge, l.GetToken()), http.StatusSwitchingProtocols, ""},
+		{"valid bearer, no origin (non-browser client)", url, http.Header{"Authorization": {"Bearer " + l.GetToken()}}, http.StatusSwitchingProtocols, ""},
+		{"no credential", url, http.Header{"Origin": {"http://" + edge}}, http.StatusUnauthorized, "NO_CREDENTIAL"},
+		{"unknown session", url, cookieHeader(edge, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), http.StatusUnauthorized, "SESSION_UNKNOWN"},
+		{"malformed cookie", url, cookieHeader(edge, "not a token!"), http.StatusUnauthorized, "NO_CREDENTIAL"},
+		{"malformed bearer", url, http.Header{"Authorization": {"Basic " + l.GetToken()}}, http.StatusUnauthorized, "NO_CREDENTIAL"},
+		{"expired session", url, cookieHeader(edge, expired.GetToken()), http.StatusUnauthorized, "SESSION_EXPIRED"},
+		{"revoked session", url, cookieHeader(edge, revoked.GetToken()), http.StatusUnauthorized, "SESSION_REVOKED"},
+		{"another user's id", url, cookieHeader(edge, bobLogin.GetToken()), http.StatusForbidden, "WRONG_USER"},
+		{"origin of another site", url, http.Header{"Cookie": {"sessionid=" + l.GetToken()}, "Origin": {"http://evil.example"}}, http.StatusForbidden, "ORIGIN_NOT_ALLOWED"},
+		{"origin null", url, http.Header{"Cookie": {"sessionid=" + l.GetToken()}, "Origin": {"null"}}, http.StatusForbidden, "ORIGIN_NOT_ALLOWED"},
+		{"user id not a number", "ws://" + edge + "/ws/myapp/abc/", cookieHeader(edge, l.GetToken()), http.StatusNotFound, "NO_ROUTE"},
+		{"user id with leading zero", "ws://" + edge + "/ws/myapp/0" + itoa(alice.GetId()) + "/", cookieHeader(edge, l.GetToken()), http.StatusNotFound, "NO_ROUTE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ws, code := dialWS(t, tc.url, tc.hdr)
-			if code != tc.want {
-				t.Fatalf("handshake answered %d, want %d", code, tc.want)
+			ws, code, reason := dialWSReason(t, tc.url, tc.hdr)
+			if code != tc.want || reason != tc.reason {
+				t.Fatalf("handshake answered %d %q, want %d %q", code, reason, tc.want, tc.reason)
 			}
 			if ws != nil {
 				echo(t, ws, "hello")
@@ -101,9 +102,9 @@ func TestHandshakeFailsClosed(t *testing.T) {
 
 	t.Run("authsvc unreachable", func(t *testing.T) {
 		edge := startEdge(t, freeAddr(t))
-		_, code := dialWS(t, wsURL(edge.addr, u.GetId()), cookieHeader(edge.addr, l.GetToken()))
-		if code != http.StatusServiceUnavailable {
-			t.Fatalf("handshake answered %d, want 503", code)
+		_, code, reason := dialWSReason(t, wsURL(edge.addr, u.GetId()), cookieHeader(edge.addr, l.GetToken()))
+		if code != http.StatusServiceUnavailable || reason != "AUTH_UNAVAILABLE" {
+			t.Fatalf("handshake answered %d %q, want 503 AUTH_UNAVAILABLE", code, reason)
 		}
 	})
 	t.Run("authsvc too slow", func(t *testing.T) {

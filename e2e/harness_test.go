@@ -25,9 +25,11 @@ import (
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse/gatehouse/authsvc/pgtest"
 )
@@ -282,16 +284,23 @@ func wsURL(edgeAddr string, id int64) string {
 // same-origin browser would). It returns the connection, or nil and the HTTP status.
 func dialWS(t testing.TB, u string, hdr http.Header) (*websocket.Conn, int) {
 	t.Helper()
+	ws, code, _ := dialWSReason(t, u, hdr)
+	return ws, code
+}
+
+// dialWSReason is dialWS that also returns the edge's Gatehouse-Reason header.
+func dialWSReason(t testing.TB, u string, hdr http.Header) (*websocket.Conn, int, string) {
+	t.Helper()
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	ws, resp, err := d.DialContext(t.Context(), u, hdr)
 	if err != nil {
 		if resp == nil {
 			t.Fatalf("dial %s: %v", u, err)
 		}
-		return nil, resp.StatusCode
+		return nil, resp.StatusCode, resp.Header.Get("Gatehouse-Reason")
 	}
 	t.Cleanup(func() { ws.Close() })
-	return ws, resp.StatusCode
+	return ws, resp.StatusCode, ""
 }
 
 func cookieHeader(edgeAddr, token string) http.Header {
@@ -413,4 +422,14 @@ func mustGet(t testing.TB, c *http.Client, u string) *http.Response {
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// errorInfo returns the google.rpc.ErrorInfo detail of a gRPC error, or nil.
+func errorInfo(err error) *errdetails.ErrorInfo {
+	for _, d := range status.Convert(err).Details() {
+		if i, ok := d.(*errdetails.ErrorInfo); ok {
+			return i
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -86,9 +87,11 @@ func TestPageAndForms(t *testing.T) {
 	})
 	t.Run("api/session without a session is 401", func(t *testing.T) {
 		resp := get(t, "/api/session")
+		var body struct{ Reason string }
+		_ = json.NewDecoder(resp.Body).Decode(&body)
 		resp.Body.Close()
-		if resp.StatusCode != 401 {
-			t.Fatalf("GET /api/session = %d", resp.StatusCode)
+		if resp.StatusCode != 401 || body.Reason != "NO_CREDENTIAL" {
+			t.Fatalf("GET /api/session = %d %+v", resp.StatusCode, body)
 		}
 	})
 	t.Run("login sets the session cookie and shows the signed-in page", func(t *testing.T) {
@@ -181,5 +184,8 @@ func TestLoginRateLimit(t *testing.T) {
 	resp := postForm(t, c, base+"/login", url.Values{"username": {u.GetUsername()}, "password": {pw}}, base)
 	if body := readBody(resp); resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(body, "Too many failed sign-ins") {
 		t.Fatalf("after 3 failures: %d\n%s", resp.StatusCode, body)
+	}
+	if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 15*60 {
+		t.Fatalf("Retry-After = %q, want the seconds left in the 15-minute window", resp.Header.Get("Retry-After"))
 	}
 }

@@ -159,8 +159,8 @@ func TestDatabaseGone(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	_, err = s.authC.ValidateSession(t.Context(), &authv1.ValidateSessionRequest{Token: l.GetToken()})
-	if status.Code(err) != codes.Unavailable {
-		t.Fatalf("ValidateSession without a database = %v, want UNAVAILABLE", err)
+	if status.Code(err) != codes.Unavailable || errorInfo(err).GetReason() != "DATABASE_UNAVAILABLE" {
+		t.Fatalf("ValidateSession without a database = %v %v, want UNAVAILABLE DATABASE_UNAVAILABLE", err, errorInfo(err))
 	}
 	if _, code := dialWS(t, wsURL(edge.addr, u.GetId()), cookieHeader(edge.addr, l.GetToken())); code != 503 {
 		t.Fatalf("handshake without a database = %d, want 503", code)

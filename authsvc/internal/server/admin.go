@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,7 +13,6 @@ import (
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
 )
@@ -32,11 +32,11 @@ const (
 // characters of letters, digits and @.+-_ (Django's username rule).
 func ValidUsername(name string) error {
 	if name == "" || utf8.RuneCountInString(name) > maxUsername {
-		return status.Errorf(codes.InvalidArgument, "username must be 1 to %d characters", maxUsername)
+		return failf(codes.InvalidArgument, ReasonInvalidUsername, "username must be 1 to %d characters", maxUsername)
 	}
 	for _, r := range name {
 		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune("@.+-_", r) {
-			return status.Errorf(codes.InvalidArgument, "username may contain only letters, digits and @.+-_ (found %q)", r)
+			return failf(codes.InvalidArgument, ReasonInvalidUsername, "username may contain only letters, digits and @.+-_ (found %q)", r)
 		}
 	}
 	return nil
@@ -44,14 +44,14 @@ func ValidUsername(name string) error {
 
 func validPassword(pw string) error {
 	if len(pw) < minPassword || len(pw) > maxPassword {
-		return status.Errorf(codes.InvalidArgument, "password must be %d to %d bytes", minPassword, maxPassword)
+		return failf(codes.InvalidArgument, ReasonInvalidPassword, "password must be %d to %d bytes", minPassword, maxPassword)
 	}
 	return nil
 }
 
 func validUserID(id int64) error {
 	if id <= 0 {
-		return status.Error(codes.InvalidArgument, "user_id must be positive")
+		return failf(codes.InvalidArgument, ReasonInvalidUserID, "user_id must be positive")
 	}
 	return nil
 }
@@ -59,7 +59,7 @@ func validUserID(id int64) error {
 func pageSize(n int32) (int, error) {
 	switch {
 	case n < 0:
-		return 0, status.Error(codes.InvalidArgument, "page_size must not be negative")
+		return 0, failf(codes.InvalidArgument, ReasonInvalidPageSize, "page_size must not be negative")
 	case n == 0:
 		return defaultPageSize, nil
 	case n > maxPageSize:
@@ -98,9 +98,8 @@ func (a *adminServer) GetUser(ctx context.Context, req *authv1.GetUserRequest) (
 	return &authv1.GetUserResponse{User: userPB(u)}, nil
 }
 
-// userErr names the user in a not-found error.
-func userErr(id int64, err error) error {
-	return fmt.Errorf("user %d: %w", id, err)
+func sessionNotFound(id string) error {
+	return fail(codes.NotFound, ReasonSessionNotFound, 0, fmt.Sprintf("session %.64q not found", id), "session_id", id)
 }
 
 func (a *adminServer) ListUsers(ctx context.Context, req *authv1.ListUsersRequest) (*authv1.ListUsersResponse, error) {
@@ -115,7 +114,7 @@ func (a *adminServer) ListUsers(ctx context.Context, req *authv1.ListUsersReques
 			after, err = strconv.ParseInt(v, 10, 64)
 		}
 		if !ok || err != nil || after < 0 {
-			return nil, status.Error(codes.InvalidArgument, "invalid page_token: pass the next_page_token of a previous ListUsers response")
+			return nil, failf(codes.InvalidArgument, ReasonInvalidPageToken, "invalid page_token: pass the next_page_token of a previous ListUsers response")
 		}
 	}
 	users, err := a.s.store.ListUsers(ctx, after, n+1)
@@ -175,7 +174,7 @@ func (a *adminServer) ListSessions(ctx context.Context, req *authv1.ListSessions
 	if t := req.GetPageToken(); t != "" {
 		after = sessionCursor(t, req.GetUserId())
 		if after == nil {
-			return nil, status.Error(codes.InvalidArgument,
+			return nil, failf(codes.InvalidArgument, ReasonInvalidPageToken,
 				"invalid page_token: pass the next_page_token of a previous ListSessions response for the same user")
 		}
 	}
@@ -217,13 +216,15 @@ func sessionCursor(tok string, userID int64) *store.SessionCursor {
 func (a *adminServer) RevokeSession(ctx context.Context, req *authv1.RevokeSessionRequest) (*authv1.RevokeSessionResponse, error) {
 	id := req.GetSessionId()
 	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "session_id is required")
+		return nil, failf(codes.InvalidArgument, ReasonSessionIDRequired, "session_id is required")
 	}
 	if len(id) > 64 {
-		return nil, status.Errorf(codes.NotFound, "session %.64q: not found", id)
+		return nil, sessionNotFound(id)
 	}
-	if err := a.s.store.RevokeSession(ctx, id, store.EndRevoked); err != nil {
-		return nil, toStatus(ctx, a.s.log, fmt.Errorf("session %s: %w", id, err))
+	if err := a.s.store.RevokeSession(ctx, id, store.EndRevoked); errors.Is(err, store.ErrNotFound) {
+		return nil, sessionNotFound(id)
+	} else if err != nil {
+		return nil, toStatus(ctx, a.s.log, err)
 	}
 	a.s.log.InfoContext(ctx, "session revoked", "session_id", id)
 	return &authv1.RevokeSessionResponse{}, nil

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -11,7 +12,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
@@ -29,15 +29,15 @@ const (
 	maxUserAgent = 512  // characters kept on the session
 )
 
-var errBadCredentials = status.Error(codes.Unauthenticated, "invalid username or password")
+var errBadCredentials = failf(codes.Unauthenticated, ReasonInvalidCredentials, "invalid username or password")
 
 func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.LoginResponse, error) {
 	s := a.s
 	if req.GetUsername() == "" || req.GetPassword() == "" {
-		return nil, status.Error(codes.InvalidArgument, "username and password are required")
+		return nil, failf(codes.InvalidArgument, ReasonCredentialsRequired, "username and password are required")
 	}
 	if utf8.RuneCountInString(req.GetUsername()) > maxUsername || len(req.GetPassword()) > maxPassword {
-		return nil, status.Errorf(codes.InvalidArgument,
+		return nil, failf(codes.InvalidArgument, ReasonCredentialsTooLong,
 			"username longer than %d characters or password longer than %d bytes", maxUsername, maxPassword)
 	}
 	addr, err := clientAddress(ctx, req.GetClientAddress())
@@ -56,9 +56,17 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
-	if counts[userKey] > s.cfg.MaxFailuresPerUser || (addr != "" && counts[addrKey] > s.cfg.MaxFailuresPerAddress) {
-		return nil, status.Errorf(codes.ResourceExhausted,
-			"too many failed logins; try again in up to %s", s.cfg.FailureWindow)
+	var resetAt time.Time
+	if c := counts[userKey]; c.N > s.cfg.MaxFailuresPerUser {
+		resetAt = c.ResetAt
+	}
+	if c := counts[addrKey]; addr != "" && c.N > s.cfg.MaxFailuresPerAddress && c.ResetAt.After(resetAt) {
+		resetAt = c.ResetAt
+	}
+	if !resetAt.IsZero() {
+		wait := max(time.Until(resetAt).Round(time.Second), time.Second)
+		return nil, fail(codes.ResourceExhausted, ReasonRateLimited, wait,
+			fmt.Sprintf("too many failed logins; try again in %s", wait))
 	}
 
 	user, hash, err := s.store.UserForLogin(ctx, req.GetUsername())
@@ -119,10 +127,10 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 
 func tokenHash(tok string) ([]byte, error) {
 	if tok == "" {
-		return nil, status.Error(codes.Unauthenticated, "session token required")
+		return nil, failf(codes.Unauthenticated, ReasonTokenRequired, "session token required")
 	}
 	if len(tok) > maxToken {
-		return nil, status.Error(codes.Unauthenticated, store.ErrSessionUnknown.Error())
+		return nil, failf(codes.Unauthenticated, ReasonSessionUnknown, "session unknown")
 	}
 	return HashToken(tok), nil
 }
@@ -153,7 +161,7 @@ func (a *authServer) Logout(ctx context.Context, req *authv1.LogoutRequest) (*au
 func (a *authServer) WatchSessionEvents(_ *authv1.WatchSessionEventsRequest, stream grpc.ServerStreamingServer[authv1.WatchSessionEventsResponse]) error {
 	sub := a.s.events.Subscribe()
 	if sub == nil {
-		return status.Error(codes.Unavailable, "session event feed is not connected to the database; retry")
+		return fail(codes.Unavailable, ReasonEventFeedUnavailable, time.Second, "session event feed is not connected to the database; retry")
 	}
 	defer a.s.events.Unsubscribe(sub)
 	// Headers tell the client the subscription is live: any session that ends from
@@ -173,7 +181,7 @@ func (a *authServer) WatchSessionEvents(_ *authv1.WatchSessionEventsRequest, str
 				return err
 			}
 		case <-sub.lost:
-			return status.Error(codes.Unavailable,
+			return failf(codes.Unavailable, ReasonEventsMissed,
 				"session event feed interrupted; events may have been missed: re-check held sessions and subscribe again")
 		case <-ctx.Done():
 			return nil

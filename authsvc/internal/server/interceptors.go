@@ -87,21 +87,21 @@ func (s *Server) adminStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 // constant time, so neither the token nor its length leaks through timing.
 func (s *Server) checkAdmin(ctx context.Context) error {
 	if s.cfg.AdminToken == "" {
-		return status.Error(codes.Unauthenticated,
+		return failf(codes.Unauthenticated, ReasonAdminAPIDisabled,
 			"admin API disabled: authsvc has no admin token configured (set AUTHSVC_ADMIN_TOKEN)")
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	if len(vals) != 1 {
-		return status.Error(codes.Unauthenticated, "admin token required: send metadata 'authorization: Bearer <admin token>'")
+		return failf(codes.Unauthenticated, ReasonAdminTokenRequired, "admin token required: send metadata 'authorization: Bearer <admin token>'")
 	}
 	scheme, tok, ok := strings.Cut(vals[0], " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-		return status.Error(codes.Unauthenticated, "admin token required: send metadata 'authorization: Bearer <admin token>'")
+		return failf(codes.Unauthenticated, ReasonAdminTokenRequired, "admin token required: send metadata 'authorization: Bearer <admin token>'")
 	}
 	got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 	if subtle.ConstantTimeCompare(got[:], s.admin[:]) != 1 {
-		return status.Error(codes.Unauthenticated, "invalid admin token")
+		return failf(codes.Unauthenticated, ReasonAdminTokenInvalid, "invalid admin token")
 	}
 	return nil
 }

@@ -15,7 +15,6 @@ import (
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse/gatehouse/authsvc/internal/password"
@@ -137,7 +136,7 @@ func clientAddress(ctx context.Context, given string) (string, error) {
 	}
 	ip, err := netip.ParseAddr(given)
 	if err != nil || len(given) > 64 {
-		return "", status.Error(codes.InvalidArgument, "client_address must be an IP address")
+		return "", failf(codes.InvalidArgument, ReasonInvalidClientAddress, "client_address must be an IP address")
 	}
 	return ip.String(), nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -88,12 +89,31 @@ func withAdmin(ctx context.Context, tok string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
 }
 
-func wantCode(t *testing.T, err error, want codes.Code, contains string) {
+// wantCode checks the status code and the ErrorInfo reason and domain that every
+// error carries; messages are for people and are not checked.
+func wantCode(t *testing.T, err error, want codes.Code, reason string) *errdetails.ErrorInfo {
 	t.Helper()
 	st := status.Convert(err)
-	if st.Code() != want || !strings.Contains(st.Message(), contains) {
-		t.Fatalf("status = %v %q, want %v containing %q", st.Code(), st.Message(), want, contains)
+	var info *errdetails.ErrorInfo
+	for _, d := range st.Details() {
+		if i, ok := d.(*errdetails.ErrorInfo); ok {
+			info = i
+		}
 	}
+	if st.Code() != want || info == nil || info.GetReason() != reason || info.GetDomain() != server.ErrorDomain {
+		t.Fatalf("status = %v %q %v, want %v with reason %s", st.Code(), st.Message(), info, want, reason)
+	}
+	return info
+}
+
+// retryDelay returns the RetryInfo delay of err, or 0.
+func retryDelay(err error) time.Duration {
+	for _, d := range status.Convert(err).Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok {
+			return r.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
 }
 
 func (e *env) createUser(t testing.TB, name, pw string) *authv1.User {
@@ -131,29 +151,32 @@ func TestLogin(t *testing.T) {
 		name     string
 		req      *authv1.LoginRequest
 		code     codes.Code
-		contains string
+		reason   string
 	}{
-		{"empty username", &authv1.LoginRequest{Password: "x"}, codes.InvalidArgument, "required"},
-		{"empty password", &authv1.LoginRequest{Username: "alice"}, codes.InvalidArgument, "required"},
-		{"username too long", &authv1.LoginRequest{Username: strings.Repeat("a", 151), Password: "x"}, codes.InvalidArgument, "longer"},
-		{"password too long", &authv1.LoginRequest{Username: "alice", Password: strings.Repeat("a", 1025)}, codes.InvalidArgument, "longer"},
-		{"unknown user", &authv1.LoginRequest{Username: "nobody", Password: "password1"}, codes.Unauthenticated, "invalid username or password"},
-		{"client address not an IP", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: "example.com"}, codes.InvalidArgument, "client_address"},
-		{"client address huge", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: strings.Repeat("1", 5000)}, codes.InvalidArgument, "client_address"},
+		{"empty username", &authv1.LoginRequest{Password: "x"}, codes.InvalidArgument, server.ReasonCredentialsRequired},
+		{"empty password", &authv1.LoginRequest{Username: "alice"}, codes.InvalidArgument, server.ReasonCredentialsRequired},
+		{"username too long", &authv1.LoginRequest{Username: strings.Repeat("a", 151), Password: "x"}, codes.InvalidArgument, server.ReasonCredentialsTooLong},
+		{"password too long", &authv1.LoginRequest{Username: "alice", Password: strings.Repeat("a", 1025)}, codes.InvalidArgument, server.ReasonCredentialsTooLong},
+		{"unknown user", &authv1.LoginRequest{Username: "nobody", Password: "password1"}, codes.Unauthenticated, server.ReasonInvalidCredentials},
+		{"client address not an IP", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: "example.com"}, codes.InvalidArgument, server.ReasonInvalidClientAddress},
+		{"client address huge", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: strings.Repeat("1", 5000)}, codes.InvalidArgument, server.ReasonInvalidClientAddress},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.auth.Login(ctx, tc.req)
-			wantCode(t, err, tc.code, tc.contains)
+			wantCode(t, err, tc.code, tc.reason)
 		})
 	}
 
 	t.Run("wrong password, then rate limited even with the right one", func(t *testing.T) {
 		for range 3 {
 			_, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "alice", Password: "wrong"})
-			wantCode(t, err, codes.Unauthenticated, "invalid username or password")
+			wantCode(t, err, codes.Unauthenticated, server.ReasonInvalidCredentials)
 		}
 		_, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "Alice", Password: "password1"})
-		wantCode(t, err, codes.ResourceExhausted, "too many failed logins")
+		wantCode(t, err, codes.ResourceExhausted, server.ReasonRateLimited)
+		if d := retryDelay(err); d < time.Second || d > time.Hour {
+			t.Fatalf("RetryInfo delay %v, want the rest of the window (up to 15m)", d)
+		}
 	})
 
 	t.Run("inactive user cannot log in", func(t *testing.T) {
@@ -162,7 +185,7 @@ func TestLogin(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "bob", Password: "password2"})
-		wantCode(t, err, codes.Unauthenticated, "invalid username or password")
+		wantCode(t, err, codes.Unauthenticated, server.ReasonInvalidCredentials)
 	})
 }
 
@@ -171,10 +194,10 @@ func TestLoginPerAddressLimit(t *testing.T) {
 	e.createUser(t, "carol", "password3")
 	for i := range 2 {
 		_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: fmt.Sprint("guess", i), Password: "x"})
-		wantCode(t, err, codes.Unauthenticated, "")
+		wantCode(t, err, codes.Unauthenticated, server.ReasonInvalidCredentials)
 	}
 	_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "carol", Password: "password3"})
-	wantCode(t, err, codes.ResourceExhausted, "")
+	wantCode(t, err, codes.ResourceExhausted, server.ReasonRateLimited)
 	// Another address is not limited.
 	if _, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "carol", Password: "password3", ClientAddress: "198.51.100.7"}); err != nil {
 		t.Fatal(err)
@@ -212,11 +235,11 @@ func TestLoginLimitAcrossReplicas(t *testing.T) {
 	b := serveOn(t, a.db, cfg)
 	a.createUser(t, "dave", "password4")
 	_, err := a.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "bad"})
-	wantCode(t, err, codes.Unauthenticated, "")
+	wantCode(t, err, codes.Unauthenticated, server.ReasonInvalidCredentials)
 	_, err = b.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "bad"})
-	wantCode(t, err, codes.Unauthenticated, "")
+	wantCode(t, err, codes.Unauthenticated, server.ReasonInvalidCredentials)
 	_, err = a.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "password4"})
-	wantCode(t, err, codes.ResourceExhausted, "")
+	wantCode(t, err, codes.ResourceExhausted, server.ReasonRateLimited)
 }
 
 func TestValidateAndLogout(t *testing.T) {
@@ -236,17 +259,17 @@ func TestValidateAndLogout(t *testing.T) {
 		t.Fatalf("ValidateSession = %v, %v", v, err)
 	}
 	for _, tc := range []struct {
-		name, token, contains string
+		name, token, reason string
 	}{
-		{"empty", "", "required"},
-		{"unknown", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "unknown"},
-		{"huge", strings.Repeat("A", 10000), "unknown"},
+		{"empty", "", server.ReasonTokenRequired},
+		{"unknown", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", server.ReasonSessionUnknown},
+		{"huge", strings.Repeat("A", 10000), server.ReasonSessionUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: tc.token})
-			wantCode(t, err, codes.Unauthenticated, tc.contains)
+			wantCode(t, err, codes.Unauthenticated, tc.reason)
 			_, err = e.auth.Logout(ctx, &authv1.LogoutRequest{Token: tc.token})
-			wantCode(t, err, codes.Unauthenticated, tc.contains)
+			wantCode(t, err, codes.Unauthenticated, tc.reason)
 		})
 	}
 	t.Run("logout ends the session and is idempotent", func(t *testing.T) {
@@ -257,13 +280,15 @@ func TestValidateAndLogout(t *testing.T) {
 			t.Fatalf("second logout: %v", err)
 		}
 		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		wantCode(t, err, codes.Unauthenticated, "session revoked: logout")
+		if info := wantCode(t, err, codes.Unauthenticated, server.ReasonSessionRevoked); info.GetMetadata()["end_reason"] != "logout" {
+			t.Fatalf("end_reason = %v, want logout", info.GetMetadata())
+		}
 	})
 	t.Run("expired", func(t *testing.T) {
 		l := login()
 		time.Sleep(1100 * time.Millisecond)
 		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		wantCode(t, err, codes.Unauthenticated, "expired")
+		wantCode(t, err, codes.Unauthenticated, server.ReasonSessionExpired)
 	})
 	t.Run("inactive user", func(t *testing.T) {
 		l := login()
@@ -272,7 +297,9 @@ func TestValidateAndLogout(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		wantCode(t, err, codes.Unauthenticated, "session revoked: user_disabled")
+		if info := wantCode(t, err, codes.Unauthenticated, server.ReasonSessionRevoked); info.GetMetadata()["end_reason"] != "user_disabled" {
+			t.Fatalf("end_reason = %v, want user_disabled", info.GetMetadata())
+		}
 	})
 }
 
@@ -281,19 +308,22 @@ func TestAdminAuth(t *testing.T) {
 	t.Run("no admin token configured", func(t *testing.T) {
 		e := newEnv(t, server.Config{})
 		_, err := e.admin.ListUsers(withAdmin(ctx, "anything"), &authv1.ListUsersRequest{})
-		wantCode(t, err, codes.Unauthenticated, "no admin token configured")
+		wantCode(t, err, codes.Unauthenticated, server.ReasonAdminAPIDisabled)
 	})
 	e := newEnv(t, server.Config{AdminToken: adminToken})
-	for name, c := range map[string]context.Context{
-		"missing":     ctx,
-		"wrong":       withAdmin(ctx, "wrong-token"),
-		"prefix":      withAdmin(ctx, adminToken[:5]),
-		"not bearer":  metadata.AppendToOutgoingContext(ctx, "authorization", "Basic "+adminToken),
-		"token alone": metadata.AppendToOutgoingContext(ctx, "authorization", adminToken),
+	for name, tc := range map[string]struct {
+		ctx    context.Context
+		reason string
+	}{
+		"missing":     {ctx, server.ReasonAdminTokenRequired},
+		"wrong":       {withAdmin(ctx, "wrong-token"), server.ReasonAdminTokenInvalid},
+		"prefix":      {withAdmin(ctx, adminToken[:5]), server.ReasonAdminTokenInvalid},
+		"not bearer":  {metadata.AppendToOutgoingContext(ctx, "authorization", "Basic "+adminToken), server.ReasonAdminTokenRequired},
+		"token alone": {metadata.AppendToOutgoingContext(ctx, "authorization", adminToken), server.ReasonAdminTokenRequired},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := e.admin.CreateUser(c, &authv1.CreateUserRequest{Username: "mallory", Password: "password1"})
-			wantCode(t, err, codes.Unauthenticated, "admin token")
+			_, err := e.admin.CreateUser(tc.ctx, &authv1.CreateUserRequest{Username: "mallory", Password: "password1"})
+			wantCode(t, err, codes.Unauthenticated, tc.reason)
 		})
 	}
 	if _, err := e.admin.GetUser(withAdmin(ctx, adminToken), &authv1.GetUserRequest{UserId: 1}); status.Code(err) != codes.NotFound {
@@ -305,23 +335,22 @@ func TestAdminUsers(t *testing.T) {
 	e := newEnv(t, server.Config{AdminToken: adminToken})
 	ctx := withAdmin(t.Context(), adminToken)
 	for _, tc := range []struct {
-		name, user, pw string
-		code           codes.Code
+		name, user, pw, reason string
 	}{
-		{"empty username", "", "password1", codes.InvalidArgument},
-		{"space in username", "a b", "password1", codes.InvalidArgument},
-		{"username too long", strings.Repeat("a", 151), "password1", codes.InvalidArgument},
-		{"short password", "alice", "short", codes.InvalidArgument},
-		{"long password", "alice", strings.Repeat("p", 1025), codes.InvalidArgument},
+		{"empty username", "", "password1", server.ReasonInvalidUsername},
+		{"space in username", "a b", "password1", server.ReasonInvalidUsername},
+		{"username too long", strings.Repeat("a", 151), "password1", server.ReasonInvalidUsername},
+		{"short password", "alice", "short", server.ReasonInvalidPassword},
+		{"long password", "alice", strings.Repeat("p", 1025), server.ReasonInvalidPassword},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.admin.CreateUser(ctx, &authv1.CreateUserRequest{Username: tc.user, Password: tc.pw})
-			wantCode(t, err, tc.code, "")
+			wantCode(t, err, codes.InvalidArgument, tc.reason)
 		})
 	}
 	alice := e.createUser(t, "alice.o'x"[:7], "password1") // "alice.o": dots are allowed
 	_, err := e.admin.CreateUser(ctx, &authv1.CreateUserRequest{Username: "ALICE.O", Password: "password1"})
-	wantCode(t, err, codes.AlreadyExists, "taken")
+	wantCode(t, err, codes.AlreadyExists, server.ReasonUsernameTaken)
 	e.createUser(t, "Ünïcode_user@x+y-z", "password1")
 	for i := range 5 {
 		e.createUser(t, fmt.Sprint("u", i), "password1")
@@ -332,9 +361,9 @@ func TestAdminUsers(t *testing.T) {
 		t.Fatalf("GetUser = %v, %v", got, err)
 	}
 	_, err = e.admin.GetUser(ctx, &authv1.GetUserRequest{UserId: 999})
-	wantCode(t, err, codes.NotFound, "user 999")
+	wantCode(t, err, codes.NotFound, server.ReasonUserNotFound)
 	_, err = e.admin.GetUser(ctx, &authv1.GetUserRequest{UserId: 0})
-	wantCode(t, err, codes.InvalidArgument, "user_id")
+	wantCode(t, err, codes.InvalidArgument, server.ReasonInvalidUserID)
 
 	var ids []int64
 	tok := ""
@@ -359,21 +388,24 @@ func TestAdminUsers(t *testing.T) {
 			t.Fatalf("paged ids not ascending: %v", ids)
 		}
 	}
-	for name, req := range map[string]*authv1.ListUsersRequest{
-		"garbage token":      {PageToken: "%%%"},
-		"token of sessions":  {PageToken: "c2Vzc2lvbnM6MTox"},
-		"negative page size": {PageSize: -1},
+	for name, tc := range map[string]struct {
+		req    *authv1.ListUsersRequest
+		reason string
+	}{
+		"garbage token":      {&authv1.ListUsersRequest{PageToken: "%%%"}, server.ReasonInvalidPageToken},
+		"token of sessions":  {&authv1.ListUsersRequest{PageToken: "c2Vzc2lvbnM6MTox"}, server.ReasonInvalidPageToken},
+		"negative page size": {&authv1.ListUsersRequest{PageSize: -1}, server.ReasonInvalidPageSize},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := e.admin.ListUsers(ctx, req)
-			wantCode(t, err, codes.InvalidArgument, "")
+			_, err := e.admin.ListUsers(ctx, tc.req)
+			wantCode(t, err, codes.InvalidArgument, tc.reason)
 		})
 	}
 
 	_, err = e.admin.SetPassword(ctx, &authv1.SetPasswordRequest{UserId: alice.GetId(), Password: "short"})
-	wantCode(t, err, codes.InvalidArgument, "password")
+	wantCode(t, err, codes.InvalidArgument, server.ReasonInvalidPassword)
 	_, err = e.admin.SetPassword(ctx, &authv1.SetPasswordRequest{UserId: 999, Password: "password9"})
-	wantCode(t, err, codes.NotFound, "user 999")
+	wantCode(t, err, codes.NotFound, server.ReasonUserNotFound)
 	if _, err := e.admin.SetPassword(ctx, &authv1.SetPasswordRequest{UserId: alice.GetId(), Password: "password9"}); err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +413,7 @@ func TestAdminUsers(t *testing.T) {
 		t.Fatalf("login with the new password: %v", err)
 	}
 	_, err = e.admin.SetUserActive(ctx, &authv1.SetUserActiveRequest{UserId: 999})
-	wantCode(t, err, codes.NotFound, "user 999")
+	wantCode(t, err, codes.NotFound, server.ReasonUserNotFound)
 	r, err := e.admin.SetUserActive(ctx, &authv1.SetUserActiveRequest{UserId: alice.GetId(), Active: false})
 	if err != nil || r.GetUser().GetActive() {
 		t.Fatalf("SetUserActive(false) = %v, %v", r, err)
@@ -416,20 +448,20 @@ func TestAdminSessions(t *testing.T) {
 		}
 		// A page token is bound to its user.
 		_, err = e.admin.ListSessions(ctx, &authv1.ListSessionsRequest{UserId: other.GetId(), PageToken: tok})
-		wantCode(t, err, codes.InvalidArgument, "page_token")
+		wantCode(t, err, codes.InvalidArgument, server.ReasonInvalidPageToken)
 	}
 	if len(seen) != 5 || seen[0] != logins[4].GetSession().GetId() {
 		t.Fatalf("sessions newest first = %v", seen)
 	}
 	_, err := e.admin.ListSessions(ctx, &authv1.ListSessionsRequest{UserId: 999})
-	wantCode(t, err, codes.NotFound, "user 999")
+	wantCode(t, err, codes.NotFound, server.ReasonUserNotFound)
 	_, err = e.admin.ListSessions(ctx, &authv1.ListSessionsRequest{UserId: u.GetId(), PageToken: "bm9wZQ"})
-	wantCode(t, err, codes.InvalidArgument, "page_token")
+	wantCode(t, err, codes.InvalidArgument, server.ReasonInvalidPageToken)
 
 	_, err = e.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{})
-	wantCode(t, err, codes.InvalidArgument, "session_id")
+	wantCode(t, err, codes.InvalidArgument, server.ReasonSessionIDRequired)
 	_, err = e.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{SessionId: "nope"})
-	wantCode(t, err, codes.NotFound, "nope")
+	wantCode(t, err, codes.NotFound, server.ReasonSessionNotFound)
 	if _, err := e.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{SessionId: logins[0].GetSession().GetId()}); err != nil {
 		t.Fatal(err)
 	}
@@ -441,12 +473,14 @@ func TestAdminSessions(t *testing.T) {
 		t.Fatalf("RevokeUserSessions = %v, %v; want 4", n, err)
 	}
 	_, err = e.admin.RevokeUserSessions(ctx, &authv1.RevokeUserSessionsRequest{UserId: 999})
-	wantCode(t, err, codes.NotFound, "user 999")
+	wantCode(t, err, codes.NotFound, server.ReasonUserNotFound)
 	_, err = e.admin.RevokeUserSessions(ctx, &authv1.RevokeUserSessionsRequest{UserId: -1})
-	wantCode(t, err, codes.InvalidArgument, "user_id")
+	wantCode(t, err, codes.InvalidArgument, server.ReasonInvalidUserID)
 	for _, l := range logins {
 		_, err := e.auth.ValidateSession(t.Context(), &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		wantCode(t, err, codes.Unauthenticated, "session revoked: revoked")
+		if info := wantCode(t, err, codes.Unauthenticated, server.ReasonSessionRevoked); info.GetMetadata()["end_reason"] != "revoked" {
+			t.Fatalf("end_reason = %v, want revoked", info.GetMetadata())
+		}
 	}
 }
 
@@ -471,7 +505,7 @@ func TestWatchSessionEvents(t *testing.T) {
 	t.Run("database connections dropped: stream ends UNAVAILABLE, resubscribe works", func(t *testing.T) {
 		terminateBackends(t, e.db)
 		_, err := stream.Recv()
-		wantCode(t, err, codes.Unavailable, "re-check")
+		wantCode(t, err, codes.Unavailable, server.ReasonEventsMissed)
 		var s2 authv1.AuthService_WatchSessionEventsClient
 		deadline := time.Now().Add(10 * time.Second)
 		for s2 == nil {

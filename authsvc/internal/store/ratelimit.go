@@ -6,30 +6,36 @@ import (
 	"time"
 )
 
+// Attempts is a key's count of login attempts in its current window.
+type Attempts struct {
+	N       int       // including the attempt just counted
+	ResetAt time.Time // when the window ends and the count starts again
+}
+
 // CountLoginAttempt counts one failure against each key, starting a new window for a
 // key whose window is older than window, and returns each key's count including this
 // attempt. It is one statement, so concurrent attempts each see a distinct count.
-func (s *Store) CountLoginAttempt(ctx context.Context, keys []string, window time.Duration) (map[string]int, error) {
+func (s *Store) CountLoginAttempt(ctx context.Context, keys []string, window time.Duration) (map[string]Attempts, error) {
 	rows, err := s.pool.Query(ctx, `
 		INSERT INTO login_failures AS f (key, failures, window_start)
 		SELECT k, 1, now() FROM unnest($1::text[]) AS k
 		ON CONFLICT (key) DO UPDATE SET
 			failures = CASE WHEN f.window_start < now() - $2 * interval '1 millisecond' THEN 1 ELSE f.failures + 1 END,
 			window_start = CASE WHEN f.window_start < now() - $2 * interval '1 millisecond' THEN now() ELSE f.window_start END
-		RETURNING key, failures`,
+		RETURNING key, failures, window_start + $2 * interval '1 millisecond'`,
 		keys, window.Milliseconds())
 	if err != nil {
 		return nil, fmt.Errorf("count login attempt: %w", err)
 	}
 	defer rows.Close()
-	out := make(map[string]int, len(keys))
+	out := make(map[string]Attempts, len(keys))
 	for rows.Next() {
 		var k string
-		var n int
-		if err := rows.Scan(&k, &n); err != nil {
+		var a Attempts
+		if err := rows.Scan(&k, &a.N, &a.ResetAt); err != nil {
 			return nil, err
 		}
-		out[k] = n
+		out[k] = a
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("count login attempt: %w", err)

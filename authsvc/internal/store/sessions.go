@@ -67,7 +67,7 @@ func (s *Store) ValidateSession(ctx context.Context, tokenHash []byte) (User, Se
 	u.ID = sess.UserID
 	switch {
 	case sess.RevokedAt != nil && reason != nil:
-		return User{}, Session{}, fmt.Errorf("%w: %s", ErrSessionRevoked, *reason)
+		return User{}, Session{}, &RevokedError{Reason: EndReason(*reason)}
 	case sess.RevokedAt != nil:
 		return User{}, Session{}, ErrSessionRevoked
 	case !sess.ExpiresAt.After(now):

@@ -30,6 +30,14 @@ var (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
+// RevokedError is ErrSessionRevoked with the reason the session ended.
+type RevokedError struct{ Reason EndReason }
+
+func (e *RevokedError) Error() string { return "session revoked: " + string(e.Reason) }
+
+// Is makes errors.Is(err, ErrSessionRevoked) true.
+func (e *RevokedError) Is(target error) bool { return target == ErrSessionRevoked }
+
 // Store is the PostgreSQL store. It is safe for concurrent use.
 type Store struct {
 	pool *pgxpool.Pool

@@ -234,7 +234,7 @@ func TestLoginAttempts(t *testing.T) {
 	keys := []string{"user:alice", "addr:127.0.0.1"}
 	for i := 1; i <= 3; i++ {
 		got, err := st.CountLoginAttempt(ctx, keys, time.Hour)
-		if err != nil || got["user:alice"] != i || got["addr:127.0.0.1"] != i {
+		if err != nil || got["user:alice"].N != i || got["addr:127.0.0.1"].N != i {
 			t.Fatalf("attempt %d: counts = %v, %v", i, got, err)
 		}
 	}
@@ -242,13 +242,13 @@ func TestLoginAttempts(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := st.CountLoginAttempt(ctx, keys, time.Hour)
-	if got["user:alice"] != 1 || got["addr:127.0.0.1"] != 3 {
+	if got["user:alice"].N != 1 || got["addr:127.0.0.1"].N != 3 {
 		t.Fatalf("after refund and one more attempt = %v, want user 1 (cleared), address 3 (2+1)", got)
 	}
 	// A window that has passed starts again at 1.
 	time.Sleep(20 * time.Millisecond)
 	got, _ = st.CountLoginAttempt(ctx, keys[1:], 10*time.Millisecond)
-	if got["addr:127.0.0.1"] != 1 {
+	if got["addr:127.0.0.1"].N != 1 {
 		t.Fatalf("after the window = %v, want a new window with 1", got)
 	}
 	// Concurrent attempts each get their own count.
@@ -260,7 +260,7 @@ func TestLoginAttempts(t *testing.T) {
 			if err != nil {
 				t.Error(err)
 			}
-			seen <- got["user:bob"]
+			seen <- got["user:bob"].N
 		})
 	}
 	wg.Wait()

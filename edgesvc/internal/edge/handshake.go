@@ -89,8 +89,14 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return strings.EqualFold(u.Host, r.Host)
 }
 
-func (s *Server) refuse(w http.ResponseWriter, outcome string, code int, msg string) {
+// ReasonHeader carries the machine-readable reason of a refused request: authsvc's
+// ErrorInfo reason (SESSION_EXPIRED, SESSION_REVOKED, …) or the edge's own
+// (NO_CREDENTIAL, ORIGIN_NOT_ALLOWED, WRONG_USER, NO_ROUTE, AUTH_UNAVAILABLE).
+const ReasonHeader = "Gatehouse-Reason"
+
+func (s *Server) refuse(w http.ResponseWriter, outcome string, code int, reason, msg string) {
 	s.metrics.handshakes.WithLabelValues(outcome).Inc()
+	w.Header().Set(ReasonHeader, reason)
 	if code == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
 	}
@@ -112,20 +118,20 @@ func (s *Server) validate(ctx context.Context, tok string) (*authv1.ValidateSess
 func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.originAllowed(r) {
-			s.refuse(w, "forbidden_origin", http.StatusForbidden, "origin not allowed")
+			s.refuse(w, "forbidden_origin", http.StatusForbidden, "ORIGIN_NOT_ALLOWED", "origin not allowed")
 			return
 		}
 		var pathUser int64
 		if checkUser {
 			var ok bool
 			if pathUser, ok = parseUserID(r.PathValue("user_id")); !ok {
-				s.refuse(w, "not_found", http.StatusNotFound, "no such route: user id must be a positive integer")
+				s.refuse(w, "not_found", http.StatusNotFound, "NO_ROUTE", "no such route: user id must be a positive integer")
 				return
 			}
 		}
 		tok, ok := credential(r)
 		if !ok {
-			s.refuse(w, "unauthenticated", http.StatusUnauthorized, "sign in first: no session credential")
+			s.refuse(w, "unauthenticated", http.StatusUnauthorized, "NO_CREDENTIAL", "sign in first: no session credential")
 			return
 		}
 		feed := s.feed.Load()
@@ -135,15 +141,15 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 			case r.Context().Err() != nil: // the client went away; authsvc is not to blame
 				s.metrics.handshakes.WithLabelValues("canceled").Inc()
 			case status.Code(err) == codes.Unauthenticated:
-				s.refuse(w, "unauthenticated", http.StatusUnauthorized, "session not valid: "+status.Convert(err).Message())
+				s.refuse(w, "unauthenticated", http.StatusUnauthorized, errorReason(err).Reason, "session not valid: "+status.Convert(err).Message())
 			default:
 				s.log.WarnContext(r.Context(), "ValidateSession failed", "code", status.Code(err).String(), "err", err)
-				s.refuse(w, "unavailable", http.StatusServiceUnavailable, "authentication service unavailable")
+				s.refuse(w, "unavailable", http.StatusServiceUnavailable, "AUTH_UNAVAILABLE", "authentication service unavailable")
 			}
 			return
 		}
 		if checkUser && resp.GetUser().GetId() != pathUser {
-			s.refuse(w, "forbidden_user", http.StatusForbidden, "this socket belongs to another user")
+			s.refuse(w, "forbidden_user", http.StatusForbidden, "WRONG_USER", "this socket belongs to another user")
 			return
 		}
 		ws, err := s.upgrader.Upgrade(w, r, nil)

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
@@ -56,26 +57,26 @@ func (s *Server) render(w http.ResponseWriter, code int, d pageData) {
 	}
 }
 
-// sessionUser returns the user of the request's session, or nil and the HTTP status
-// to answer with (401 for no or an invalid session, 503 if authsvc failed).
-func (s *Server) sessionUser(r *http.Request) (*authv1.ValidateSessionResponse, int) {
+// sessionUser returns the user of the request's session, or nil, the HTTP status to
+// answer with (401 for no or an invalid session, 503 if authsvc failed) and the reason.
+func (s *Server) sessionUser(r *http.Request) (*authv1.ValidateSessionResponse, int, string) {
 	tok, ok := credential(r)
 	if !ok {
-		return nil, http.StatusUnauthorized
+		return nil, http.StatusUnauthorized, "NO_CREDENTIAL"
 	}
 	resp, err := s.validate(r.Context(), tok)
 	switch {
 	case err == nil:
-		return resp, http.StatusOK
+		return resp, http.StatusOK, ""
 	case status.Code(err) == codes.Unauthenticated:
-		return nil, http.StatusUnauthorized
+		return nil, http.StatusUnauthorized, errorReason(err).Reason
 	}
 	s.log.WarnContext(r.Context(), "ValidateSession failed", "code", status.Code(err).String())
-	return nil, http.StatusServiceUnavailable
+	return nil, http.StatusServiceUnavailable, "AUTH_UNAVAILABLE"
 }
 
 func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
-	resp, code := s.sessionUser(r)
+	resp, code, _ := s.sessionUser(r)
 	switch code {
 	case http.StatusOK:
 		s.render(w, http.StatusOK, pageData{User: &User{ID: resp.GetUser().GetId(), Username: resp.GetUser().GetUsername()}})
@@ -138,6 +139,9 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			code, msg = http.StatusUnauthorized, "Invalid username or password."
 		case codes.ResourceExhausted:
 			code, msg = http.StatusTooManyRequests, "Too many failed sign-ins. Wait a few minutes and try again."
+			if retry := errorReason(err).Retry; retry > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int(retry.Round(time.Second)/time.Second)))
+			}
 		case codes.InvalidArgument:
 			code, msg = http.StatusBadRequest, "Username or password is too long."
 		default:
@@ -181,7 +185,7 @@ func clearCookie(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleAPISession(w http.ResponseWriter, r *http.Request) {
-	resp, code := s.sessionUser(r)
+	resp, code, reason := s.sessionUser(r)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
@@ -193,9 +197,9 @@ func (s *Server) handleAPISession(w http.ResponseWriter, r *http.Request) {
 			"session": map[string]any{"id": resp.GetSession().GetId(), "expires_at": resp.GetSession().GetExpiresAt().AsTime()},
 		}
 	case http.StatusUnauthorized:
-		body = map[string]string{"error": "not signed in"}
+		body = map[string]string{"error": "not signed in", "reason": reason}
 	default:
-		body = map[string]string{"error": "authentication service unavailable"}
+		body = map[string]string{"error": "authentication service unavailable", "reason": reason}
 	}
 	_ = json.NewEncoder(w).Encode(body)
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -154,24 +154,42 @@ func (s *Server) revalidate(ctx context.Context, c *Conn, attempts int) {
 	}
 }
 
-// reasonOf maps a ValidateSession refusal to a 4401 close reason. authsvc says
-// "session revoked: <reason>", "session expired" or "user inactive".
+// authError is what authsvc's google.rpc error details say about a failed call.
+type authError struct {
+	Reason   string            // ErrorInfo.reason; empty if authsvc sent none
+	Metadata map[string]string // ErrorInfo.metadata
+	Retry    time.Duration     // RetryInfo.retry_delay; 0 if none
+}
+
+// errorReason reads the ErrorInfo and RetryInfo details of a gRPC error.
+func errorReason(err error) authError {
+	var out authError
+	for _, d := range status.Convert(err).Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			out.Reason, out.Metadata = d.GetReason(), d.GetMetadata()
+		case *errdetails.RetryInfo:
+			out.Retry = d.GetRetryDelay().AsDuration()
+		}
+	}
+	return out
+}
+
+// reasonOf maps a ValidateSession refusal to a 4401 close reason.
 func reasonOf(err error) string {
-	msg := status.Convert(err).Message()
-	if r, ok := strings.CutPrefix(msg, "session revoked: "); ok {
+	e := errorReason(err)
+	switch e.Reason {
+	case "SESSION_REVOKED":
+		r := e.Metadata["end_reason"]
 		for _, known := range endReasons {
 			if r == known {
 				return r
 			}
 		}
 		return "revoked"
-	}
-	switch {
-	case strings.Contains(msg, "revoked"):
-		return "revoked"
-	case strings.Contains(msg, "expired"):
+	case "SESSION_EXPIRED":
 		return "expired"
-	case strings.Contains(msg, "inactive"):
+	case "USER_INACTIVE":
 		return "user_disabled"
 	}
 	return "ended"

@@ -36,74 +36,81 @@ const (
 // AdminService manages users and sessions. Every call needs the metadata
 // `authorization: Bearer <admin token>` (AUTHSVC_ADMIN_TOKEN).
 //
-// Errors common to every method:
+// Errors carry a google.rpc.ErrorInfo (domain "auth.gatehouse.dev") whose reason is
+// listed as CODE REASON. Common to every method:
 //
-//	UNAUTHENTICATED the admin token is missing or wrong, or authsvc has no admin token
-//	                configured (then the message says so).
-//	UNAVAILABLE     the database cannot be reached.
+//	UNAUTHENTICATED ADMIN_TOKEN_REQUIRED: no `authorization: Bearer` metadata.
+//	UNAUTHENTICATED ADMIN_TOKEN_INVALID: the token is wrong.
+//	UNAUTHENTICATED ADMIN_API_DISABLED: authsvc has no admin token configured.
+//	UNAVAILABLE     DATABASE_UNAVAILABLE: the database cannot be reached (RetryInfo).
 type AdminServiceClient interface {
 	// CreateUser creates an active user.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT the username is empty, longer than 150 characters or has
-	//	                 characters other than letters, digits and @.+-_; or the password
-	//	                 is shorter than 8 or longer than 1024 bytes.
-	//	ALREADY_EXISTS   a user with that username (in any letter case) exists.
+	//	INVALID_ARGUMENT INVALID_USERNAME: empty, longer than 150 characters, or has
+	//	                 characters other than letters, digits and @.+-_.
+	//	INVALID_ARGUMENT INVALID_PASSWORD: shorter than 8 or longer than 1024 bytes.
+	//	ALREADY_EXISTS   USERNAME_TAKEN: a user with that username (in any letter case)
+	//	                 exists.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
 	// GetUser returns one user.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT user_id is not positive.
-	//	NOT_FOUND        no user has that id.
+	//	INVALID_ARGUMENT INVALID_USER_ID: user_id is not positive.
+	//	NOT_FOUND        USER_NOT_FOUND: no user has that id (metadata "user_id").
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
 	// ListUsers returns users in id order, a page at a time.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT page_size is negative or page_token was not returned by ListUsers.
+	//	INVALID_ARGUMENT INVALID_PAGE_SIZE: page_size is negative.
+	//	INVALID_ARGUMENT INVALID_PAGE_TOKEN: page_token was not returned by ListUsers.
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
 	// SetPassword replaces a user's password and ends all of the user's sessions
 	// (reason PASSWORD_CHANGED).
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT user_id is not positive, or the password is shorter than 8 or
-	//	                 longer than 1024 bytes.
-	//	NOT_FOUND        no user has that id.
+	//	INVALID_ARGUMENT INVALID_USER_ID: user_id is not positive.
+	//	INVALID_ARGUMENT INVALID_PASSWORD: shorter than 8 or longer than 1024 bytes.
+	//	NOT_FOUND        USER_NOT_FOUND: no user has that id.
 	SetPassword(ctx context.Context, in *SetPasswordRequest, opts ...grpc.CallOption) (*SetPasswordResponse, error)
 	// SetUserActive activates or deactivates a user. Deactivating ends all of the user's
 	// sessions (reason USER_DISABLED) and refuses new logins.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT user_id is not positive.
-	//	NOT_FOUND        no user has that id.
+	//	INVALID_ARGUMENT INVALID_USER_ID: user_id is not positive.
+	//	NOT_FOUND        USER_NOT_FOUND: no user has that id.
 	SetUserActive(ctx context.Context, in *SetUserActiveRequest, opts ...grpc.CallOption) (*SetUserActiveResponse, error)
 	// ListSessions returns a user's live sessions (neither expired nor revoked), newest
 	// first, a page at a time.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT user_id is not positive, page_size is negative or page_token was
-	//	                 not returned by ListSessions for the same user.
-	//	NOT_FOUND        no user has that id.
+	//	INVALID_ARGUMENT INVALID_USER_ID: user_id is not positive.
+	//	INVALID_ARGUMENT INVALID_PAGE_SIZE: page_size is negative.
+	//	INVALID_ARGUMENT INVALID_PAGE_TOKEN: page_token was not returned by ListSessions
+	//	                 for the same user.
+	//	NOT_FOUND        USER_NOT_FOUND: no user has that id.
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 	// RevokeSession ends one session (reason REVOKED). Revoking a session that has
 	// already ended succeeds.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT session_id is empty.
-	//	NOT_FOUND        no session has that id.
+	//	INVALID_ARGUMENT SESSION_ID_REQUIRED: session_id is empty.
+	//	NOT_FOUND        SESSION_NOT_FOUND: no session has that id (metadata
+	//	                 "session_id").
 	RevokeSession(ctx context.Context, in *RevokeSessionRequest, opts ...grpc.CallOption) (*RevokeSessionResponse, error)
 	// RevokeUserSessions ends every live session of a user (reason REVOKED).
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT user_id is not positive.
-	//	NOT_FOUND        no user has that id.
+	//	INVALID_ARGUMENT INVALID_USER_ID: user_id is not positive.
+	//	NOT_FOUND        USER_NOT_FOUND: no user has that id.
 	RevokeUserSessions(ctx context.Context, in *RevokeUserSessionsRequest, opts ...grpc.CallOption) (*RevokeUserSessionsResponse, error)
 }
 
@@ -202,74 +209,81 @@ func (c *adminServiceClient) RevokeUserSessions(ctx context.Context, in *RevokeU
 // AdminService manages users and sessions. Every call needs the metadata
 // `authorization: Bearer <admin token>` (AUTHSVC_ADMIN_TOKEN).
 //
-// Errors common to every method:
+// Errors carry a google.rpc.ErrorInfo (domain "auth.gatehouse.dev") whose reason is
+// listed as CODE REASON. Common to every method:
 //
-//	UNAUTHENTICATED the admin token is missing or wrong, or authsvc has no admin token
-//	                configured (then the message says so).
-//	UNAVAILABLE     the database cannot be reached.
+//	UNAUTHENTICATED ADMIN_TOKEN_REQUIRED: no `authorization: Bearer` metadata.
+//	UNAUTHENTICATED ADMIN_TOKEN_INVALID: the token is wrong.
+//	UNAUTHENTICATED ADMIN_API_DISABLED: authsvc has no admin token configured.
+//	UNAVAILABLE     DATABASE_UNAVAILABLE: the database cannot be reached (RetryInfo).
 type AdminServiceServer interface {
 	// CreateUser creates an active user.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT the username is empty, longer than 150 characters or has
-	//	                 characters other than letters, digits and @.+-_; or the password
-	//	                 is shorter than 8 or longer than 1024 bytes.
-	//	ALREADY_EXISTS   a user with that username (in any letter case) exists.
+	//	INVALID_ARGUMENT INVALID_USERNAME: empty, longer than 150 characters, or has
+	//	                 characters other than letters, digits and @.+-_.
+	//	INVALID_ARGUMENT INVALID_PASSWORD: shorter than 8 or longer than 1024 bytes.
+	//	ALREADY_EXISTS   USERNAME_TAKEN: a user with that username (in any letter case)
+	//	                 exists.
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
 	// GetUser returns one user.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT user_id is not positive.
-	//	NOT_FOUND        no user has that id.
+	//	INVALID_ARGUMENT INVALID_USER_ID: user_id is not positive.
+	//	NOT_FOUND        USER_NOT_FOUND: no user has that id (metadata "user_id").
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
 	// ListUsers returns users in id order, a page at a time.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT page_size is negative or page_token was not returned by ListUsers.
+	//	INVALID_ARGUMENT INVALID_PAGE_SIZE: page_size is negative.
+	//	INVALID_ARGUMENT INVALID_PAGE_TOKEN: page_token was not returned by ListUsers.
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
 	// SetPassword replaces a user's password and ends all of the user's sessions
 	// (reason PASSWORD_CHANGED).
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT user_id is not positive, or the password is shorter than 8 or
-	//	                 longer than 1024 bytes.
-	//	NOT_FOUND        no user has that id.
+	//	INVALID_ARGUMENT INVALID_USER_ID: user_id is not positive.
+	//	INVALID_ARGUMENT INVALID_PASSWORD: shorter than 8 or longer than 1024 bytes.
+	//	NOT_FOUND        USER_NOT_FOUND: no user has that id.
 	SetPassword(context.Context, *SetPasswordRequest) (*SetPasswordResponse, error)
 	// SetUserActive activates or deactivates a user. Deactivating ends all of the user's
 	// sessions (reason USER_DISABLED) and refuses new logins.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT user_id is not positive.
-	//	NOT_FOUND        no user has that id.
+	//	INVALID_ARGUMENT INVALID_USER_ID: user_id is not positive.
+	//	NOT_FOUND        USER_NOT_FOUND: no user has that id.
 	SetUserActive(context.Context, *SetUserActiveRequest) (*SetUserActiveResponse, error)
 	// ListSessions returns a user's live sessions (neither expired nor revoked), newest
 	// first, a page at a time.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT user_id is not positive, page_size is negative or page_token was
-	//	                 not returned by ListSessions for the same user.
-	//	NOT_FOUND        no user has that id.
+	//	INVALID_ARGUMENT INVALID_USER_ID: user_id is not positive.
+	//	INVALID_ARGUMENT INVALID_PAGE_SIZE: page_size is negative.
+	//	INVALID_ARGUMENT INVALID_PAGE_TOKEN: page_token was not returned by ListSessions
+	//	                 for the same user.
+	//	NOT_FOUND        USER_NOT_FOUND: no user has that id.
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	// RevokeSession ends one session (reason REVOKED). Revoking a session that has
 	// already ended succeeds.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT session_id is empty.
-	//	NOT_FOUND        no session has that id.
+	//	INVALID_ARGUMENT SESSION_ID_REQUIRED: session_id is empty.
+	//	NOT_FOUND        SESSION_NOT_FOUND: no session has that id (metadata
+	//	                 "session_id").
 	RevokeSession(context.Context, *RevokeSessionRequest) (*RevokeSessionResponse, error)
 	// RevokeUserSessions ends every live session of a user (reason REVOKED).
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT user_id is not positive.
-	//	NOT_FOUND        no user has that id.
+	//	INVALID_ARGUMENT INVALID_USER_ID: user_id is not positive.
+	//	NOT_FOUND        USER_NOT_FOUND: no user has that id.
 	RevokeUserSessions(context.Context, *RevokeUserSessionsRequest) (*RevokeUserSessionsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }

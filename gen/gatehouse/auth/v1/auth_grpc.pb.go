@@ -32,33 +32,46 @@ const (
 // AuthService signs users in, validates their sessions and ends them. It needs no
 // credentials of its own: every call is authorised by what it carries (a password or a
 // session token). Front ends such as edgesvc and services in any language call it.
+//
+// Every error carries a google.rpc.ErrorInfo detail with domain "auth.gatehouse.dev"
+// and a stable reason, listed below as CODE REASON; branch on the reason, not on the
+// message. UNAVAILABLE and RESOURCE_EXHAUSTED also carry a google.rpc.RetryInfo.
+// Any call may fail with UNAVAILABLE DATABASE_UNAVAILABLE, CANCELED CANCELED,
+// DEADLINE_EXCEEDED DEADLINE_EXCEEDED or INTERNAL INTERNAL.
 type AuthServiceClient interface {
 	// Login checks a username and password and starts a new session.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT   username or password is empty or too long.
-	//	UNAUTHENTICATED    the username is unknown, the password is wrong or the user is
-	//	                   inactive. The answer and its timing are the same in each case.
-	//	RESOURCE_EXHAUSTED too many failed logins for this username or client address in
-	//	                   the recent window; try again later.
-	//	UNAVAILABLE        the database cannot be reached.
+	//	INVALID_ARGUMENT   CREDENTIALS_REQUIRED: username or password is empty.
+	//	INVALID_ARGUMENT   CREDENTIALS_TOO_LONG: username over 150 characters or password
+	//	                   over 1024 bytes.
+	//	INVALID_ARGUMENT   INVALID_CLIENT_ADDRESS: client_address is not an IP address.
+	//	UNAUTHENTICATED    INVALID_CREDENTIALS: the username is unknown, the password is
+	//	                   wrong or the user is inactive. The answer and its timing are
+	//	                   the same in each case.
+	//	RESOURCE_EXHAUSTED RATE_LIMITED: too many failed logins for this username or
+	//	                   client address in the window; RetryInfo says when it ends.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
 	// ValidateSession returns the user and session a session token belongs to.
 	//
 	// Errors:
 	//
-	//	UNAUTHENTICATED the token is empty, unknown, expired or revoked, or the user is
-	//	                inactive.
-	//	UNAVAILABLE     the database cannot be reached.
+	//	UNAUTHENTICATED TOKEN_REQUIRED: the token is empty.
+	//	UNAUTHENTICATED SESSION_UNKNOWN: no session has this token.
+	//	UNAUTHENTICATED SESSION_EXPIRED: the session expired.
+	//	UNAUTHENTICATED SESSION_REVOKED: the session ended; ErrorInfo.metadata
+	//	                "end_reason" is logout, revoked, user_disabled or
+	//	                password_changed.
+	//	UNAUTHENTICATED USER_INACTIVE: the session's user is deactivated.
 	ValidateSession(ctx context.Context, in *ValidateSessionRequest, opts ...grpc.CallOption) (*ValidateSessionResponse, error)
 	// Logout ends the session the token belongs to. Ending a session that has already
 	// ended succeeds, so a retried Logout is harmless.
 	//
 	// Errors:
 	//
-	//	UNAUTHENTICATED the token is empty or unknown.
-	//	UNAVAILABLE     the database cannot be reached.
+	//	UNAUTHENTICATED TOKEN_REQUIRED: the token is empty.
+	//	UNAUTHENTICATED SESSION_UNKNOWN: no session has this token.
 	Logout(ctx context.Context, in *LogoutRequest, opts ...grpc.CallOption) (*LogoutResponse, error)
 	// WatchSessionEvents streams an event for every session that ends from now on, by any
 	// authsvc replica on the same database (logout, revoke, user disabled, password
@@ -68,7 +81,10 @@ type AuthServiceClient interface {
 	//
 	// Errors:
 	//
-	//	UNAVAILABLE the database connection that feeds events was lost; events may have
+	//	UNAVAILABLE EVENT_FEED_UNAVAILABLE: authsvc is not listening to the database right
+	//	            now; retry after RetryInfo.
+	//	UNAVAILABLE EVENTS_MISSED: the stream ended (the database connection that feeds
+	//	            events was lost, or this client fell too far behind); events may have
 	//	            been missed, so re-check the sessions you hold and subscribe again.
 	WatchSessionEvents(ctx context.Context, in *WatchSessionEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionEventsResponse], error)
 }
@@ -137,33 +153,46 @@ type AuthService_WatchSessionEventsClient = grpc.ServerStreamingClient[WatchSess
 // AuthService signs users in, validates their sessions and ends them. It needs no
 // credentials of its own: every call is authorised by what it carries (a password or a
 // session token). Front ends such as edgesvc and services in any language call it.
+//
+// Every error carries a google.rpc.ErrorInfo detail with domain "auth.gatehouse.dev"
+// and a stable reason, listed below as CODE REASON; branch on the reason, not on the
+// message. UNAVAILABLE and RESOURCE_EXHAUSTED also carry a google.rpc.RetryInfo.
+// Any call may fail with UNAVAILABLE DATABASE_UNAVAILABLE, CANCELED CANCELED,
+// DEADLINE_EXCEEDED DEADLINE_EXCEEDED or INTERNAL INTERNAL.
 type AuthServiceServer interface {
 	// Login checks a username and password and starts a new session.
 	//
 	// Errors:
 	//
-	//	INVALID_ARGUMENT   username or password is empty or too long.
-	//	UNAUTHENTICATED    the username is unknown, the password is wrong or the user is
-	//	                   inactive. The answer and its timing are the same in each case.
-	//	RESOURCE_EXHAUSTED too many failed logins for this username or client address in
-	//	                   the recent window; try again later.
-	//	UNAVAILABLE        the database cannot be reached.
+	//	INVALID_ARGUMENT   CREDENTIALS_REQUIRED: username or password is empty.
+	//	INVALID_ARGUMENT   CREDENTIALS_TOO_LONG: username over 150 characters or password
+	//	                   over 1024 bytes.
+	//	INVALID_ARGUMENT   INVALID_CLIENT_ADDRESS: client_address is not an IP address.
+	//	UNAUTHENTICATED    INVALID_CREDENTIALS: the username is unknown, the password is
+	//	                   wrong or the user is inactive. The answer and its timing are
+	//	                   the same in each case.
+	//	RESOURCE_EXHAUSTED RATE_LIMITED: too many failed logins for this username or
+	//	                   client address in the window; RetryInfo says when it ends.
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)
 	// ValidateSession returns the user and session a session token belongs to.
 	//
 	// Errors:
 	//
-	//	UNAUTHENTICATED the token is empty, unknown, expired or revoked, or the user is
-	//	                inactive.
-	//	UNAVAILABLE     the database cannot be reached.
+	//	UNAUTHENTICATED TOKEN_REQUIRED: the token is empty.
+	//	UNAUTHENTICATED SESSION_UNKNOWN: no session has this token.
+	//	UNAUTHENTICATED SESSION_EXPIRED: the session expired.
+	//	UNAUTHENTICATED SESSION_REVOKED: the session ended; ErrorInfo.metadata
+	//	                "end_reason" is logout, revoked, user_disabled or
+	//	                password_changed.
+	//	UNAUTHENTICATED USER_INACTIVE: the session's user is deactivated.
 	ValidateSession(context.Context, *ValidateSessionRequest) (*ValidateSessionResponse, error)
 	// Logout ends the session the token belongs to. Ending a session that has already
 	// ended succeeds, so a retried Logout is harmless.
 	//
 	// Errors:
 	//
-	//	UNAUTHENTICATED the token is empty or unknown.
-	//	UNAVAILABLE     the database cannot be reached.
+	//	UNAUTHENTICATED TOKEN_REQUIRED: the token is empty.
+	//	UNAUTHENTICATED SESSION_UNKNOWN: no session has this token.
 	Logout(context.Context, *LogoutRequest) (*LogoutResponse, error)
 	// WatchSessionEvents streams an event for every session that ends from now on, by any
 	// authsvc replica on the same database (logout, revoke, user disabled, password
@@ -173,7 +202,10 @@ type AuthServiceServer interface {
 	//
 	// Errors:
 	//
-	//	UNAVAILABLE the database connection that feeds events was lost; events may have
+	//	UNAVAILABLE EVENT_FEED_UNAVAILABLE: authsvc is not listening to the database right
+	//	            now; retry after RetryInfo.
+	//	UNAVAILABLE EVENTS_MISSED: the stream ended (the database connection that feeds
+	//	            events was lost, or this client fell too far behind); events may have
 	//	            been missed, so re-check the sessions you hold and subscribe again.
 	WatchSessionEvents(*WatchSessionEventsRequest, grpc.ServerStreamingServer[WatchSessionEventsResponse]) error
 	mustEmbedUnimplementedAuthServiceServer()
