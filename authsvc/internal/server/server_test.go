@@ -148,10 +148,10 @@ func TestLogin(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name     string
-		req      *authv1.LoginRequest
-		code     codes.Code
-		reason   string
+		name   string
+		req    *authv1.LoginRequest
+		code   codes.Code
+		reason string
 	}{
 		{"empty username", &authv1.LoginRequest{Password: "x"}, codes.InvalidArgument, server.ReasonCredentialsRequired},
 		{"empty password", &authv1.LoginRequest{Username: "alice"}, codes.InvalidArgument, server.ReasonCredentialsRequired},
