@@ -42,6 +42,7 @@ type config struct {
 	listen          string
 	databaseURL     string
 	adminToken      string
+	adminTokenFile  string
 	sessionTTL      time.Duration
 	maxFailUser     int
 	maxFailAddr     int
@@ -81,6 +82,7 @@ func run(args []string, log *slog.Logger) error {
 	// -h and usage messages never print them.
 	fs.StringVar(&cfg.databaseURL, "database-url", "", "PostgreSQL URL (DATABASE_URL), required")
 	fs.StringVar(&cfg.adminToken, "admin-token", "", "bearer token for AdminService (AUTHSVC_ADMIN_TOKEN); empty disables the admin API")
+	fs.StringVar(&cfg.adminTokenFile, "admin-token-file", env("AUTHSVC_ADMIN_TOKEN_FILE", ""), "file holding the admin token, instead of -admin-token (AUTHSVC_ADMIN_TOKEN_FILE)")
 	fs.DurationVar(&cfg.sessionTTL, "session-ttl", envDuration("AUTHSVC_SESSION_TTL", 14*24*time.Hour, &errs), "session lifetime (AUTHSVC_SESSION_TTL)")
 	fs.IntVar(&cfg.maxFailUser, "login-max-failures-per-user", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_USER", 10, &errs), "failed logins per username per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_USER)")
 	fs.IntVar(&cfg.maxFailAddr, "login-max-failures-per-address", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, &errs), "failed logins per client address per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS)")
@@ -100,6 +102,18 @@ func run(args []string, log *slog.Logger) error {
 	}
 	if cfg.adminToken == "" {
 		cfg.adminToken = os.Getenv("AUTHSVC_ADMIN_TOKEN")
+	}
+	if cfg.adminTokenFile != "" {
+		if cfg.adminToken != "" {
+			return errors.New("set the admin token once: AUTHSVC_ADMIN_TOKEN (-admin-token) or AUTHSVC_ADMIN_TOKEN_FILE (-admin-token-file), not both")
+		}
+		b, err := os.ReadFile(cfg.adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("admin token file: %w", err)
+		}
+		if cfg.adminToken = strings.TrimSpace(string(b)); cfg.adminToken == "" {
+			return fmt.Errorf("admin token file %s is empty", cfg.adminTokenFile)
+		}
 	}
 	if cfg.databaseURL == "" {
 		return errors.New("DATABASE_URL (or -database-url) is required")

@@ -34,7 +34,10 @@ import (
 	"github.com/gatehouse/gatehouse/authsvc/pgtest"
 )
 
-const adminToken = "e2e-admin-token"
+const (
+	adminToken   = "e2e-admin-token"
+	testPassword = "correct horse battery"
+)
 
 var (
 	binDir string // holds authsvc and edgesvc
@@ -61,7 +64,32 @@ func TestMain(m *testing.M) {
 		}
 		binDir = dir
 	}
-	pgtest.Main(m, &dbURL)
+	pgtest.Main(m, &dbURL, checkLogsForSecrets)
+}
+
+// allProcs is every service process the tests started, for the secrets check.
+var allProcs struct {
+	sync.Mutex
+	list []*proc
+}
+
+// secretRE matches a session token (43 URL-safe base64 characters standing alone).
+var secretRE = regexp.MustCompile(`(^|[^A-Za-z0-9_-])[A-Za-z0-9_-]{43}($|[^A-Za-z0-9_-])`)
+
+// checkLogsForSecrets fails the run if any service log line holds a session token,
+// the admin token or a password the tests used.
+func checkLogsForSecrets() error {
+	allProcs.Lock()
+	defer allProcs.Unlock()
+	for _, p := range allProcs.list {
+		for _, line := range strings.Split(p.logs(), "\n") {
+			if secretRE.MatchString(line) || strings.Contains(line, adminToken) ||
+				strings.Contains(line, testPassword) || strings.Contains(line, "a new password") {
+				return fmt.Errorf("a secret reached the %s log: %s", p.name, line)
+			}
+		}
+	}
+	return nil
 }
 
 // proc is a running service binary whose log is kept for failure reports.
@@ -83,6 +111,9 @@ var listenRE = regexp.MustCompile(`listening.* addr=(\S+)`)
 func start(t testing.TB, bin string, env ...string) *proc {
 	t.Helper()
 	p := &proc{name: bin, done: make(chan struct{})}
+	allProcs.Lock()
+	allProcs.list = append(allProcs.list, p)
+	allProcs.Unlock()
 	p.cmd = exec.Command(filepath.Join(binDir, bin))
 	p.cmd.Env = append(os.Environ(), env...)
 	stderr, err := p.cmd.StderrPipe()
@@ -257,7 +288,7 @@ func (s *system) newUser(t testing.TB) (*authv1.User, string) {
 	userSeq.n++
 	name := fmt.Sprintf("user%d_%d", userSeq.n, time.Now().UnixNano()%100000)
 	userSeq.Unlock()
-	const pw = "correct horse battery"
+	const pw = testPassword
 	resp, err := s.admin.CreateUser(adminCtx(t.Context()), &authv1.CreateUserRequest{Username: name, Password: pw})
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/gatehouse/gatehouse/authsvc/pgtest"
 )
@@ -130,5 +132,63 @@ func TestAuthsvcCommands(t *testing.T) {
 	out, err = cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "EDGESVC_READ_LIMIT") {
 		t.Fatalf("edgesvc with a bad setting: %v %s; want a failure naming it", err, out)
+	}
+}
+
+// TestAdminTokenFile: the admin token can come from a file; setting both a file and
+// the variable, or an empty file, is refused at start.
+func TestAdminTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "admin-token")
+	if err := os.WriteFile(file, []byte("token-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := func(extra ...string) []string {
+		return append([]string{"DATABASE_URL=" + dbURL, "AUTHSVC_LISTEN=127.0.0.1:0"}, extra...)
+	}
+	auth := start(t, "authsvc", env("AUTHSVC_ADMIN_TOKEN_FILE="+file)...)
+	admin := authv1.NewAdminServiceClient(dial(t, auth.addr))
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer token-from-file")
+	if _, err := admin.ListUsers(ctx, &authv1.ListUsersRequest{}); err != nil {
+		t.Fatalf("admin call with the file's token: %v", err)
+	}
+
+	empty := filepath.Join(dir, "empty")
+	_ = os.WriteFile(empty, []byte("\n"), 0o600)
+	for name, e := range map[string][]string{
+		"both":       env("AUTHSVC_ADMIN_TOKEN_FILE="+file, "AUTHSVC_ADMIN_TOKEN=x"),
+		"empty file": env("AUTHSVC_ADMIN_TOKEN_FILE=" + empty),
+		"no file":    env("AUTHSVC_ADMIN_TOKEN_FILE=" + filepath.Join(dir, "missing")),
+	} {
+		cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "authsvc"))
+		cmd.Env = e
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "admin token") {
+			t.Errorf("%s: %v %s; want a refusal about the admin token", name, err, out)
+		}
+	}
+}
+
+// TestSecretCheckCatchesTokens shows that the log check run after the tests
+// (checkLogsForSecrets) would catch a leaked token or password.
+func TestSecretCheckCatchesTokens(t *testing.T) {
+	for _, line := range []string{
+		`msg=login token=wISXoPAn1KUkyp2RJQtJ4CxJXrAUx59HGX5mTCTuHjk`,
+		`msg="bad request" body="password=correct horse battery"`,
+		`authorization: Bearer e2e-admin-token`,
+	} {
+		p := &proc{name: "fake"}
+		p.log.WriteString("ok line\n" + line + "\n")
+		allProcs.Lock()
+		saved := allProcs.list
+		allProcs.list = []*proc{p}
+		allProcs.Unlock()
+		err := checkLogsForSecrets()
+		allProcs.Lock()
+		allProcs.list = saved
+		allProcs.Unlock()
+		if err == nil {
+			t.Errorf("the check missed %q", line)
+		}
 	}
 }

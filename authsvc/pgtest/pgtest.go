@@ -21,8 +21,9 @@ import (
 const EnvVar = "GATEHOUSE_TEST_DATABASE"
 
 // Main creates a database, stores its URL in *dbURL, runs the package's tests and
-// drops the database. Call it from TestMain.
-func Main(m *testing.M, dbURL *string) {
+// drops the database. Call it from TestMain. Each after function runs once the tests
+// pass; an error from one fails the run.
+func Main(m *testing.M, dbURL *string, after ...func() error) {
 	u, drop, err := Create(context.Background())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pgtest:", err)
@@ -30,6 +31,12 @@ func Main(m *testing.M, dbURL *string) {
 	}
 	*dbURL = u
 	code := m.Run()
+	for _, f := range after {
+		if err := f(); code == 0 && err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL:", err)
+			code = 1
+		}
+	}
 	if err := drop(); err != nil {
 		fmt.Fprintln(os.Stderr, "pgtest: drop database:", err)
 	}
