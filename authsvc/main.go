@@ -14,6 +14,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,6 +30,8 @@ import (
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -43,6 +47,9 @@ type config struct {
 	databaseURL     string
 	adminToken      string
 	adminTokenFile  string
+	tlsCert         string
+	tlsKey          string
+	tlsClientCA     string
 	sessionTTL      time.Duration
 	maxFailUser     int
 	maxFailAddr     int
@@ -90,6 +97,9 @@ func run(args []string, log *slog.Logger) error {
 	fs.DurationVar(&cfg.cleanupInterval, "cleanup-interval", envDuration("AUTHSVC_CLEANUP_INTERVAL", 10*time.Minute, &errs), "how often expired sessions are deleted (AUTHSVC_CLEANUP_INTERVAL)")
 	fs.UintVar(&cfg.argonMemory, "argon2-memory-kib", uint(envInt("AUTHSVC_ARGON2_MEMORY_KIB", int(password.DefaultParams.Memory), &errs)), "argon2id memory for new hashes, KiB (AUTHSVC_ARGON2_MEMORY_KIB)")
 	fs.UintVar(&cfg.argonTime, "argon2-time", uint(envInt("AUTHSVC_ARGON2_TIME", int(password.DefaultParams.Time), &errs)), "argon2id passes for new hashes (AUTHSVC_ARGON2_TIME)")
+	fs.StringVar(&cfg.tlsCert, "tls-cert", env("AUTHSVC_TLS_CERT", ""), "PEM certificate (chain) to serve TLS with; needs -tls-key (AUTHSVC_TLS_CERT)")
+	fs.StringVar(&cfg.tlsKey, "tls-key", env("AUTHSVC_TLS_KEY", ""), "PEM private key for -tls-cert (AUTHSVC_TLS_KEY)")
+	fs.StringVar(&cfg.tlsClientCA, "tls-client-ca", env("AUTHSVC_TLS_CLIENT_CA", ""), "PEM CA bundle: require client certificates signed by it (mTLS); needs -tls-cert (AUTHSVC_TLS_CLIENT_CA)")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -199,7 +209,11 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 		SessionTTL: cfg.sessionTTL, AdminToken: cfg.adminToken,
 		MaxFailuresPerUser: cfg.maxFailUser, MaxFailuresPerAddress: cfg.maxFailAddr, FailureWindow: cfg.failWindow,
 	}, log)
-	opts := append(srv.ServerOptions(),
+	creds, err := serverCredentials(cfg)
+	if err != nil {
+		return err
+	}
+	opts := append(srv.ServerOptions(), creds,
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
@@ -219,7 +233,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 	if cfg.adminToken == "" {
 		log.Warn("no admin token configured: AdminService answers UNAUTHENTICATED (set AUTHSVC_ADMIN_TOKEN)")
 	}
-	log.Info("authsvc listening", "addr", lis.Addr().String())
+	log.Info("authsvc listening", "addr", lis.Addr().String(), "tls", cfg.tlsCert != "", "mtls", cfg.tlsClientCA != "")
 
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
@@ -283,6 +297,34 @@ func cleanup(ctx context.Context, st *store.Store, cfg config, log *slog.Logger)
 			log.InfoContext(ctx, "deleted expired sessions", "count", n)
 		}
 	}
+}
+
+// serverCredentials returns TLS (or mTLS with a client CA) credentials when a
+// certificate is configured, and plaintext otherwise.
+func serverCredentials(cfg config) (grpc.ServerOption, error) {
+	if cfg.tlsCert == "" && cfg.tlsKey == "" {
+		if cfg.tlsClientCA != "" {
+			return nil, errors.New("AUTHSVC_TLS_CLIENT_CA needs AUTHSVC_TLS_CERT and AUTHSVC_TLS_KEY")
+		}
+		return grpc.Creds(insecure.NewCredentials()), nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.tlsClientCA != "" {
+		pem, err := os.ReadFile(cfg.tlsClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("TLS client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("TLS client CA %s: no PEM certificates", cfg.tlsClientCA)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return grpc.Creds(credentials.NewTLS(tc)), nil
 }
 
 func env(name, def string) string {

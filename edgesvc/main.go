@@ -7,6 +7,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -46,6 +49,9 @@ func logLevel() slog.Level {
 func run(args []string, log *slog.Logger) error {
 	var (
 		listen, authAddr, origins string
+		tlsCert, tlsKey           string
+		authCA, authCert, authKey string
+		authServerName            string
 		cfg                       edge.Config
 		shutdownTimeout           time.Duration
 		errs                      []error
@@ -60,6 +66,12 @@ func run(args []string, log *slog.Logger) error {
 	fs.DurationVar(&cfg.PingPeriod, "ping-period", envDuration("EDGESVC_PING_PERIOD", 30*time.Second, &errs), "how often each socket is pinged (EDGESVC_PING_PERIOD)")
 	fs.DurationVar(&cfg.WriteWait, "write-timeout", envDuration("EDGESVC_WRITE_TIMEOUT", 10*time.Second, &errs), "bound on each write to a client, and on how long a reply waits for room in a full send queue before closing with 1013 (EDGESVC_WRITE_TIMEOUT)")
 	fs.DurationVar(&shutdownTimeout, "shutdown-timeout", envDuration("EDGESVC_SHUTDOWN_TIMEOUT", 10*time.Second, &errs), "how long a graceful stop waits for sockets to close (EDGESVC_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&tlsCert, "tls-cert", env("EDGESVC_TLS_CERT", ""), "PEM certificate to serve HTTPS and WSS with; needs -tls-key (EDGESVC_TLS_CERT)")
+	fs.StringVar(&tlsKey, "tls-key", env("EDGESVC_TLS_KEY", ""), "PEM private key for -tls-cert (EDGESVC_TLS_KEY)")
+	fs.StringVar(&authCA, "auth-ca", env("EDGESVC_AUTH_CA", ""), "PEM CA bundle to verify authsvc's certificate; setting it dials authsvc with TLS (EDGESVC_AUTH_CA)")
+	fs.StringVar(&authCert, "auth-cert", env("EDGESVC_AUTH_CERT", ""), "PEM client certificate for mTLS to authsvc; needs -auth-key and -auth-ca (EDGESVC_AUTH_CERT)")
+	fs.StringVar(&authKey, "auth-key", env("EDGESVC_AUTH_KEY", ""), "PEM private key for -auth-cert (EDGESVC_AUTH_KEY)")
+	fs.StringVar(&authServerName, "auth-server-name", env("EDGESVC_AUTH_SERVER_NAME", ""), "name to verify in authsvc's certificate; default: the host of -auth-addr (EDGESVC_AUTH_SERVER_NAME)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,8 +84,12 @@ func run(args []string, log *slog.Logger) error {
 		}
 	}
 
+	creds, err := authCredentials(authCA, authCert, authKey, authServerName)
+	if err != nil {
+		return err
+	}
 	cc, err := grpc.NewClient(authAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	if err != nil {
@@ -96,8 +112,20 @@ func run(args []string, log *slog.Logger) error {
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
+	if (tlsCert == "") != (tlsKey == "") {
+		return errors.New("EDGESVC_TLS_CERT and EDGESVC_TLS_KEY go together")
+	}
+	if tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(tlsCert, tlsKey)
+		if err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+		// HTTP/1.1 only: WebSockets upgrade over it.
+		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+		lis = tls.NewListener(lis, hs.TLSConfig)
+	}
 	go func() { errc <- hs.Serve(lis) }()
-	log.Info("edgesvc listening", "addr", lis.Addr().String(), "authsvc", authAddr)
+	log.Info("edgesvc listening", "addr", lis.Addr().String(), "tls", tlsCert != "", "authsvc", authAddr, "auth_tls", authCA != "")
 
 	select {
 	case err := <-errc:
@@ -114,6 +142,38 @@ func run(args []string, log *slog.Logger) error {
 	}
 	<-httpDone
 	return nil
+}
+
+// authCredentials returns the transport credentials for dialing authsvc: TLS verified
+// against caFile when it is set (with a client certificate for mTLS when certFile is),
+// plaintext otherwise.
+func authCredentials(caFile, certFile, keyFile, serverName string) (credentials.TransportCredentials, error) {
+	if caFile == "" {
+		if certFile != "" || keyFile != "" {
+			return nil, errors.New("EDGESVC_AUTH_CERT/EDGESVC_AUTH_KEY need EDGESVC_AUTH_CA (mTLS runs over TLS)")
+		}
+		return insecure.NewCredentials(), nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("authsvc CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("authsvc CA %s: no PEM certificates", caFile)
+	}
+	tc := &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("EDGESVC_AUTH_CERT and EDGESVC_AUTH_KEY go together")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("authsvc client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(tc), nil
 }
 
 func env(name, def string) string {

@@ -1,0 +1,209 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gorilla/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// certAuthority is a throwaway CA made in-process for one test.
+type certAuthority struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newCA(t testing.TB, name string) *certAuthority {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &certAuthority{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// issue signs a leaf certificate for 127.0.0.1 and localhost, usable as a server
+// or a client certificate, and returns its PEM certificate and key.
+func (ca *certAuthority) issue(t testing.TB, cn string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// tlsFiles writes the PEM files the services and grpcurl read, as the README names
+// them, into dir: ca.pem, server.pem/server-key.pem, client.pem/client-key.pem, and
+// rogue.pem/rogue-key.pem (a client certificate from another CA).
+func tlsFiles(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	ca, other := newCA(t, "gatehouse test CA"), newCA(t, "rogue CA")
+	srv, srvKey := ca.issue(t, "authsvc")
+	cli, cliKey := ca.issue(t, "edgesvc")
+	rogue, rogueKey := other.issue(t, "edgesvc")
+	files := map[string][]byte{
+		"ca.pem": ca.pem, "server.pem": srv, "server-key.pem": srvKey,
+		"client.pem": cli, "client-key.pem": cliKey, "rogue.pem": rogue, "rogue-key.pem": rogueKey,
+	}
+	out := map[string]string{}
+	for name, b := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out[name] = p
+	}
+	return out
+}
+
+func TestTLSAndMTLS(t *testing.T) {
+	f := tlsFiles(t, t.TempDir())
+	auth := start(t, "authsvc", authEnv("127.0.0.1:0",
+		"AUTHSVC_TLS_CERT="+f["server.pem"], "AUTHSVC_TLS_KEY="+f["server-key.pem"], "AUTHSVC_TLS_CLIENT_CA="+f["ca.pem"])...)
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(mustRead(t, f["ca.pem"]))
+	dialWith := func(t *testing.T, creds credentials.TransportCredentials) error {
+		cc, err := grpc.NewClient(auth.addr, grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		_, err = authv1.NewAdminServiceClient(cc).ListUsers(adminCtx(t.Context()), &authv1.ListUsersRequest{})
+		return err
+	}
+	clientCert := func(t *testing.T, cert, key string) []tls.Certificate {
+		c, err := tls.LoadX509KeyPair(f[cert], f[key])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []tls.Certificate{c}
+	}
+	t.Run("plaintext is refused", func(t *testing.T) {
+		if err := dialWith(t, insecure.NewCredentials()); err == nil {
+			t.Fatal("a plaintext call to a TLS authsvc succeeded")
+		}
+	})
+	t.Run("TLS without a client certificate is refused", func(t *testing.T) {
+		if err := dialWith(t, credentials.NewTLS(&tls.Config{RootCAs: pool})); err == nil {
+			t.Fatal("a call without a client certificate succeeded")
+		}
+	})
+	t.Run("a client certificate from another CA is refused", func(t *testing.T) {
+		if err := dialWith(t, credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: clientCert(t, "rogue.pem", "rogue-key.pem")})); err == nil {
+			t.Fatal("a call with a rogue client certificate succeeded")
+		}
+	})
+	t.Run("the right client certificate is accepted", func(t *testing.T) {
+		if err := dialWith(t, credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: clientCert(t, "client.pem", "client-key.pem")})); err != nil {
+			t.Fatalf("mTLS call: %v", err)
+		}
+	})
+	t.Run("an edge with a rogue client certificate fails closed", func(t *testing.T) {
+		edge := startEdge(t, auth.addr, "EDGESVC_AUTH_CA="+f["ca.pem"], "EDGESVC_AUTH_CERT="+f["rogue.pem"], "EDGESVC_AUTH_KEY="+f["rogue-key.pem"])
+		_, code := dialWS(t, wsURL(edge.addr, 1), http.Header{"Authorization": {"Bearer AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}})
+		if code != http.StatusServiceUnavailable {
+			t.Fatalf("handshake through an edge authsvc refuses = %d, want 503", code)
+		}
+	})
+
+	t.Run("browser path over HTTPS and WSS with mTLS to authsvc", func(t *testing.T) {
+		edge := startEdge(t, auth.addr,
+			"EDGESVC_TLS_CERT="+f["server.pem"], "EDGESVC_TLS_KEY="+f["server-key.pem"],
+			"EDGESVC_AUTH_CA="+f["ca.pem"], "EDGESVC_AUTH_CERT="+f["client.pem"], "EDGESVC_AUTH_KEY="+f["client-key.pem"])
+		cc, err := grpc.NewClient(auth.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: clientCert(t, "client.pem", "client-key.pem")})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		s := &system{admin: authv1.NewAdminServiceClient(cc), authC: authv1.NewAuthServiceClient(cc)}
+		u, pw := s.newUser(t)
+
+		base := "https://" + edge.addr
+		c := browser(t)
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		resp := postForm(t, c, base+"/login", url.Values{"username": {u.GetUsername()}, "password": {pw}}, base)
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("login over HTTPS: %d %s", resp.StatusCode, readBody(resp))
+		}
+		var cookie *http.Cookie
+		for _, ck := range resp.Cookies() {
+			if ck.Name == "sessionid" {
+				cookie = ck
+			}
+		}
+		if cookie == nil || !cookie.Secure || !cookie.HttpOnly {
+			t.Fatalf("cookie over HTTPS = %+v, want Secure and HttpOnly", cookie)
+		}
+		d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: 10 * time.Second}
+		ws, r, err := d.Dial("wss://"+edge.addr+"/ws/myapp/"+itoa(u.GetId())+"/", http.Header{
+			"Cookie": {"sessionid=" + cookie.Value}, "Origin": {base},
+		})
+		if err != nil {
+			t.Fatalf("wss dial: %v %v", err, r)
+		}
+		defer ws.Close()
+		echo(t, ws, "over wss")
+		if _, err := s.admin.RevokeUserSessions(adminCtx(t.Context()), &authv1.RevokeUserSessionsRequest{UserId: u.GetId()}); err != nil {
+			t.Fatal(err)
+		}
+		expectClose(t, ws, 4401, "revoked", closeWithin)
+		// Plain HTTP to the TLS edge gets nothing useful.
+		if resp, err := http.Get("http://" + edge.addr + "/healthz"); err == nil && resp.StatusCode == 200 {
+			t.Fatal("the TLS edge answered plain HTTP")
+		}
+	})
+}
+
+func mustRead(t testing.TB, p string) []byte {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
