@@ -32,7 +32,7 @@ run: build ## Start PostgreSQL (or use DATABASE_URL), authsvc and edgesvc; print
 	scripts/run.sh
 
 .PHONY: test
-test: build ## Run every test against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
+test: build $(BIN)/grpcurl ## Run every test against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
 	db=$$(scripts/pg.sh) && \
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)" go test -count=1 -timeout 20m $(PKGS)
 
