@@ -32,7 +32,7 @@ run: build ## Start PostgreSQL (or use DATABASE_URL), authsvc and edgesvc; print
 	scripts/run.sh
 
 .PHONY: test
-test: build $(BIN)/grpcurl ## Run every test against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
+test: build $(BIN)/grpcurl $(BIN)/buf ## Run every test against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
 	db=$$(scripts/pg.sh) && \
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)" go test -count=1 -timeout 20m $(PKGS)
 
@@ -58,12 +58,27 @@ generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerat
 	find gen -name '*.pb.go' -delete
 	buf generate
 
+# The released contract: buf breaking compares proto/ against this image, so a breaking
+# change fails `make lint` however many commits it spans. Refresh it with
+# `make contract` only when releasing (a breaking change also needs a new package,
+# gatehouse.auth.v2, rather than a refreshed image).
+CONTRACT := contract/gatehouse.auth.v1.json
+
+.PHONY: breaking
+breaking: $(BIN)/buf ## Fail if proto/ breaks the released contract (contract/*.json)
+	buf breaking --against $(CONTRACT)
+
+.PHONY: contract
+contract: $(BIN)/buf ## Record proto/ as the released contract (run when releasing)
+	buf build --exclude-source-info -o -#format=json | jq . > $(CONTRACT)
+
 .PHONY: lint
-lint: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## vet, gofmt, buf lint/format, generated-code drift, tidy
+lint: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## vet, gofmt, buf lint/format/breaking, generated-code drift, tidy
 	go vet $(PKGS)
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	buf lint
 	buf format --diff --exit-code
+	@$(MAKE) breaking
 	@$(MAKE) generate
 	@git diff --exit-code -- gen || { echo "gen/ differs from 'make generate': commit the regenerated code"; exit 1; }
 	@test -z "$$(git status --porcelain -- gen)" || { echo "untracked files in gen/ after 'make generate'"; exit 1; }
