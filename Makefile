@@ -66,18 +66,18 @@ CONTRACT := contract/gatehouse.auth.v1.json
 
 .PHONY: breaking
 breaking: $(BIN)/buf ## Fail if proto/ breaks the released contract (contract/*.json)
-	buf breaking --against $(CONTRACT)
+	buf breaking proto --against $(CONTRACT)
 
 .PHONY: contract
 contract: $(BIN)/buf ## Record proto/ as the released contract (run when releasing)
-	buf build --exclude-source-info -o -#format=json | jq . > $(CONTRACT)
+	buf build proto --exclude-source-info -o -#format=json | jq . > $(CONTRACT)
 
 .PHONY: lint
 lint: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## vet, gofmt, buf lint/format/breaking, generated-code drift, tidy
 	go vet $(PKGS)
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	buf lint
-	buf format --diff --exit-code
+	buf format proto --diff --exit-code
 	@$(MAKE) breaking
 	@$(MAKE) generate
 	@git diff --exit-code -- gen || { echo "gen/ differs from 'make generate': commit the regenerated code"; exit 1; }

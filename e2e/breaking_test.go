@@ -27,7 +27,7 @@ func TestBreakingChangeFailsLint(t *testing.T) {
 		t.Fatal("make lint no longer runs make breaking")
 	}
 	dir := t.TempDir()
-	cp := exec.Command("cp", "-r", "proto", "contract", "buf.yaml", "buf.gen.yaml", "Makefile", dir)
+	cp := exec.Command("cp", "-r", "proto", "third_party", "contract", "buf.yaml", "buf.gen.yaml", "Makefile", dir)
 	cp.Dir = root
 	if out, err := cp.CombinedOutput(); err != nil {
 		t.Fatalf("copy: %v %s", err, out)
