@@ -32,9 +32,14 @@ run: build ## Start PostgreSQL (or use DATABASE_URL), authsvc and edgesvc; print
 	scripts/run.sh
 
 .PHONY: test
-test: build $(BIN)/grpcurl $(BIN)/buf ## Run every test against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
+test: build $(BIN)/grpcurl $(BIN)/buf examples/node/node_modules ## Run every test against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
 	db=$$(scripts/pg.sh) && \
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)" go test -count=1 -timeout 20m $(PKGS)
+
+# The Node example's dependencies, exactly as locked.
+examples/node/node_modules: examples/node/package-lock.json
+	cd examples/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 .PHONY: bench
 bench: build ## Benchmarks: hot functions, ValidateSession, handshakes and echo next to a bare gorilla baseline
@@ -88,4 +93,4 @@ lint: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## vet, gofmt, b
 .PHONY: clean
 clean: ## Stop the private PostgreSQL and delete bin/ and .run/
 	scripts/pg.sh stop
-	rm -rf $(BIN) .run
+	rm -rf $(BIN) .run examples/node/node_modules

@@ -207,3 +207,20 @@ func mustRead(t testing.TB, p string) []byte {
 	}
 	return b
 }
+
+// mtlsConn dials addr with the CA and client certificate in f (from tlsFiles).
+func mtlsConn(t testing.TB, addr string, f map[string]string) *grpc.ClientConn {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(mustRead(t, f["ca.pem"]))
+	cert, err := tls.LoadX509KeyPair(f["client.pem"], f["client-key.pem"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}

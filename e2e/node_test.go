@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+)
+
+// TestNodeClient runs examples/node (grpc-js loading the .proto files) against the
+// real authsvc, plaintext and with mTLS, and checks what it prints, including a
+// session event caused while it watches.
+func TestNodeClient(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: the polyglot example needs Node.js 20")
+	}
+	dir, _ := filepath.Abs(filepath.Join("..", "examples", "node"))
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@grpc", "grpc-js")); err != nil {
+		t.Fatal("examples/node has no node_modules: run `npm ci` there (make test does)")
+	}
+	t.Run("plaintext", func(t *testing.T) {
+		auth := startAuth(t)
+		cc := dial(t, auth.addr)
+		s := &system{authC: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc)}
+		runNode(t, node, dir, auth.addr, s, nil)
+	})
+	t.Run("mtls", func(t *testing.T) {
+		f := tlsFiles(t, t.TempDir())
+		auth := startAuth(t, "AUTHSVC_TLS_CERT="+f["server.pem"], "AUTHSVC_TLS_KEY="+f["server-key.pem"], "AUTHSVC_TLS_CLIENT_CA="+f["ca.pem"])
+		cc := mtlsConn(t, auth.addr, f)
+		s := &system{authC: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc)}
+		runNode(t, node, dir, auth.addr, s, []string{"GATEHOUSE_CA=" + f["ca.pem"], "GATEHOUSE_CERT=" + f["client.pem"], "GATEHOUSE_KEY=" + f["client-key.pem"]})
+	})
+}
+
+// runNode runs client.js for a new user and checks each line it prints.
+func runNode(t *testing.T, node, dir, addr string, s *system, extra []string) {
+	t.Helper()
+	u, pw := s.newUser(t)
+	cmd := exec.Command(node, "client.js")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), append([]string{
+		"GATEHOUSE_AUTH_ADDR=" + addr, "GATEHOUSE_USERNAME=" + u.GetUsername(),
+		"GATEHOUSE_PASSWORD=" + pw, "GATEHOUSE_ADMIN_TOKEN=" + adminToken,
+	}, extra...)...)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func(want *regexp.Regexp) []string {
+		t.Helper()
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("node exited early; stderr:\n%s", stderr.String())
+			}
+			m := want.FindStringSubmatch(line)
+			if m == nil {
+				t.Fatalf("node printed %q, want %s; stderr:\n%s", line, want, stderr.String())
+			}
+			return m
+		case <-time.After(20 * time.Second):
+			t.Fatalf("node printed nothing for 20s, want %s; stderr:\n%s", want, stderr.String())
+		}
+		return nil
+	}
+	id := itoa(u.GetId())
+	next(regexp.MustCompile(`^health: SERVING$`))
+	m := next(regexp.MustCompile(`^login: user ` + id + ` \(` + regexp.QuoteMeta(u.GetUsername()) + `\), session ([0-9a-f]{32})$`))
+	session := m[1]
+	next(regexp.MustCompile(`^validate: user ` + id + `, session ` + session + `, expires \d{4}-\d\d-\d\dT`))
+	next(regexp.MustCompile(`^sessions: 1 live for user ` + id + `$`))
+	next(regexp.MustCompile(`^unknown user: UNAUTHENTICATED INVALID_CREDENTIALS \(auth\.gatehouse\.dev\)$`))
+	next(regexp.MustCompile(`^watching session events$`))
+
+	if _, err := s.admin.RevokeSession(adminCtx(t.Context()), &authv1.RevokeSessionRequest{SessionId: session}); err != nil {
+		t.Fatal(err)
+	}
+	next(regexp.MustCompile(`^event: session ` + session + ` of user ` + id + ` ended: SESSION_END_REASON_REVOKED$`))
+
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	next(regexp.MustCompile(`^stopped$`))
+	for range lines {
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("node exit: %v; stderr:\n%s", err, stderr.String())
+	}
+}
