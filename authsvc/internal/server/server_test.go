@@ -60,15 +60,22 @@ func serveOn(t testing.TB, db string, cfg server.Config) *env {
 	if err := st.Migrate(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	events := server.NewBroker()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go events.Run(ctx, st, log)
+	go events.Run(ctx, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	for !events.Live() {
 		time.Sleep(5 * time.Millisecond)
 	}
-	srv := server.New(st, password.NewHasher(cheap), events, cfg, log)
+	e := serve(t, st, events, cfg)
+	e.db = db
+	return e
+}
+
+// serve serves both services backed by st and events on a loopback TCP listener.
+func serve(t testing.TB, st *store.Store, events *server.Broker, cfg server.Config) *env {
+	t.Helper()
+	srv := server.New(st, password.NewHasher(cheap), events, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	g := grpc.NewServer(srv.ServerOptions()...)
 	srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -82,7 +89,7 @@ func serveOn(t testing.TB, db string, cfg server.Config) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return &env{auth: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc), cc: cc, store: st, db: db}
+	return &env{auth: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc), cc: cc, store: st}
 }
 
 func withAdmin(ctx context.Context, tok string) context.Context {
@@ -301,6 +308,38 @@ func TestValidateAndLogout(t *testing.T) {
 			t.Fatalf("end_reason = %v, want user_disabled", info.GetMetadata())
 		}
 	})
+}
+
+func TestValidateInactiveUser(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken})
+	u := e.createUser(t, "alice", "password1")
+	l, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "alice", Password: "password1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Deactivated behind the API's back, so the session itself was not ended.
+	if err := e.store.Exec(t.Context(), `UPDATE users SET active = false WHERE id = $1`, u.GetId()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.auth.ValidateSession(t.Context(), &authv1.ValidateSessionRequest{Token: l.GetToken()})
+	wantCode(t, err, codes.Unauthenticated, server.ReasonUserInactive)
+}
+
+// TestWatchWithoutFeed: while authsvc is not listening to the database, a subscription
+// is refused with a retry hint rather than accepted and left silent.
+func TestWatchWithoutFeed(t *testing.T) {
+	db := pgtest.New(t)
+	st, err := store.Open(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	e := serve(t, st, server.NewBroker(), server.Config{}) // a broker that never listens
+	_, err = trySubscribe(t.Context(), e.auth)
+	wantCode(t, err, codes.Unavailable, server.ReasonEventFeedUnavailable)
+	if d := retryDelay(err); d <= 0 {
+		t.Fatal("EVENT_FEED_UNAVAILABLE without a RetryInfo")
+	}
 }
 
 func TestAdminAuth(t *testing.T) {
