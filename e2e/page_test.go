@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,8 +39,16 @@ func TestPageAndForms(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(body, `action="/login"`) || !strings.Contains(body, `name="password"`) {
 			t.Fatalf("GET / = %d\n%s", resp.StatusCode, body)
 		}
-		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
 			t.Fatalf("CSP = %q", csp)
+		}
+		for h, want := range map[string]string{"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"} {
+			if got := resp.Header.Get(h); got != want {
+				t.Errorf("%s = %q, want %q", h, got, want)
+			}
+		}
+		if strings.Contains(body, "<script>") || regexp.MustCompile(`\son[a-z]+=`).MatchString(body) || strings.Contains(body, "style=") {
+			t.Error("the page has an inline script, handler or style")
 		}
 	})
 	t.Run("static assets are served", func(t *testing.T) {
