@@ -184,7 +184,7 @@ func (a *authServer) WatchSessionEvents(_ *authv1.WatchSessionEventsRequest, str
 			return failf(codes.Unavailable, ReasonEventsMissed,
 				"session event feed interrupted; events may have been missed: re-check held sessions and subscribe again")
 		case <-ctx.Done():
-			return nil
+			return toStatus(ctx, a.s.log, ctx.Err()) // CANCELED or DEADLINE_EXCEEDED
 		}
 	}
 }
