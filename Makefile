@@ -14,7 +14,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPCURL_VERSION            := v1.9.4
 
-MODULES := gen authsvc edgesvc e2e
+MODULES := gen authsvc edgesvc e2e bench
 # Every package of every workspace module (go.work's root is not a module itself).
 PKGS = $$(go list -m -f '{{.Dir}}/...')
 
@@ -42,7 +42,13 @@ examples/node/node_modules: examples/node/package-lock.json
 	touch $@
 
 .PHONY: bench
-bench: build ## Benchmarks: hot functions, ValidateSession, handshakes and echo next to a bare gorilla baseline
+bench: build ## Load benchmark against same-run bare baselines (QUICK=1: under 2 minutes); results in bench/results/
+	go build -o $(BIN)/bench ./bench
+	db=$$(scripts/pg.sh) && \
+	DATABASE_URL="$$db" taskset -c 1 $(BIN)/bench run -bin $(BIN) $(if $(QUICK),-quick)
+
+.PHONY: microbench
+microbench: build ## go test -bench: hot functions, ValidateSession, handshake and echo micro-benchmarks
 	db=$$(scripts/pg.sh) && \
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)" go test -run '^$$' -bench . -benchmem $(PKGS)
 

@@ -1,0 +1,631 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+)
+
+// plan is what one run measures; quick mode shrinks it to under two minutes.
+type plan struct {
+	reps       int
+	dur        time.Duration
+	idleLevels []int
+	holdFor    time.Duration
+	idleForHS  int
+	revokes    int
+}
+
+var (
+	fullPlan  = plan{reps: 5, dur: 4 * time.Second, idleLevels: []int{1000, 10000, 18000}, holdFor: 60 * time.Second, idleForHS: 5000, revokes: 1000}
+	quickPlan = plan{reps: 1, dur: 2 * time.Second, idleLevels: []int{1000, 5000}, holdFor: 5 * time.Second, idleForHS: 2000, revokes: 200}
+)
+
+// proc is a started server process.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	addr string
+}
+
+var listenRE = regexp.MustCompile(`listening\S* (?:addr=)?(\S+)`)
+
+// startPinned starts a server on CPU 0 and waits for the line naming its address.
+func startPinned(name string, env []string, args ...string) (*proc, error) {
+	cmd := exec.Command("taskset", append([]string{"-c", "0"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, _ := cmd.StdoutPipe()
+	errp, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	addrc := make(chan string, 2)
+	scan := func(r io.Reader) {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				addrc <- m[1]
+			} else if strings.Contains(sc.Text(), "level=ERROR") || strings.Contains(sc.Text(), "level=WARN") {
+				fmt.Fprintf(os.Stderr, "  [%s] %s\n", name, sc.Text())
+			}
+		}
+	}
+	go scan(out)
+	go scan(errp)
+	select {
+	case a := <-addrc:
+		return &proc{name: name, cmd: cmd, addr: a}, nil
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("%s did not start", name)
+	}
+}
+
+func (p *proc) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+	}
+}
+
+// pid is the server's own pid (taskset execs it, so it is the same process).
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// cpuSeconds is the user+system CPU time of the processes, from /proc.
+func cpuSeconds(pids []int) float64 {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + st
+	}
+	return float64(ticks) / 100 // CLK_TCK
+}
+
+// rssKiB is the resident memory of the processes, from /proc.
+func rssKiB(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+// postgresPIDs returns the postmaster of the database's server and its children.
+func postgresPIDs(ctx context.Context, conn *pgx.Conn) []int {
+	var backend int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return nil
+	}
+	master := ppid(backend)
+	pids := []int{master}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && ppid(pid) == master {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func ppid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	n, _ := strconv.Atoi(f[1])
+	return n
+}
+
+// world is everything a run starts.
+type world struct {
+	plan     plan
+	self     string
+	bin      string
+	dir      string
+	auth     *proc
+	edge     *proc
+	bareWS   *proc
+	bareRPC  *proc
+	authC    authv1.AuthServiceClient
+	admin    authv1.AdminServiceClient
+	adminCtx context.Context
+	tokens   []string
+	sessions []string
+	userID   int64
+	tokFile  string
+	pg       *pgx.Conn
+	pgPIDs   []int
+}
+
+func (w *world) gatehousePIDs() []int {
+	return append([]int{w.edge.pid(), w.auth.pid()}, w.pgPIDs...)
+}
+
+func (w *world) edgeURL() string   { return fmt.Sprintf("ws://%s/ws/myapp/%d/", w.edge.addr, w.userID) }
+func (w *world) bareURL() string   { return "ws://" + w.bareWS.addr + "/ws/myapp/1/" }
+func (w *world) cookie(i int) http.Header {
+	return http.Header{"Cookie": {"sessionid=" + w.tokens[i%len(w.tokens)]}}
+}
+
+func runBench(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	quick := fs.Bool("quick", false, "a short run for development (under two minutes)")
+	out := fs.String("out", "", "results folder (default bench/results/<time>)")
+	bin := fs.String("bin", "bin", "folder with authsvc and edgesvc")
+	_ = fs.Parse(args)
+	admin := os.Getenv("DATABASE_URL")
+	if admin == "" {
+		return errors.New("DATABASE_URL (an admin URL) is required; make bench sets it")
+	}
+	w := &world{plan: fullPlan}
+	if *quick {
+		w.plan = quickPlan
+	}
+	if *out == "" {
+		*out = filepath.Join("bench", "results", time.Now().UTC().Format("20060102-150405"))
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	w.dir = *out
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	w.self, w.bin = self, *bin
+	ctx := context.Background()
+
+	// A fresh database, dropped at the end.
+	db, drop, err := createDB(ctx, admin)
+	if err != nil {
+		return err
+	}
+	defer drop()
+
+	sessionsNeeded := w.plan.idleLevels[len(w.plan.idleLevels)-1] + w.plan.idleForHS + w.plan.revokes + 2000
+	fmt.Fprintf(os.Stderr, "starting servers on CPU 0; load on CPU 1; %d sessions\n", sessionsNeeded)
+	if w.auth, err = startPinned("authsvc", []string{"DATABASE_URL=" + db, "AUTHSVC_LISTEN=127.0.0.1:0", "AUTHSVC_ADMIN_TOKEN=bench-admin",
+		"AUTHSVC_ARGON2_MEMORY_KIB=64", "AUTHSVC_ARGON2_TIME=1"}, filepath.Join(*bin, "authsvc")); err != nil {
+		return err
+	}
+	defer w.auth.stop()
+	cc, err := grpc.NewClient(w.auth.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	w.authC, w.admin = authv1.NewAuthServiceClient(cc), authv1.NewAdminServiceClient(cc)
+	w.adminCtx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer bench-admin")
+	u, err := w.admin.CreateUser(w.adminCtx, &authv1.CreateUserRequest{Username: "bench", Password: "bench-password"})
+	if err != nil {
+		return err
+	}
+	w.userID = u.GetUser().GetId()
+	if w.pg, err = pgx.Connect(ctx, db); err != nil {
+		return err
+	}
+	defer w.pg.Close(ctx)
+	if err := w.makeSessions(ctx, sessionsNeeded); err != nil {
+		return err
+	}
+	// Pin PostgreSQL with the servers (new backends inherit it); restore at the end.
+	w.pgPIDs = postgresPIDs(ctx, w.pg)
+	if len(w.pgPIDs) > 0 {
+		_ = exec.Command("taskset", "-a", "-p", "-c", "0", strconv.Itoa(w.pgPIDs[0])).Run()
+		for _, p := range w.pgPIDs[1:] {
+			_ = exec.Command("taskset", "-p", "-c", "0", strconv.Itoa(p)).Run()
+		}
+		defer func() { _ = exec.Command("taskset", "-a", "-p", "-c", "0-63", strconv.Itoa(w.pgPIDs[0])).Run() }()
+	}
+	if w.edge, err = startPinned("edgesvc", []string{"EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR=" + w.auth.addr},
+		filepath.Join(*bin, "edgesvc")); err != nil {
+		return err
+	}
+	defer w.edge.stop()
+	if w.bareWS, err = startPinned("baseline-ws", nil, self, "baseline-ws"); err != nil {
+		return err
+	}
+	defer w.bareWS.stop()
+	if w.bareRPC, err = startPinned("baseline-grpc", nil, self, "baseline-grpc", "-tokens", w.tokFile); err != nil {
+		return err
+	}
+	defer w.bareRPC.stop()
+	if err := waitReady(w.edge.addr); err != nil {
+		return err
+	}
+
+	// Warm up both sides (connection pools, prepared statements, caches) unmeasured.
+	handshakes(32, time.Second, func(int) (string, http.Header) { return w.bareURL(), nil })
+	handshakes(32, time.Second, func(i int) (string, http.Header) { return w.edgeURL(), w.cookie(i) })
+
+	rep := &report{Quick: *quick, Started: time.Now().UTC(), Reps: w.plan.reps, Seconds: w.plan.dur.Seconds()}
+	steps := []struct {
+		name string
+		fn   func(*report) error
+	}{
+		{"handshakes", w.benchHandshakes},
+		{"echo", w.benchEcho},
+		{"validate", w.benchValidate},
+		{"handshakes with idle connections", w.benchHandshakesUnderIdle},
+		{"idle memory", w.benchIdle},
+		{"revocation", w.benchRevocation},
+	}
+	for _, st := range steps {
+		fmt.Fprintf(os.Stderr, "== %s\n", st.name)
+		if err := st.fn(rep); err != nil {
+			return fmt.Errorf("%s: %w", st.name, err)
+		}
+	}
+	rep.Finished = time.Now().UTC()
+	return rep.write(w.dir)
+}
+
+// makeSessions creates n sessions for the bench user straight in the database (a
+// login per session would time argon2, not gatehouse), and writes their tokens.
+func (w *world) makeSessions(ctx context.Context, n int) error {
+	rows := make([][]any, n)
+	w.tokens, w.sessions = make([]string, n), make([]string, n)
+	exp := time.Now().Add(24 * time.Hour)
+	for i := range n {
+		var b [32]byte
+		var id [16]byte
+		_, _ = rand.Read(b[:])
+		_, _ = rand.Read(id[:])
+		tok := base64.RawURLEncoding.EncodeToString(b[:])
+		h := sha256.Sum256([]byte(tok))
+		w.tokens[i], w.sessions[i] = tok, hex.EncodeToString(id[:])
+		rows[i] = []any{w.sessions[i], h[:], w.userID, exp}
+	}
+	if _, err := w.pg.CopyFrom(ctx, pgx.Identifier{"sessions"}, []string{"id", "token_hash", "user_id", "expires_at"}, pgx.CopyFromRows(rows)); err != nil {
+		return err
+	}
+	w.tokFile = filepath.Join(w.dir, "tokens.txt")
+	return os.WriteFile(w.tokFile, []byte(strings.Join(w.tokens, "\n")+"\n"), 0o600)
+}
+
+func createDB(ctx context.Context, admin string) (string, func(), error) {
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return "", nil, err
+	}
+	defer conn.Close(ctx)
+	name := fmt.Sprintf("gatehouse_bench_%d", time.Now().UnixNano())
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", nil, err
+	}
+	u, err := url.Parse(admin)
+	if err != nil {
+		return "", nil, err
+	}
+	u.Path = "/" + name
+	return u.String(), func() {
+		c, err := pgx.Connect(context.Background(), admin)
+		if err == nil {
+			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			c.Close(context.Background())
+		}
+	}, nil
+}
+
+func waitReady(addr string) error {
+	for range 200 {
+		if r, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("edge not ready")
+}
+
+// measure runs load and reports it with the CPU the server pids spent per op.
+func measure(pids []int, load func() sample) measurement {
+	c0 := cpuSeconds(pids)
+	s := load()
+	cpu := cpuSeconds(pids) - c0
+	m := measurement{Rate: s.rate(), P50: ms(s.percentile(0.50)), P99: ms(s.percentile(0.99)), Ops: s.Ops, Errors: s.Errors}
+	if s.Ops > 0 {
+		m.CPUMicros = cpu * 1e6 / float64(s.Ops)
+	}
+	m.lat = s.lat
+	return m
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// pair measures baseline and gatehouse back to back, reps times, and keeps medians.
+func (w *world) pair(base, gh func() measurement) (measurement, measurement) {
+	var bs, gs []measurement
+	for range w.plan.reps {
+		bs = append(bs, base())
+		gs = append(gs, gh())
+	}
+	return median(bs), median(gs)
+}
+
+func median(ms []measurement) measurement {
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Rate < ms[j].Rate })
+	return ms[len(ms)/2]
+}
+
+func (w *world) benchHandshakes(r *report) error {
+	b, g := w.pair(
+		func() measurement {
+			return measure([]int{w.bareWS.pid()}, func() sample {
+				return handshakes(32, w.plan.dur, func(int) (string, http.Header) { return w.bareURL(), nil })
+			})
+		},
+		func() measurement {
+			return measure(w.gatehousePIDs(), func() sample {
+				return handshakes(32, w.plan.dur, func(i int) (string, http.Header) { return w.edgeURL(), w.cookie(i) })
+			})
+		})
+	r.add("handshakes/s (32 dialers, cookie, distinct sessions)", b, g, 0.6, "≥ 0.6 × bare, p99 < 10 ms")
+	r.Checks = append(r.Checks, check{Name: "handshake p99 < 10 ms", Value: g.P99, Target: 10, Met: g.P99 < 10})
+	return nil
+}
+
+func (w *world) benchEcho(r *report) error {
+	for _, n := range []int{32, 1000} {
+		bc, err := openConns(n, func(int) (string, http.Header) { return w.bareURL(), nil }, nil)
+		if err != nil {
+			return err
+		}
+		gc, err := openConns(n, func(i int) (string, http.Header) { return w.edgeURL(), w.cookie(i) }, nil)
+		if err != nil {
+			closeAll(bc)
+			return err
+		}
+		b, g := w.pair(
+			func() measurement { return measure([]int{w.bareWS.pid()}, func() sample { return echoes(bc, w.plan.dur) }) },
+			func() measurement { return measure(w.gatehousePIDs(), func() sample { return echoes(gc, w.plan.dur) }) })
+		closeAll(bc)
+		closeAll(gc)
+		r.add(fmt.Sprintf("echo round trips/s (%d connections)", n), b, g, 0.9, "≥ 0.9 × bare")
+	}
+	return nil
+}
+
+func (w *world) benchValidate(r *report) error {
+	bcc, err := grpc.NewClient(w.bareRPC.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer bcc.Close()
+	bare := authv1.NewAuthServiceClient(bcc)
+	b, g := w.pair(
+		func() measurement {
+			return measure([]int{w.bareRPC.pid()}, func() sample { return validations(32, w.plan.dur, bare, w.tokens) })
+		},
+		func() measurement {
+			return measure(append([]int{w.auth.pid()}, w.pgPIDs...), func() sample { return validations(32, w.plan.dur, w.authC, w.tokens) })
+		})
+	r.add("ValidateSession RPCs/s (32 callers; bare: gRPC over an in-memory map)", b, g, 0, "")
+	// p99 at half of the peak rate: paced callers.
+	half := g.Rate / 2
+	paced := measure(nil, func() sample { return pacedValidations(half, w.plan.dur, w.authC, w.tokens) })
+	r.Checks = append(r.Checks, check{Name: fmt.Sprintf("ValidateSession p99 at half its peak (%.0f/s) < 2 ms", half), Value: paced.P99, Target: 2, Met: paced.P99 < 2})
+	return nil
+}
+
+// pacedValidations issues ValidateSession at rate per second from a pool of callers.
+func pacedValidations(rate float64, d time.Duration, c authv1.AuthServiceClient, tokens []string) sample {
+	interval := time.Duration(float64(time.Second) / rate)
+	var mu sync.Mutex
+	var s sample
+	var wg sync.WaitGroup
+	start := time.Now()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for i := 0; time.Since(start) < d; i++ {
+		<-tick.C
+		wg.Go(func() {
+			t0 := time.Now()
+			_, err := c.ValidateSession(context.Background(), &authv1.ValidateSessionRequest{Token: tokens[i%len(tokens)]})
+			l := time.Since(t0)
+			mu.Lock()
+			if err != nil {
+				s.Errors++
+			} else {
+				s.Ops++
+				s.lat = append(s.lat, l)
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	s.Elapsed = time.Since(start)
+	return s
+}
+
+// holderSet is child processes holding idle sockets.
+type holderSet struct {
+	cmds   []*exec.Cmd
+	stdins []io.WriteCloser
+	outs   []*bufio.Scanner
+}
+
+// holders starts child processes holding n idle sockets to url in total, from
+// 127.0.0.2, 127.0.0.3, … (9,000 per process: one process may hold 20,000 files),
+// using tokens from index from on when withCookie.
+func (w *world) holders(url string, n, from int, withCookie bool) (*holderSet, error) {
+	h := &holderSet{}
+	const per = 9000
+	for i := 0; i*per < n; i++ {
+		count := min(per, n-i*per)
+		args := []string{"hold", "-url", url, "-count", strconv.Itoa(count), "-from", strconv.Itoa(from + i*per), "-src", fmt.Sprintf("127.0.0.%d", i+2)}
+		if withCookie {
+			args = append(args, "-tokens", w.tokFile)
+		}
+		cmd := exec.Command(w.self, args...)
+		in, _ := cmd.StdinPipe()
+		out, _ := cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			h.release()
+			return nil, err
+		}
+		sc := bufio.NewScanner(out)
+		h.cmds, h.stdins, h.outs = append(h.cmds, cmd), append(h.stdins, in), append(h.outs, sc)
+		if !sc.Scan() || !strings.HasPrefix(sc.Text(), "held ") {
+			h.release()
+			return nil, fmt.Errorf("holder %d failed: %q", i, sc.Text())
+		}
+	}
+	return h, nil
+}
+
+// release stops the holders and returns how many sockets were dropped while held.
+func (h *holderSet) release() int {
+	dropped := 0
+	for i := range h.cmds {
+		_, _ = io.WriteString(h.stdins[i], "\n")
+		if h.outs[i].Scan() {
+			n, _ := strconv.Atoi(strings.TrimPrefix(h.outs[i].Text(), "dropped "))
+			dropped += n
+		}
+		_ = h.cmds[i].Wait()
+	}
+	return dropped
+}
+
+// benchIdle measures resident memory per idle connection on fresh server processes
+// (a process that has served load keeps heap it no longer needs, which would hide
+// the cost of the connections).
+func (w *world) benchIdle(r *report) error {
+	for _, n := range w.plan.idleLevels {
+		for _, side := range []string{"bare", "gatehouse"} {
+			var srv *proc
+			var err error
+			var url string
+			var pids []int
+			if side == "bare" {
+				srv, err = startPinned("baseline-ws", nil, w.self, "baseline-ws")
+				if err == nil {
+					url, pids = "ws://"+srv.addr+"/ws/myapp/1/", []int{srv.pid()}
+				}
+			} else {
+				srv, err = startPinned("edgesvc", []string{"EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR=" + w.auth.addr}, filepath.Join(w.bin, "edgesvc"))
+				if err == nil {
+					err = waitReady(srv.addr)
+					url, pids = fmt.Sprintf("ws://%s/ws/myapp/%d/", srv.addr, w.userID), []int{srv.pid(), w.auth.pid()}
+				}
+			}
+			if err != nil {
+				return err
+			}
+			// One connection first, so that what is measured is the cost of more.
+			one, err := w.holders(url, 1, n, side == "gatehouse")
+			if err != nil {
+				srv.stop()
+				return err
+			}
+			time.Sleep(500 * time.Millisecond)
+			before := rssKiB(pids)
+			h, err := w.holders(url, n, 0, side == "gatehouse")
+			if err != nil {
+				one.release()
+				srv.stop()
+				return err
+			}
+			hold := 2 * time.Second
+			if n == w.plan.idleLevels[len(w.plan.idleLevels)-1] {
+				hold = w.plan.holdFor
+			}
+			time.Sleep(hold)
+			after := rssKiB(pids)
+			dropped := h.release()
+			one.release()
+			srv.stop()
+			per := float64(after-before) / float64(n)
+			fmt.Fprintf(os.Stderr, "  %s %d idle: %.1f KiB each, held %s, %d dropped\n", side, n, per, hold, dropped)
+			r.Idle = append(r.Idle, idle{Side: side, Conns: n, KiBPerConn: per, HeldSeconds: hold.Seconds(), Dropped: dropped})
+		}
+	}
+	return nil
+}
+
+func (w *world) benchHandshakesUnderIdle(r *report) error {
+	n := w.plan.idleForHS
+	measureHS := func() measurement {
+		return measure(w.gatehousePIDs(), func() sample {
+			return handshakes(32, w.plan.dur, func(i int) (string, http.Header) { return w.edgeURL(), w.cookie(n + 100 + i) })
+		})
+	}
+	var none, held []measurement
+	for range w.plan.reps {
+		none = append(none, measureHS())
+	}
+	h, err := w.holders(w.edgeURL(), n, 0, true)
+	if err != nil {
+		return err
+	}
+	for range w.plan.reps {
+		held = append(held, measureHS())
+	}
+	h.release()
+	a, b := median(none), median(held)
+	r.add(fmt.Sprintf("handshakes/s with %d idle connections held (baseline: none held)", n), a, b, 0.95, "≥ 0.95 × none held")
+	return nil
+}
+
+func (w *world) benchRevocation(r *report) error {
+	n := w.plan.revokes
+	from := len(w.tokens) - n
+	s, err := revocations(w.edgeURL(), w.tokens[from:], w.sessions[from:], w.admin, w.adminCtx)
+	if err != nil {
+		return err
+	}
+	m := measurement{Rate: s.rate(), P50: ms(s.percentile(0.5)), P99: ms(s.percentile(0.99)), Ops: s.Ops, Errors: s.Errors, lat: s.lat}
+	r.Revocation = &m
+	r.Checks = append(r.Checks, check{Name: fmt.Sprintf("revocation → close 4401 p99 < 100 ms (%d sessions, %d missed)", n, s.Errors), Value: m.P99, Target: 100, Met: m.P99 < 100 && s.Errors == 0})
+	return nil
+}
