@@ -187,8 +187,8 @@ func (w *world) gatehousePIDs() []int {
 	return append([]int{w.edge.pid(), w.auth.pid()}, w.pgPIDs...)
 }
 
-func (w *world) edgeURL() string   { return fmt.Sprintf("ws://%s/ws/myapp/%d/", w.edge.addr, w.userID) }
-func (w *world) bareURL() string   { return "ws://" + w.bareWS.addr + "/ws/myapp/1/" }
+func (w *world) edgeURL() string { return fmt.Sprintf("ws://%s/ws/myapp/%d/", w.edge.addr, w.userID) }
+func (w *world) bareURL() string { return "ws://" + w.bareWS.addr + "/ws/myapp/1/" }
 func (w *world) cookie(i int) http.Header {
 	return http.Header{"Cookie": {"sessionid=" + w.tokens[i%len(w.tokens)]}}
 }
@@ -425,7 +425,9 @@ func (w *world) benchEcho(r *report) error {
 			return err
 		}
 		b, g := w.pair(
-			func() measurement { return measure([]int{w.bareWS.pid()}, func() sample { return echoes(bc, w.plan.dur) }) },
+			func() measurement {
+				return measure([]int{w.bareWS.pid()}, func() sample { return echoes(bc, w.plan.dur) })
+			},
 			func() measurement { return measure(w.gatehousePIDs(), func() sample { return echoes(gc, w.plan.dur) }) })
 		closeAll(bc)
 		closeAll(gc)
