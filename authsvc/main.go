@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // served only on -debug-listen
 	"os"
 	"os/signal"
 	"strconv"
@@ -50,6 +52,7 @@ type config struct {
 	tlsCert         string
 	tlsKey          string
 	tlsClientCA     string
+	debugListen     string
 	sessionTTL      time.Duration
 	maxFailUser     int
 	maxFailAddr     int
@@ -100,6 +103,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&cfg.tlsCert, "tls-cert", env("AUTHSVC_TLS_CERT", ""), "PEM certificate (chain) to serve TLS with; needs -tls-key (AUTHSVC_TLS_CERT)")
 	fs.StringVar(&cfg.tlsKey, "tls-key", env("AUTHSVC_TLS_KEY", ""), "PEM private key for -tls-cert (AUTHSVC_TLS_KEY)")
 	fs.StringVar(&cfg.tlsClientCA, "tls-client-ca", env("AUTHSVC_TLS_CLIENT_CA", ""), "PEM CA bundle: require client certificates signed by it (mTLS); needs -tls-cert (AUTHSVC_TLS_CLIENT_CA)")
+	fs.StringVar(&cfg.debugListen, "debug-listen", env("AUTHSVC_DEBUG_LISTEN", ""), "address for net/http/pprof (AUTHSVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -227,6 +231,9 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 	if err != nil {
 		return err
 	}
+	if cfg.debugListen != "" {
+		go serveDebug(cfg.debugListen, log)
+	}
 	go events.Run(ctx, st, log)
 	go watchHealth(ctx, st, events, hs)
 	go cleanup(ctx, st, cfg, log)
@@ -296,6 +303,15 @@ func cleanup(ctx context.Context, st *store.Store, cfg config, log *slog.Logger)
 		} else if n > 0 {
 			log.InfoContext(ctx, "deleted expired sessions", "count", n)
 		}
+	}
+}
+
+// serveDebug serves net/http/pprof's handlers (registered on the default mux).
+func serveDebug(addr string, log *slog.Logger) {
+	log.Info("debug (pprof) listening", "addr", addr)
+	srv := &http.Server{Addr: addr, Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("debug listener", "err", err)
 	}
 }
 

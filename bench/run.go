@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -52,7 +53,7 @@ type proc struct {
 	addr string
 }
 
-var listenRE = regexp.MustCompile(`listening\S* (?:addr=)?(\S+)`)
+var listenRE = regexp.MustCompile(`(?:msg="\w+ listening" addr=|^listening )(\S+)`)
 
 // startPinned starts a server on CPU 0 and waits for the line naming its address.
 func startPinned(name string, env []string, args ...string) (*proc, error) {
@@ -164,23 +165,26 @@ func ppid(pid int) int {
 
 // world is everything a run starts.
 type world struct {
-	plan     plan
-	self     string
-	bin      string
-	dir      string
-	auth     *proc
-	edge     *proc
-	bareWS   *proc
-	bareRPC  *proc
-	authC    authv1.AuthServiceClient
-	admin    authv1.AdminServiceClient
-	adminCtx context.Context
-	tokens   []string
-	sessions []string
-	userID   int64
-	tokFile  string
-	pg       *pgx.Conn
-	pgPIDs   []int
+	plan plan
+	self string
+	bin  string
+	// pprof addresses when profiling
+	authDebug, edgeDebug string
+	idleDebugAddr        string
+	dir                  string
+	auth                 *proc
+	edge                 *proc
+	bareWS               *proc
+	bareRPC              *proc
+	authC                authv1.AuthServiceClient
+	admin                authv1.AdminServiceClient
+	adminCtx             context.Context
+	tokens               []string
+	sessions             []string
+	userID               int64
+	tokFile              string
+	pg                   *pgx.Conn
+	pgPIDs               []int
 }
 
 func (w *world) gatehousePIDs() []int {
@@ -198,6 +202,7 @@ func runBench(args []string) error {
 	quick := fs.Bool("quick", false, "a short run for development (under two minutes)")
 	out := fs.String("out", "", "results folder (default bench/results/<time>)")
 	bin := fs.String("bin", "bin", "folder with authsvc and edgesvc")
+	profile := fs.Bool("profile", false, "save CPU profiles of authsvc and edgesvc during each gatehouse load (pprof files in the results folder)")
 	_ = fs.Parse(args)
 	admin := os.Getenv("DATABASE_URL")
 	if admin == "" {
@@ -230,8 +235,13 @@ func runBench(args []string) error {
 
 	sessionsNeeded := w.plan.idleLevels[len(w.plan.idleLevels)-1] + w.plan.idleForHS + w.plan.revokes + 2000
 	fmt.Fprintf(os.Stderr, "starting servers on CPU 0; load on CPU 1; %d sessions\n", sessionsNeeded)
-	if w.auth, err = startPinned("authsvc", []string{"DATABASE_URL=" + db, "AUTHSVC_LISTEN=127.0.0.1:0", "AUTHSVC_ADMIN_TOKEN=bench-admin",
-		"AUTHSVC_ARGON2_MEMORY_KIB=64", "AUTHSVC_ARGON2_TIME=1"}, filepath.Join(*bin, "authsvc")); err != nil {
+	var authDebug, edgeDebug []string
+	if *profile {
+		w.authDebug, w.edgeDebug = freeAddr(), freeAddr()
+		authDebug, edgeDebug = []string{"AUTHSVC_DEBUG_LISTEN=" + w.authDebug}, []string{"EDGESVC_DEBUG_LISTEN=" + w.edgeDebug}
+	}
+	if w.auth, err = startPinned("authsvc", append(authDebug, "DATABASE_URL="+db, "AUTHSVC_LISTEN=127.0.0.1:0", "AUTHSVC_ADMIN_TOKEN=bench-admin",
+		"AUTHSVC_ARGON2_MEMORY_KIB=64", "AUTHSVC_ARGON2_TIME=1"), filepath.Join(*bin, "authsvc")); err != nil {
 		return err
 	}
 	defer w.auth.stop()
@@ -263,7 +273,7 @@ func runBench(args []string) error {
 		}
 		defer func() { _ = exec.Command("taskset", "-a", "-p", "-c", "0-63", strconv.Itoa(w.pgPIDs[0])).Run() }()
 	}
-	if w.edge, err = startPinned("edgesvc", []string{"EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR=" + w.auth.addr},
+	if w.edge, err = startPinned("edgesvc", append(edgeDebug, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR="+w.auth.addr),
 		filepath.Join(*bin, "edgesvc")); err != nil {
 		return err
 	}
@@ -382,13 +392,68 @@ func measure(pids []int, load func() sample) measurement {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // pair measures baseline and gatehouse back to back, reps times, and keeps medians.
-func (w *world) pair(base, gh func() measurement) (measurement, measurement) {
+// With -profile, the first gatehouse run of each named load is CPU-profiled.
+func (w *world) pair(name string, base, gh func() measurement) (measurement, measurement) {
 	var bs, gs []measurement
-	for range w.plan.reps {
+	for i := range w.plan.reps {
 		bs = append(bs, base())
-		gs = append(gs, gh())
+		if i == 0 && w.edgeDebug != "" {
+			done := w.startProfiles(name)
+			gs = append(gs, gh())
+			done()
+		} else {
+			gs = append(gs, gh())
+		}
 	}
 	return median(bs), median(gs)
+}
+
+// startProfiles fetches CPU profiles of edgesvc and authsvc for the plan's duration
+// into the results folder; the returned func waits for them.
+func (w *world) startProfiles(name string) func() {
+	var wg sync.WaitGroup
+	secs := int(w.plan.dur.Seconds())
+	for svc, addr := range map[string]string{"edgesvc": w.edgeDebug, "authsvc": w.authDebug} {
+		wg.Go(func() {
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "  profile:", err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			_ = os.WriteFile(filepath.Join(w.dir, fmt.Sprintf("%s-%s.pprof", name, svc)), b, 0o644)
+		})
+	}
+	return wg.Wait
+}
+
+// idleDebug is the pprof address of the fresh edges the idle measurement starts.
+func (w *world) idleDebug() string {
+	if w.idleDebugAddr == "" {
+		w.idleDebugAddr = freeAddr()
+	}
+	return w.idleDebugAddr
+}
+
+func (w *world) saveHeap(name string) {
+	resp, err := http.Get("http://" + w.idleDebug() + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "  heap profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	_ = os.WriteFile(filepath.Join(w.dir, name), b, 0o644)
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func median(ms []measurement) measurement {
@@ -397,7 +462,7 @@ func median(ms []measurement) measurement {
 }
 
 func (w *world) benchHandshakes(r *report) error {
-	b, g := w.pair(
+	b, g := w.pair("handshake",
 		func() measurement {
 			return measure([]int{w.bareWS.pid()}, func() sample {
 				return handshakes(32, w.plan.dur, func(int) (string, http.Header) { return w.bareURL(), nil })
@@ -424,7 +489,7 @@ func (w *world) benchEcho(r *report) error {
 			closeAll(bc)
 			return err
 		}
-		b, g := w.pair(
+		b, g := w.pair(fmt.Sprintf("echo%d", n),
 			func() measurement {
 				return measure([]int{w.bareWS.pid()}, func() sample { return echoes(bc, w.plan.dur) })
 			},
@@ -443,7 +508,7 @@ func (w *world) benchValidate(r *report) error {
 	}
 	defer bcc.Close()
 	bare := authv1.NewAuthServiceClient(bcc)
-	b, g := w.pair(
+	b, g := w.pair("validate",
 		func() measurement {
 			return measure([]int{w.bareRPC.pid()}, func() sample { return validations(32, w.plan.dur, bare, w.tokens) })
 		},
@@ -555,7 +620,11 @@ func (w *world) benchIdle(r *report) error {
 					url, pids = "ws://"+srv.addr+"/ws/myapp/1/", []int{srv.pid()}
 				}
 			} else {
-				srv, err = startPinned("edgesvc", []string{"EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR=" + w.auth.addr}, filepath.Join(w.bin, "edgesvc"))
+				env := []string{"EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR=" + w.auth.addr}
+				if w.edgeDebug != "" {
+					env = append(env, "EDGESVC_DEBUG_LISTEN="+w.idleDebug())
+				}
+				srv, err = startPinned("edgesvc", env, filepath.Join(w.bin, "edgesvc"))
 				if err == nil {
 					err = waitReady(srv.addr)
 					url, pids = fmt.Sprintf("ws://%s/ws/myapp/%d/", srv.addr, w.userID), []int{srv.pid(), w.auth.pid()}
@@ -584,6 +653,9 @@ func (w *world) benchIdle(r *report) error {
 			}
 			time.Sleep(hold)
 			after := rssKiB(pids)
+			if side == "gatehouse" && w.edgeDebug != "" {
+				w.saveHeap(fmt.Sprintf("idle%d-edgesvc-heap.pprof", n))
+			}
 			dropped := h.release()
 			one.release()
 			srv.stop()

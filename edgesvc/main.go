@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only on -debug-listen
 	"os"
 	"os/signal"
 	"strconv"
@@ -72,6 +73,8 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&authCert, "auth-cert", env("EDGESVC_AUTH_CERT", ""), "PEM client certificate for mTLS to authsvc; needs -auth-key and -auth-ca (EDGESVC_AUTH_CERT)")
 	fs.StringVar(&authKey, "auth-key", env("EDGESVC_AUTH_KEY", ""), "PEM private key for -auth-cert (EDGESVC_AUTH_KEY)")
 	fs.StringVar(&authServerName, "auth-server-name", env("EDGESVC_AUTH_SERVER_NAME", ""), "name to verify in authsvc's certificate; default: the host of -auth-addr (EDGESVC_AUTH_SERVER_NAME)")
+	var debugListen string
+	fs.StringVar(&debugListen, "debug-listen", env("EDGESVC_DEBUG_LISTEN", ""), "address for net/http/pprof (EDGESVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,6 +100,15 @@ func run(args []string, log *slog.Logger) error {
 	}
 	defer cc.Close()
 
+	if debugListen != "" {
+		go func() {
+			log.Info("debug (pprof) listening", "addr", debugListen)
+			dsrv := &http.Server{Addr: debugListen, Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+			if err := dsrv.ListenAndServe(); err != nil {
+				log.Error("debug listener", "err", err)
+			}
+		}()
+	}
 	srv := edge.New(cc, cfg, log)
 	srv.Handle("/ws/myapp/{user_id}/", edge.Echo{})
 

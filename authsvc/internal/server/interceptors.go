@@ -58,6 +58,9 @@ func logCall(ctx context.Context, log *slog.Logger, method string, start time.Ti
 	default:
 		level = slog.LevelInfo
 	}
+	if !log.Enabled(ctx, level) {
+		return // the common case, an OK call at info: build nothing
+	}
 	log.Log(ctx, level, "grpc call", "method", method, "code", code.String(),
 		"duration", time.Since(start), "peer", peerHost(ctx))
 }

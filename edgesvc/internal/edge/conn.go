@@ -53,6 +53,7 @@ type Conn struct {
 	code      int    // the close code sent or received; set once under closeOnce
 	closeMsg  []byte // the close frame to send, when the edge closes
 	expiry    *time.Timer
+	pinger    *time.Timer
 }
 
 // User returns the connection's user.
@@ -137,6 +138,19 @@ func (c *Conn) closed(code int) {
 
 const closeGrace = time.Second
 
+// ping sends a ping and re-arms its timer; WriteControl may run alongside writeLoop.
+func (c *Conn) ping() {
+	if c.isClosing() {
+		return
+	}
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteWait)); err != nil {
+		c.closed(websocket.CloseAbnormalClosure)
+		_ = c.ws.Close()
+		return
+	}
+	c.pinger.Reset(c.srv.cfg.PingPeriod)
+}
+
 // truncateUTF8 cuts s to at most n bytes without splitting a character (a close
 // reason that is not valid UTF-8 makes browsers fail the connection).
 func truncateUTF8(s string, n int) string {
@@ -149,11 +163,10 @@ func truncateUTF8(s string, n int) string {
 	return s[:n]
 }
 
-// writeLoop is the connection's only writer: messages, pings every PingPeriod, and
-// the close frame when the edge closes the connection.
+// writeLoop is the connection's only writer of messages, and of the close frame when
+// the edge closes the connection. Pings go from a timer (ping), not from here, so an
+// idle socket costs no ticker.
 func (c *Conn) writeLoop() {
-	ping := time.NewTicker(c.srv.cfg.PingPeriod)
-	defer ping.Stop()
 	for {
 		select {
 		case msg := <-c.send:
@@ -167,12 +180,6 @@ func (c *Conn) writeLoop() {
 				return
 			}
 			c.srv.metrics.sent.Inc()
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteWait)); err != nil {
-				c.closed(websocket.CloseAbnormalClosure)
-				_ = c.ws.Close()
-				return
-			}
 		case <-c.done:
 			if c.closeMsg != nil {
 				_ = c.ws.WriteControl(websocket.CloseMessage, c.closeMsg, time.Now().Add(closeGrace))

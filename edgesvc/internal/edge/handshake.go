@@ -158,7 +158,7 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 			return
 		}
 		s.metrics.handshakes.WithLabelValues("ok").Inc()
-		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		ctx, cancel := context.WithCancel(s.ctx)
 		c := &Conn{
 			ws: ws, srv: s, token: tok,
 			user:    User{ID: resp.GetUser().GetId(), Username: resp.GetUser().GetUsername()},
@@ -167,7 +167,9 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 			done:    make(chan struct{}),
 			ctx:     ctx, cancel: cancel,
 		}
-		s.serve(c, consumer, feed)
+		// Run the socket on a goroutine of its own and return: net/http then drops the
+		// request, its buffers and this goroutine's grown stack (about 8 KiB a socket).
+		go s.serve(c, consumer, feed)
 	}
 }
 
@@ -176,6 +178,8 @@ func (s *Server) serve(c *Conn, consumer Consumer, feed uint64) {
 	s.metrics.open.Inc()
 	defer s.metrics.open.Dec()
 	go c.writeLoop()
+	c.pinger = time.AfterFunc(s.cfg.PingPeriod, c.ping)
+	defer c.pinger.Stop()
 	ok, reason := s.hub.add(c)
 	connected := false
 	switch {

@@ -110,7 +110,10 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		CheckOrigin:      s.originAllowed,
-		WriteBufferPool:  &sync.Pool{},
+		// Small read buffers (messages larger than this are read in more calls) and
+		// pooled write buffers keep an idle socket cheap.
+		ReadBufferSize:  1024,
+		WriteBufferPool: &sync.Pool{},
 	}
 	static, _ := fs.Sub(webFS, "web")
 	s.mux.HandleFunc("GET /{$}", s.handlePage)
