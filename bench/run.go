@@ -447,6 +447,25 @@ func (w *world) saveHeap(name string) {
 	_ = os.WriteFile(filepath.Join(w.dir, name), b, 0o644)
 }
 
+// goMemory reads the Go runtime gauges from the edge's /metrics.
+func goMemory(addr string) (map[string]float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && !strings.HasPrefix(f[0], "#") {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			out[f[0]] = v
+		}
+	}
+	return out, sc.Err()
+}
+
 func freeAddr() string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -653,6 +672,12 @@ func (w *world) benchIdle(r *report) error {
 			}
 			time.Sleep(hold)
 			after := rssKiB(pids)
+			if side == "gatehouse" {
+				if m, err := goMemory(srv.addr); err == nil {
+					fmt.Fprintf(os.Stderr, "  edge at %d idle: heap in use %.1f KiB/conn, stacks %.1f KiB/conn, %.2f goroutines/conn\n",
+						n, m["go_memstats_heap_inuse_bytes"]/1024/float64(n), m["go_memstats_stack_inuse_bytes"]/1024/float64(n), m["go_goroutines"]/float64(n))
+				}
+			}
 			if side == "gatehouse" && w.edgeDebug != "" {
 				w.saveHeap(fmt.Sprintf("idle%d-edgesvc-heap.pprof", n))
 			}
