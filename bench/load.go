@@ -92,6 +92,9 @@ func handshakes(n int, d time.Duration, target func(i int) (string, http.Header)
 	})
 }
 
+// retried counts dials retried after a 503 (reported with the results).
+var retried atomic.Int64
+
 // openConns opens n sockets, 64 at a time.
 func openConns(n int, target func(i int) (string, http.Header), local net.Addr) ([]*websocket.Conn, error) {
 	d := dialer
@@ -107,7 +110,18 @@ func openConns(n int, target func(i int) (string, http.Header), local net.Addr) 
 		wg.Go(func() {
 			defer func() { <-sem }()
 			u, h := target(i)
-			ws, _, err := d.Dial(u, h)
+			// A refusal under a connect storm (503: authsvc too slow) is the edge
+			// failing closed; retry it a few times, as a client with backoff would.
+			var ws *websocket.Conn
+			var err error
+			for attempt := range 5 {
+				var resp *http.Response
+				if ws, resp, err = d.Dial(u, h); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+					break
+				}
+				retried.Add(1)
+				time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+			}
 			if err != nil {
 				firstErr.CompareAndSwap(nil, err)
 				return
@@ -187,12 +201,14 @@ func hold(args []string) error {
 	}
 	var dropped atomic.Int64
 	var stopping atomic.Bool
+	var firstDrop sync.Once
 	for _, c := range conns {
 		go func() {
 			for {
 				if _, _, err := c.ReadMessage(); err != nil {
 					if !stopping.Load() {
 						dropped.Add(1)
+						firstDrop.Do(func() { fmt.Fprintf(os.Stderr, "  holder: first dropped socket: %v\n", err) })
 					}
 					return
 				}
