@@ -100,7 +100,8 @@ func (p *proc) stop() {
 // pid is the server's own pid (taskset execs it, so it is the same process).
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-// cpuSeconds is the user+system CPU time of the processes, from /proc.
+// cpuSeconds is the user+system CPU time of the processes and their reaped
+// children, from /proc.
 func cpuSeconds(pids []int) float64 {
 	var ticks int64
 	for _, pid := range pids {
@@ -110,9 +111,12 @@ func cpuSeconds(pids []int) float64 {
 		}
 		s := string(b)
 		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + st
+		// utime, stime, and the children's cutime, cstime: PostgreSQL backends that
+		// exit are reaped by the postmaster and their CPU moves there.
+		for _, i := range []int{11, 12, 13, 14} {
+			v, _ := strconv.ParseInt(f[i], 10, 64)
+			ticks += v
+		}
 	}
 	return float64(ticks) / 100 // CLK_TCK
 }
