@@ -156,7 +156,7 @@ func (r *report) svg() string {
 		rows = append(rows, [2]series{{"bare", pct(ro.Baseline.lat)}, {"gatehouse", pct(ro.Gatehouse.lat)}})
 		names = append(names, ro.Name)
 	}
-	const w, rowH, left = 900, 90, 330
+	const w, rowH, left = 1000, 90, 450
 	h := 60 + rowH*len(rows)
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`, w, h)
