@@ -41,7 +41,7 @@ type tab struct {
 
 // newBrowser starts a headless Chromium with a fresh profile and returns its first
 // tab; more tabs of the same browser (sharing cookies) come from newTab.
-func newBrowser(t *testing.T) *tab {
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) *tab {
 	t.Helper()
 	if _, err := os.Stat(chromium); err != nil {
 		t.Fatalf("%s is missing: install Debian's chromium (apt-get install chromium; .ci/run does)", chromium)
@@ -57,6 +57,7 @@ func newBrowser(t *testing.T) *tab {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1000, 800),
 	}
+	opts = append(opts, extra...)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
 	bctx, cancelB := chromedp.NewContext(actx)
@@ -389,6 +390,34 @@ func TestBrowserReconnectsAfterEdgeRestart(t *testing.T) {
 	b.waitFor(t, "the page to reconnect", `document.querySelector('#conn-state').dataset.state === 'open'`, 20*time.Second)
 	b.send(t, "after the restart")
 	if errs := b.consoleErrors("ERR_CONNECTION_REFUSED", "WebSocket connection to"); len(errs) > 0 {
+		t.Fatalf("console errors: %v", errs)
+	}
+}
+
+// TestBrowserOverWSS: the page works over HTTPS and WSS (the test's throwaway CA is
+// not in Chromium's store, so certificate errors are ignored for this profile), with
+// mTLS between the edge and authsvc.
+func TestBrowserOverWSS(t *testing.T) {
+	f := tlsFiles(t, t.TempDir())
+	auth := startAuth(t, "AUTHSVC_TLS_CERT="+f["server.pem"], "AUTHSVC_TLS_KEY="+f["server-key.pem"], "AUTHSVC_TLS_CLIENT_CA="+f["ca.pem"])
+	edge := startEdge(t, auth.addr,
+		"EDGESVC_TLS_CERT="+f["server.pem"], "EDGESVC_TLS_KEY="+f["server-key.pem"],
+		"EDGESVC_AUTH_CA="+f["ca.pem"], "EDGESVC_AUTH_CERT="+f["client.pem"], "EDGESVC_AUTH_KEY="+f["client-key.pem"])
+	cc := mtlsConn(t, auth.addr, f)
+	s := &system{authC: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc)}
+	u, pw := s.newUser(t)
+	b := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
+	b.signIn(t, "https://"+edge.addr, u.GetUsername(), pw)
+	b.send(t, "over wss")
+	secure, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`location.protocol === 'https:'`))
+	if err != nil || !secure {
+		t.Fatalf("page not served over https (%v)", err)
+	}
+	if _, err := s.admin.RevokeUserSessions(adminCtx(t.Context()), &authv1.RevokeUserSessionsRequest{UserId: u.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor(t, "the revocation over wss", `document.querySelector('#conn-state').textContent.includes('4401')`, 5*time.Second)
+	if errs := b.consoleErrors(); len(errs) > 0 {
 		t.Fatalf("console errors: %v", errs)
 	}
 }
