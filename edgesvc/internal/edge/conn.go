@@ -50,8 +50,9 @@ type Conn struct {
 	cancel  context.CancelFunc
 
 	closeOnce sync.Once
-	code      int    // the close code sent or received; set once under closeOnce
-	closeMsg  []byte // the close frame to send, when the edge closes
+	writer    sync.Once // starts writeLoop
+	code      int       // the close code sent or received; set once under closeOnce
+	closeMsg  []byte    // the close frame to send, when the edge closes
 	expiry    *time.Timer
 	pinger    *time.Timer
 }
@@ -68,6 +69,7 @@ func (c *Conn) Context() context.Context { return c.ctx }
 // Send queues text to be written. It never blocks: when the queue is full the client
 // is not keeping up, so the connection is closed with 1013 and Send returns ErrClosed.
 func (c *Conn) Send(text string) error {
+	c.writer.Do(c.startWriter)
 	select {
 	case <-c.done:
 		return ErrClosed
@@ -89,6 +91,7 @@ func (c *Conn) Send(text string) error {
 // it reads again before the write in progress times out, else the connection drops.
 // Consumers answering a received message use Reply; pushes from elsewhere use Send.
 func (c *Conn) Reply(text string) error {
+	c.writer.Do(c.startWriter)
 	select {
 	case c.send <- text:
 		return nil
@@ -123,7 +126,12 @@ func (c *Conn) Close(code int, reason string) {
 		c.cancel()
 		c.srv.metrics.closes.WithLabelValues(codeLabel(code), "edge").Inc()
 	})
+	c.writer.Do(c.startWriter) // it sends the close frame
 }
+
+// startWriter starts writeLoop. It runs on the first Send, Reply or Close, so a
+// socket that only idles has no writer goroutine (about 3 KiB of stack each).
+func (c *Conn) startWriter() { go c.writeLoop() }
 
 // closed records that the peer or the network ended the connection without a close
 // from us.

@@ -177,7 +177,6 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 func (s *Server) serve(c *Conn, consumer Consumer, feed uint64) {
 	s.metrics.open.Inc()
 	defer s.metrics.open.Dec()
-	go c.writeLoop()
 	c.pinger = time.AfterFunc(s.cfg.PingPeriod, c.ping)
 	defer c.pinger.Stop()
 	ok, reason := s.hub.add(c)

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -9,7 +10,7 @@ import (
 // a connection whose handshake raced with its session's end event is still closed.
 type hub struct {
 	mu        sync.Mutex
-	bySession map[string]map[*Conn]struct{}
+	bySession map[string][]*Conn // a slice, not a set: sessions have few sockets, and a map each costs ~300 B
 	ended     map[string]ended
 	lastPrune time.Time
 	closing   bool
@@ -26,7 +27,7 @@ type ended struct {
 const endedTTL = 5 * time.Minute
 
 func newHub() *hub {
-	return &hub{bySession: map[string]map[*Conn]struct{}{}, ended: map[string]ended{}}
+	return &hub{bySession: map[string][]*Conn{}, ended: map[string]ended{}}
 }
 
 // add registers c. It returns false and the reason if c must be closed at once: its
@@ -40,12 +41,7 @@ func (h *hub) add(c *Conn) (bool, string) {
 	if e, ok := h.ended[c.session.ID]; ok {
 		return false, e.reason
 	}
-	set := h.bySession[c.session.ID]
-	if set == nil {
-		set = map[*Conn]struct{}{}
-		h.bySession[c.session.ID] = set
-	}
-	set[c] = struct{}{}
+	h.bySession[c.session.ID] = append(h.bySession[c.session.ID], c)
 	h.wg.Add(1)
 	return true, ""
 }
@@ -53,13 +49,17 @@ func (h *hub) add(c *Conn) (bool, string) {
 func (h *hub) remove(c *Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	set := h.bySession[c.session.ID]
-	if _, ok := set[c]; !ok {
+	conns := h.bySession[c.session.ID]
+	i := slices.Index(conns, c)
+	if i < 0 {
 		return
 	}
-	delete(set, c)
-	if len(set) == 0 {
+	conns[i] = conns[len(conns)-1]
+	conns[len(conns)-1] = nil
+	if conns = conns[:len(conns)-1]; len(conns) == 0 {
 		delete(h.bySession, c.session.ID)
+	} else {
+		h.bySession[c.session.ID] = conns
 	}
 	h.wg.Done()
 }
@@ -78,11 +78,7 @@ func (h *hub) end(sessionID, reason string) []*Conn {
 		h.lastPrune = now
 	}
 	h.ended[sessionID] = ended{reason: reason, at: now}
-	var out []*Conn
-	for c := range h.bySession[sessionID] {
-		out = append(out, c)
-	}
-	return out
+	return slices.Clone(h.bySession[sessionID])
 }
 
 // sessions returns one live connection per session, to re-validate each session once.
@@ -90,11 +86,8 @@ func (h *hub) sessions() []*Conn {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]*Conn, 0, len(h.bySession))
-	for _, set := range h.bySession {
-		for c := range set {
-			out = append(out, c)
-			break
-		}
+	for _, conns := range h.bySession {
+		out = append(out, conns[0])
 	}
 	return out
 }
@@ -105,10 +98,8 @@ func (h *hub) shutdown() []*Conn {
 	defer h.mu.Unlock()
 	h.closing = true
 	var out []*Conn
-	for _, set := range h.bySession {
-		for c := range set {
-			out = append(out, c)
-		}
+	for _, conns := range h.bySession {
+		out = append(out, conns...)
 	}
 	return out
 }
