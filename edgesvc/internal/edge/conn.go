@@ -43,8 +43,8 @@ type Conn struct {
 	srv     *Server
 	user    User
 	session Session
-	token   string // kept to re-validate the session after the event feed was interrupted
-	send    chan string
+	token   string      // kept to re-validate the session after the event feed was interrupted
+	send    chan string // made by startWriter
 	done    chan struct{}
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -129,9 +129,12 @@ func (c *Conn) Close(code int, reason string) {
 	c.writer.Do(c.startWriter) // it sends the close frame
 }
 
-// startWriter starts writeLoop. It runs on the first Send, Reply or Close, so a
-// socket that only idles has no writer goroutine (about 3 KiB of stack each).
-func (c *Conn) startWriter() { go c.writeLoop() }
+// startWriter makes the send queue and starts writeLoop. It runs on the first Send,
+// Reply or Close, so a socket that only idles has neither (about 4 KiB together).
+func (c *Conn) startWriter() {
+	c.send = make(chan string, c.srv.cfg.SendQueue)
+	go c.writeLoop()
+}
 
 // closed records that the peer or the network ended the connection without a close
 // from us.

@@ -163,7 +163,6 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 			ws: ws, srv: s, token: tok,
 			user:    User{ID: resp.GetUser().GetId(), Username: resp.GetUser().GetUsername()},
 			session: Session{ID: resp.GetSession().GetId(), ExpiresAt: resp.GetSession().GetExpiresAt().AsTime()},
-			send:    make(chan string, s.cfg.SendQueue),
 			done:    make(chan struct{}),
 			ctx:     ctx, cancel: cancel,
 		}
