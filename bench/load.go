@@ -92,6 +92,22 @@ func handshakes(n int, d time.Duration, target func(i int) (string, http.Header)
 	})
 }
 
+// ipBindAddressNoPort is Linux's IP_BIND_ADDRESS_NO_PORT: with a source address
+// bound, the port is then chosen at connect time per destination, instead of from
+// one range shared by every destination (which TIME_WAIT sockets exhaust).
+const ipBindAddressNoPort = 24
+
+func bindNoPort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
 // retried counts dials retried after a 503 (reported with the results).
 var retried atomic.Int64
 
@@ -99,7 +115,7 @@ var retried atomic.Int64
 func openConns(n int, target func(i int) (string, http.Header), local net.Addr) ([]*websocket.Conn, error) {
 	d := dialer
 	if local != nil {
-		d.NetDialContext = (&net.Dialer{LocalAddr: local}).DialContext
+		d.NetDialContext = (&net.Dialer{LocalAddr: local, Control: bindNoPort}).DialContext
 	}
 	conns := make([]*websocket.Conn, n)
 	sem := make(chan struct{}, 64)

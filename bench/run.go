@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
@@ -605,6 +606,9 @@ func pacedValidations(rate float64, d time.Duration, c authv1.AuthServiceClient,
 	return s
 }
 
+// nextSource numbers the source addresses holders dial from.
+var nextSource atomic.Int64
+
 // holderSet is child processes holding idle sockets.
 type holderSet struct {
 	cmds   []*exec.Cmd
@@ -620,7 +624,9 @@ func (w *world) holders(url string, n, from int, withCookie bool) (*holderSet, e
 	const per = 9000
 	for i := 0; i*per < n; i++ {
 		count := min(per, n-i*per)
-		args := []string{"hold", "-url", url, "-count", strconv.Itoa(count), "-from", strconv.Itoa(from + i*per), "-src", fmt.Sprintf("127.0.0.%d", i+2)}
+		src := nextSource.Add(1) // a fresh loopback source address each time: its own ports
+		args := []string{"hold", "-url", url, "-count", strconv.Itoa(count), "-from", strconv.Itoa(from + i*per),
+			"-src", fmt.Sprintf("127.%d.%d.%d", 10+src/65536%200, src/256%256, 1+src%254)}
 		if withCookie {
 			args = append(args, "-tokens", w.tokFile)
 		}

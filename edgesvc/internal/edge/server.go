@@ -112,7 +112,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 		CheckOrigin:      s.originAllowed,
 		// Small read buffers (messages larger than this are read in more calls) and
 		// pooled write buffers keep an idle socket cheap.
-		ReadBufferSize:  1024,
+		ReadBufferSize:  512,
 		WriteBufferPool: &sync.Pool{},
 	}
 	static, _ := fs.Sub(webFS, "web")
