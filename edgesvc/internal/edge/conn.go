@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -149,6 +150,22 @@ func (c *Conn) closed(code int) {
 
 const closeGrace = time.Second
 
+// maxKeptReadBuffer is the largest message buffer a socket keeps for the next message.
+const maxKeptReadBuffer = 16 << 10
+
+// writeText writes one text message without copying it to a []byte first.
+func (c *Conn) writeText(msg string) error {
+	w, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		_ = w.Close()
+		return err
+	}
+	return w.Close()
+}
+
 // ping sends a ping and re-arms its timer; WriteControl may run alongside writeLoop.
 func (c *Conn) ping() {
 	if c.isClosing() {
@@ -185,7 +202,7 @@ func (c *Conn) writeLoop() {
 				continue // the close frame goes next; drop what was queued
 			}
 			_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
-			if err := c.ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			if err := c.writeText(msg); err != nil {
 				c.closed(websocket.CloseAbnormalClosure)
 				_ = c.ws.Close()
 				return
@@ -205,6 +222,7 @@ func (c *Conn) writeLoop() {
 // readLoop feeds text messages to the consumer until the connection closes, and
 // returns the close code.
 func (c *Conn) readLoop(consumer Consumer) {
+	var buf bytes.Buffer // reused for each message
 	pongWait := c.srv.cfg.PingPeriod * 10 / 9
 	c.ws.SetReadLimit(c.srv.cfg.ReadLimit)
 	_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
@@ -223,10 +241,14 @@ func (c *Conn) readLoop(consumer Consumer) {
 			c.Close(CloseUnsupported, "binary frames are not supported: send text")
 			continue
 		}
-		data, err := io.ReadAll(r)
-		if err != nil {
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
 			c.readFailed(err)
 			return
+		}
+		data := buf.Bytes()
+		if buf.Cap() > maxKeptReadBuffer {
+			buf = bytes.Buffer{} // do not keep a large message's buffer for the socket's life
 		}
 		if !utf8.Valid(data) {
 			c.Close(CloseInvalidPayload, "text message is not valid UTF-8")
