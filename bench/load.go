@@ -185,7 +185,7 @@ func validations(n int, d time.Duration, c authv1.AuthServiceClient, tokens []st
 }
 
 // hold is a child process that opens idle authenticated sockets from its own source
-// address (one process may hold only 20,000 files), prints "held N", keeps them
+// address (one process may hold only 20,000 files), prints "held N retried R", keeps them
 // (answering pings) until stdin closes, and prints "dropped K".
 func hold(args []string) error {
 	fs := flag.NewFlagSet("hold", flag.ExitOnError)
@@ -231,7 +231,7 @@ func hold(args []string) error {
 			}
 		}()
 	}
-	fmt.Printf("held %d\n", len(conns))
+	fmt.Printf("held %d retried %d\n", len(conns), retried.Load())
 	done := make(chan struct{})
 	go func() { _, _ = bufio.NewReader(os.Stdin).ReadString('\n'); close(done) }()
 	sig := make(chan os.Signal, 1)

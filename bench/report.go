@@ -56,6 +56,9 @@ type report struct {
 	Idle       []idle       `json:"idle_memory"`
 	Revocation *measurement `json:"revocation,omitempty"`
 	Checks     []check      `json:"checks"`
+	// Retried503 counts connects the load generator retried after the edge answered 503
+	// (authsvc too slow for the handshake deadline): fail-closed refusals under load.
+	Retried503 int64 `json:"retried_503"`
 }
 
 func (r *report) add(name string, base, gh measurement, target float64, goal string) {
@@ -106,6 +109,9 @@ func (r *report) markdown() string {
 		}
 		fmt.Fprintf(&b, "| %d | %.1f | %.1f | %.2f× | %.0f s | %d / %d | %s | %s |\n", gh.Conns, bare.KiBPerConn, gh.KiBPerConn,
 			gh.KiBPerConn/max(bare.KiBPerConn, 0.001), gh.HeldSeconds, bare.Dropped, gh.Dropped, target, met)
+	}
+	if r.Retried503 > 0 {
+		fmt.Fprintf(&b, "\nConnects refused with 503 and retried while opening idle connections: %d\n", r.Retried503)
 	}
 	b.WriteString("\n| check | value | target | met |\n|---|---|---|---|\n")
 	for _, c := range r.Checks {

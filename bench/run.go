@@ -335,6 +335,7 @@ func runBench(args []string) error {
 		}
 	}
 	rep.Finished = time.Now().UTC()
+	rep.Retried503 = retried.Load()
 	return rep.write(w.dir)
 }
 
@@ -640,9 +641,13 @@ func (w *world) holders(url string, n, from int, withCookie bool) (*holderSet, e
 		}
 		sc := bufio.NewScanner(out)
 		h.cmds, h.stdins, h.outs = append(h.cmds, cmd), append(h.stdins, in), append(h.outs, sc)
+		var held, r int64
 		if !sc.Scan() || !strings.HasPrefix(sc.Text(), "held ") {
 			h.release()
 			return nil, fmt.Errorf("holder %d failed: %q", i, sc.Text())
+		}
+		if _, err := fmt.Sscanf(sc.Text(), "held %d retried %d", &held, &r); err == nil {
+			retried.Add(r)
 		}
 	}
 	return h, nil

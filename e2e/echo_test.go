@@ -10,7 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-func strconvI(n int64) string { return strconv.FormatInt(n, 10) }
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func TestEcho(t *testing.T) {
 	s := newSystem(t, nil, []string{"EDGESVC_READ_LIMIT=4096", "EDGESVC_SEND_QUEUE=8", "EDGESVC_WRITE_TIMEOUT=2s"})

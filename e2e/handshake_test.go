@@ -151,5 +151,3 @@ func TestHandshakeFailsClosed(t *testing.T) {
 		}
 	})
 }
-
-func itoa(n int64) string { return strconvI(n) }

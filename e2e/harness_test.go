@@ -427,8 +427,6 @@ func freeAddr(t testing.TB) string {
 	return addr
 }
 
-type grpcConn = grpc.ClientConn
-
 func openPool(t testing.TB) *pgxpool.Pool {
 	pool, err := pgxpool.New(t.Context(), dbURL)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gorilla/websocket"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -221,7 +222,7 @@ func TestTwoReplicasStreamEveryEvent(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	var streams []authv1.AuthService_WatchSessionEventsClient
-	for _, cc := range []*grpcConn{ca, cb} {
+	for _, cc := range []*grpc.ClientConn{ca, cb} {
 		st, err := authv1.NewAuthServiceClient(cc).WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{})
 		if err != nil {
 			t.Fatal(err)

@@ -116,8 +116,7 @@ func (c *Conn) Reply(text string) error {
 // Close closes the connection with code and reason (cut to 123 bytes). The writer
 // goroutine sends the close frame as soon as any write in progress ends (allowing it
 // closeGrace), then gives the client closeGrace to answer before dropping the
-// connection. Only the first
-// Close (or end of the connection) has an effect.
+// connection. Only the first Close (or end of the connection) has an effect.
 func (c *Conn) Close(code int, reason string) {
 	c.closeOnce.Do(func() {
 		reason = truncateUTF8(reason, 123)
