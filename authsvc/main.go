@@ -58,6 +58,7 @@ type config struct {
 	maxFailAddr     int
 	failWindow      time.Duration
 	cleanupInterval time.Duration
+	cacheLease      time.Duration
 	argonMemory     uint
 	argonTime       uint
 	shutdownTimeout time.Duration
@@ -98,6 +99,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.IntVar(&cfg.maxFailAddr, "login-max-failures-per-address", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, &errs), "failed logins per client address per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS)")
 	fs.DurationVar(&cfg.failWindow, "login-failure-window", envDuration("AUTHSVC_LOGIN_FAILURE_WINDOW", 15*time.Minute, &errs), "window for counting failed logins (AUTHSVC_LOGIN_FAILURE_WINDOW)")
 	fs.DurationVar(&cfg.cleanupInterval, "cleanup-interval", envDuration("AUTHSVC_CLEANUP_INTERVAL", 10*time.Minute, &errs), "how often expired sessions are deleted (AUTHSVC_CLEANUP_INTERVAL)")
+	fs.DurationVar(&cfg.cacheLease, "cache-lease", envDuration("AUTHSVC_CACHE_LEASE", 50*time.Millisecond, &errs), "how long front ends may trust cached validations after a SyncSessionEvents marker; every call that ends sessions waits this long before it returns; 0: no caching (AUTHSVC_CACHE_LEASE)")
 	fs.UintVar(&cfg.argonMemory, "argon2-memory-kib", uint(envInt("AUTHSVC_ARGON2_MEMORY_KIB", int(password.DefaultParams.Memory), &errs)), "argon2id memory for new hashes, KiB (AUTHSVC_ARGON2_MEMORY_KIB)")
 	fs.UintVar(&cfg.argonTime, "argon2-time", uint(envInt("AUTHSVC_ARGON2_TIME", int(password.DefaultParams.Time), &errs)), "argon2id passes for new hashes (AUTHSVC_ARGON2_TIME)")
 	fs.StringVar(&cfg.tlsCert, "tls-cert", env("AUTHSVC_TLS_CERT", ""), "PEM certificate (chain) to serve TLS with; needs -tls-key (AUTHSVC_TLS_CERT)")
@@ -131,6 +133,9 @@ func run(args []string, log *slog.Logger) error {
 	}
 	if cfg.databaseURL == "" {
 		return errors.New("DATABASE_URL (or -database-url) is required")
+	}
+	if cfg.cacheLease < 0 || cfg.cacheLease > 10*time.Second {
+		return fmt.Errorf("AUTHSVC_CACHE_LEASE (-cache-lease) must be between 0 and 10s, not %s", cfg.cacheLease)
 	}
 	if cfg.argonMemory < 8 || cfg.argonTime < 1 {
 		return errors.New("argon2 memory must be at least 8 KiB and time at least 1")
@@ -212,6 +217,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 	srv := server.New(st, hasher, events, server.Config{
 		SessionTTL: cfg.sessionTTL, AdminToken: cfg.adminToken,
 		MaxFailuresPerUser: cfg.maxFailUser, MaxFailuresPerAddress: cfg.maxFailAddr, FailureWindow: cfg.failWindow,
+		CacheLease: cfg.cacheLease,
 	}, log)
 	creds, err := serverCredentials(cfg)
 	if err != nil {

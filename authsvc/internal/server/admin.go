@@ -147,6 +147,7 @@ func (a *adminServer) SetPassword(ctx context.Context, req *authv1.SetPasswordRe
 		return nil, toStatus(ctx, a.s.log, userErr(req.GetUserId(), err))
 	}
 	a.s.log.InfoContext(ctx, "password set", "user_id", req.GetUserId())
+	a.s.ended(ctx)
 	return &authv1.SetPasswordResponse{}, nil
 }
 
@@ -159,6 +160,9 @@ func (a *adminServer) SetUserActive(ctx context.Context, req *authv1.SetUserActi
 		return nil, toStatus(ctx, a.s.log, userErr(req.GetUserId(), err))
 	}
 	a.s.log.InfoContext(ctx, "user active set", "user_id", u.ID, "active", u.Active)
+	if !u.Active {
+		a.s.ended(ctx)
+	}
 	return &authv1.SetUserActiveResponse{User: userPB(u)}, nil
 }
 
@@ -227,6 +231,7 @@ func (a *adminServer) RevokeSession(ctx context.Context, req *authv1.RevokeSessi
 		return nil, toStatus(ctx, a.s.log, err)
 	}
 	a.s.log.InfoContext(ctx, "session revoked", "session_id", id)
+	a.s.ended(ctx)
 	return &authv1.RevokeSessionResponse{}, nil
 }
 
@@ -239,6 +244,7 @@ func (a *adminServer) RevokeUserSessions(ctx context.Context, req *authv1.Revoke
 		return nil, toStatus(ctx, a.s.log, userErr(req.GetUserId(), err))
 	}
 	a.s.log.InfoContext(ctx, "user sessions revoked", "user_id", req.GetUserId(), "count", n)
+	a.s.ended(ctx)
 	return &authv1.RevokeUserSessionsResponse{RevokedCount: n}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
@@ -155,11 +156,26 @@ func (a *authServer) Logout(ctx context.Context, req *authv1.LogoutRequest) (*au
 	if err := a.s.store.EndSessionByToken(ctx, h, store.EndLogout); err != nil {
 		return nil, toStatus(ctx, a.s.log, err)
 	}
+	a.s.ended(ctx)
 	return &authv1.LogoutResponse{}, nil
 }
 
-func (a *authServer) WatchSessionEvents(_ *authv1.WatchSessionEventsRequest, stream grpc.ServerStreamingServer[authv1.WatchSessionEventsResponse]) error {
-	sub := a.s.events.Subscribe()
+// maxMarker bounds SyncSessionEvents markers; PostgreSQL's NOTIFY payload limit is
+// far above it.
+const maxMarker = 64
+
+func (a *authServer) SyncSessionEvents(ctx context.Context, req *authv1.SyncSessionEventsRequest) (*authv1.SyncSessionEventsResponse, error) {
+	if m := req.GetMarker(); m == "" || len(m) > maxMarker {
+		return nil, failf(codes.InvalidArgument, ReasonMarkerInvalid, "marker must be 1 to %d bytes", maxMarker)
+	}
+	if err := a.s.store.Mark(ctx, req.GetMarker()); err != nil {
+		return nil, toStatus(ctx, a.s.log, err)
+	}
+	return &authv1.SyncSessionEventsResponse{CacheLease: durationpb.New(a.s.cfg.CacheLease)}, nil
+}
+
+func (a *authServer) WatchSessionEvents(req *authv1.WatchSessionEventsRequest, stream grpc.ServerStreamingServer[authv1.WatchSessionEventsResponse]) error {
+	sub := a.s.events.Subscribe(req.GetIncludeMarkers())
 	if sub == nil {
 		return fail(codes.Unavailable, ReasonEventFeedUnavailable, time.Second, "session event feed is not connected to the database; retry")
 	}
@@ -173,10 +189,14 @@ func (a *authServer) WatchSessionEvents(_ *authv1.WatchSessionEventsRequest, str
 	for {
 		select {
 		case ev := <-sub.ch:
-			err := stream.Send(&authv1.WatchSessionEventsResponse{
-				SessionId: ev.SessionID, UserId: ev.UserID,
-				Reason: reasonPB[ev.Reason], EndedAt: timestamppb.New(ev.EndedAt),
-			})
+			msg := &authv1.WatchSessionEventsResponse{Marker: ev.Marker}
+			if ev.Marker == "" {
+				msg = &authv1.WatchSessionEventsResponse{
+					SessionId: ev.SessionID, UserId: ev.UserID,
+					Reason: reasonPB[ev.Reason], EndedAt: timestamppb.New(ev.EndedAt),
+				}
+			}
+			err := stream.Send(msg)
 			if err != nil {
 				return err
 			}

@@ -33,6 +33,7 @@ const (
 	ReasonInvalidPageSize      = "INVALID_PAGE_SIZE"      // INVALID_ARGUMENT: negative page_size
 	ReasonInvalidPageToken     = "INVALID_PAGE_TOKEN"     // INVALID_ARGUMENT: page_token not from a previous response
 	ReasonSessionIDRequired    = "SESSION_ID_REQUIRED"    // INVALID_ARGUMENT: RevokeSession without session_id
+	ReasonMarkerInvalid        = "MARKER_INVALID"         // INVALID_ARGUMENT: SyncSessionEvents marker empty or over 64 bytes
 	ReasonInvalidCredentials   = "INVALID_CREDENTIALS"    // UNAUTHENTICATED: Login refused (unknown user, wrong password, inactive)
 	ReasonTokenRequired        = "TOKEN_REQUIRED"         // UNAUTHENTICATED: empty session token
 	ReasonSessionUnknown       = "SESSION_UNKNOWN"        // UNAUTHENTICATED: no session has the token

@@ -21,8 +21,9 @@ type Broker struct {
 }
 
 type subscription struct {
-	ch   chan store.Event
-	lost chan struct{} // closed when events may have been missed
+	markers bool // deliver SyncSessionEvents markers too
+	ch      chan store.Event
+	lost    chan struct{} // closed when events may have been missed
 }
 
 // subscriptionBuffer is how many events a slow stream may lag behind before it is
@@ -91,6 +92,9 @@ func (b *Broker) publish(ev store.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for sub := range b.subs {
+		if ev.Marker != "" && !sub.markers {
+			continue
+		}
 		select {
 		case sub.ch <- ev:
 		default: // too slow: end it rather than let it miss events silently
@@ -108,13 +112,14 @@ func (b *Broker) Live() bool {
 }
 
 // Subscribe returns a new subscription, or nil if the broker is not listening.
-func (b *Broker) Subscribe() *subscription {
+// markers says whether it also receives the markers of SyncSessionEvents.
+func (b *Broker) Subscribe(markers bool) *subscription {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.live {
 		return nil
 	}
-	sub := &subscription{ch: make(chan store.Event, subscriptionBuffer), lost: make(chan struct{})}
+	sub := &subscription{markers: markers, ch: make(chan store.Event, subscriptionBuffer), lost: make(chan struct{})}
 	b.subs[sub] = struct{}{}
 	return sub
 }

@@ -36,6 +36,11 @@ type Config struct {
 	MaxFailuresPerAddress int
 	// FailureWindow is the window failures are counted in. Default 15 minutes.
 	FailureWindow time.Duration
+	// CacheLease is how long front ends may trust cached validations after a
+	// SyncSessionEvents marker, and so how long every call that ends sessions waits
+	// after its commit before it returns. Zero: front ends must not cache, and ending
+	// a session does not wait.
+	CacheLease time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -100,6 +105,22 @@ func newToken() (string, []byte) {
 func HashToken(tok string) []byte {
 	h := sha256.Sum256([]byte(tok))
 	return h[:]
+}
+
+// ended is called by every RPC that ended sessions, after the commit: it waits the
+// cache lease, so that no front end accepts an ended session from its cache once the
+// RPC has returned (see SyncSessionEvents). If the caller gives up first, the session
+// has ended all the same; caches drop it within the lease.
+func (s *Server) ended(ctx context.Context) {
+	if s.cfg.CacheLease <= 0 {
+		return
+	}
+	t := time.NewTimer(s.cfg.CacheLease)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 func newSessionID() string {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -576,9 +577,114 @@ func TestWatchSessionEvents(t *testing.T) {
 	})
 }
 
-func subscribe(t *testing.T, ctx context.Context, c authv1.AuthServiceClient) authv1.AuthService_WatchSessionEventsClient {
+func withMarkers(r *authv1.WatchSessionEventsRequest) { r.IncludeMarkers = true }
+
+// TestSyncSessionEvents checks the cache barrier: a marker reaches the streams that
+// asked for markers, on every replica, after every end committed before the call; and
+// every call that ends sessions waits the cache lease before it returns.
+func TestSyncSessionEvents(t *testing.T) {
+	const lease = 300 * time.Millisecond
+	cfg := server.Config{AdminToken: adminToken, CacheLease: lease}
+	a := newEnv(t, cfg)
+	b := serveOn(t, a.db, cfg) // another replica on the same database
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	actx := withAdmin(ctx, adminToken)
+	alice := a.createUser(t, "alice", "password1")
+	login := func() *authv1.LoginResponse {
+		t.Helper()
+		l, err := a.auth.Login(ctx, &authv1.LoginRequest{Username: "alice", Password: "password1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	marked := subscribe(t, ctx, b.auth, withMarkers)
+	plain := subscribe(t, ctx, b.auth)
+
+	l1, l2 := login(), login()
+	if _, err := a.admin.RevokeSession(actx, &authv1.RevokeSessionRequest{SessionId: l1.GetSession().GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := a.auth.SyncSessionEvents(ctx, &authv1.SyncSessionEventsRequest{Marker: "m-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetCacheLease().AsDuration(); got != lease {
+		t.Errorf("cache_lease = %v, want %v", got, lease)
+	}
+	if _, err := a.admin.RevokeSession(actx, &authv1.RevokeSessionRequest{SessionId: l2.GetSession().GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	next := func(s authv1.AuthService_WatchSessionEventsClient) string {
+		t.Helper()
+		ev, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.GetMarker() != "" {
+			if ev.GetSessionId() != "" || ev.GetUserId() != 0 || ev.GetEndedAt() != nil {
+				t.Errorf("marker message carries event fields: %v", ev)
+			}
+			return "marker " + ev.GetMarker()
+		}
+		return ev.GetSessionId()
+	}
+	if got, want := []string{next(marked), next(marked), next(marked)}, []string{l1.GetSession().GetId(), "marker m-1", l2.GetSession().GetId()}; !slices.Equal(got, want) {
+		t.Errorf("stream with markers: %v, want %v", got, want)
+	}
+	if got, want := []string{next(plain), next(plain)}, []string{l1.GetSession().GetId(), l2.GetSession().GetId()}; !slices.Equal(got, want) {
+		t.Errorf("stream without markers: %v, want %v", got, want)
+	}
+
+	t.Run("bad markers refused", func(t *testing.T) {
+		for _, m := range []string{"", strings.Repeat("m", 65)} {
+			_, err := a.auth.SyncSessionEvents(ctx, &authv1.SyncSessionEventsRequest{Marker: m})
+			wantCode(t, err, codes.InvalidArgument, server.ReasonMarkerInvalid)
+		}
+	})
+
+	t.Run("every call that ends sessions waits the lease", func(t *testing.T) {
+		calls := map[string]func() error{
+			"Logout": func() error {
+				_, err := a.auth.Logout(ctx, &authv1.LogoutRequest{Token: login().GetToken()})
+				return err
+			},
+			"RevokeSession": func() error {
+				_, err := a.admin.RevokeSession(actx, &authv1.RevokeSessionRequest{SessionId: login().GetSession().GetId()})
+				return err
+			},
+			"RevokeUserSessions": func() error {
+				_, err := a.admin.RevokeUserSessions(actx, &authv1.RevokeUserSessionsRequest{UserId: alice.GetId()})
+				return err
+			},
+			"SetPassword": func() error {
+				_, err := a.admin.SetPassword(actx, &authv1.SetPasswordRequest{UserId: alice.GetId(), Password: "password1"})
+				return err
+			},
+			"SetUserActive false": func() error {
+				_, err := a.admin.SetUserActive(actx, &authv1.SetUserActiveRequest{UserId: alice.GetId(), Active: false})
+				if err == nil {
+					_, err = a.admin.SetUserActive(actx, &authv1.SetUserActiveRequest{UserId: alice.GetId(), Active: true})
+				}
+				return err
+			},
+		}
+		for name, call := range calls {
+			start := time.Now()
+			if err := call(); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if took := time.Since(start); took < lease {
+				t.Errorf("%s returned after %v, before the %v lease", name, took, lease)
+			}
+		}
+	})
+}
+
+func subscribe(t *testing.T, ctx context.Context, c authv1.AuthServiceClient, opts ...func(*authv1.WatchSessionEventsRequest)) authv1.AuthService_WatchSessionEventsClient {
 	t.Helper()
-	s, err := trySubscribe(ctx, c)
+	s, err := trySubscribe(ctx, c, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -586,8 +692,12 @@ func subscribe(t *testing.T, ctx context.Context, c authv1.AuthServiceClient) au
 }
 
 // trySubscribe opens a stream and waits for its headers, which mean it is live.
-func trySubscribe(ctx context.Context, c authv1.AuthServiceClient) (authv1.AuthService_WatchSessionEventsClient, error) {
-	s, err := c.WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{})
+func trySubscribe(ctx context.Context, c authv1.AuthServiceClient, opts ...func(*authv1.WatchSessionEventsRequest)) (authv1.AuthService_WatchSessionEventsClient, error) {
+	req := &authv1.WatchSessionEventsRequest{}
+	for _, o := range opts {
+		o(req)
+	}
+	s, err := c.WatchSessionEvents(ctx, req)
 	if err != nil {
 		return nil, err
 	}

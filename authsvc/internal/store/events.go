@@ -16,12 +16,26 @@ const EventChannel = "gatehouse_session_ended"
 // its connection still answers.
 var ListenIdleCheck = 15 * time.Second
 
-// Event is one ended session, as announced by the trigger.
+// Event is one ended session, as announced by the trigger, or a marker put into the
+// feed by Mark (then only Marker is set).
 type Event struct {
+	Marker    string    `json:"marker,omitempty"`
 	SessionID string    `json:"session_id"`
 	UserID    int64     `json:"user_id"`
 	Reason    EndReason `json:"reason"`
 	EndedAt   time.Time `json:"ended_at"`
+}
+
+// Mark announces marker on EventChannel. Notifications reach every listener in commit
+// order, so each Listen delivers the marker after every event committed before Mark
+// was called.
+func (s *Store) Mark(ctx context.Context, marker string) error {
+	payload, err := json.Marshal(Event{Marker: marker})
+	if err != nil {
+		return err
+	}
+	_, err = s.pool.Exec(ctx, "SELECT pg_notify($1, $2)", EventChannel, string(payload))
+	return err
 }
 
 // Listen holds a dedicated connection that LISTENs on EventChannel. It calls ready once

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -351,5 +352,43 @@ func TestListenDeliversEveryEnd(t *testing.T) {
 	case e := <-events:
 		t.Fatalf("unexpected extra event %+v", e)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func TestMarkArrivesAfterEarlierEnds(t *testing.T) {
+	st := newStore(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	u := mustUser(t, st, "alice")
+	for _, tok := range []string{"a", "b"} {
+		mustSession(t, st, u.ID, tok, time.Hour)
+	}
+	ready := make(chan struct{})
+	events := make(chan store.Event, 16)
+	go func() { _ = st.Listen(ctx, func() { close(ready) }, func(e store.Event) { events <- e }) }()
+	<-ready
+
+	steps := []func() error{
+		func() error { return st.RevokeSession(ctx, "sess-a", store.EndRevoked) },
+		func() error { return st.Mark(ctx, "m1") },
+		func() error { return st.RevokeSession(ctx, "sess-b", store.EndRevoked) },
+		func() error { return st.Mark(ctx, "m2") },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for range steps {
+		select {
+		case e := <-events:
+			got = append(got, e.SessionID+e.Marker)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %v, want 4 events", got)
+		}
+	}
+	if want := []string{"sess-a", "m1", "sess-b", "m2"}; !slices.Equal(got, want) {
+		t.Fatalf("feed order %v, want %v", got, want)
 	}
 }

@@ -43,6 +43,11 @@ const (
 //	UNAUTHENTICATED ADMIN_TOKEN_INVALID: the token is wrong.
 //	UNAUTHENTICATED ADMIN_API_DISABLED: authsvc has no admin token configured.
 //	UNAVAILABLE     DATABASE_UNAVAILABLE: the database cannot be reached (RetryInfo).
+//
+// Calls that end sessions (SetPassword, SetUserActive with active false,
+// RevokeSession, RevokeUserSessions) return only after the cache lease has passed
+// since the commit (see AuthService.SyncSessionEvents): once one returns, no front end
+// accepts an ended session, from its cache or otherwise.
 type AdminServiceClient interface {
 	// CreateUser creates an active user.
 	//
@@ -216,6 +221,11 @@ func (c *adminServiceClient) RevokeUserSessions(ctx context.Context, in *RevokeU
 //	UNAUTHENTICATED ADMIN_TOKEN_INVALID: the token is wrong.
 //	UNAUTHENTICATED ADMIN_API_DISABLED: authsvc has no admin token configured.
 //	UNAVAILABLE     DATABASE_UNAVAILABLE: the database cannot be reached (RetryInfo).
+//
+// Calls that end sessions (SetPassword, SetUserActive with active false,
+// RevokeSession, RevokeUserSessions) return only after the cache lease has passed
+// since the commit (see AuthService.SyncSessionEvents): once one returns, no front end
+// accepts an ended session, from its cache or otherwise.
 type AdminServiceServer interface {
 	// CreateUser creates an active user.
 	//

@@ -9,6 +9,7 @@ package authv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -348,11 +349,14 @@ func (*LogoutResponse) Descriptor() ([]byte, []int) {
 	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{5}
 }
 
-// WatchSessionEventsRequest has no fields yet; every ended session is streamed.
+// WatchSessionEventsRequest says what to stream; every ended session is streamed.
 type WatchSessionEventsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also stream the markers of SyncSessionEvents calls (of every caller), as messages
+	// with only the marker field set.
+	IncludeMarkers bool `protobuf:"varint,1,opt,name=include_markers,json=includeMarkers,proto3" json:"include_markers,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WatchSessionEventsRequest) Reset() {
@@ -385,6 +389,13 @@ func (*WatchSessionEventsRequest) Descriptor() ([]byte, []int) {
 	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{6}
 }
 
+func (x *WatchSessionEventsRequest) GetIncludeMarkers() bool {
+	if x != nil {
+		return x.IncludeMarkers
+	}
+	return false
+}
+
 // WatchSessionEventsResponse is one ended session.
 type WatchSessionEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -395,7 +406,10 @@ type WatchSessionEventsResponse struct {
 	// Why it ended.
 	Reason SessionEndReason `protobuf:"varint,3,opt,name=reason,proto3,enum=gatehouse.auth.v1.SessionEndReason" json:"reason,omitempty"`
 	// When it ended.
-	EndedAt       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	EndedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	// Set only on a marker message (see WatchSessionEventsRequest.include_markers): the
+	// marker of a SyncSessionEvents call. The other fields are then empty.
+	Marker        string `protobuf:"bytes,5,opt,name=marker,proto3" json:"marker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,11 +472,113 @@ func (x *WatchSessionEventsResponse) GetEndedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *WatchSessionEventsResponse) GetMarker() string {
+	if x != nil {
+		return x.Marker
+	}
+	return ""
+}
+
+// SyncSessionEventsRequest carries the marker to put into the event feed.
+type SyncSessionEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An opaque string chosen by the caller, unique enough for it to recognise its own
+	// marker. Required, at most 64 bytes.
+	Marker        string `protobuf:"bytes,1,opt,name=marker,proto3" json:"marker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncSessionEventsRequest) Reset() {
+	*x = SyncSessionEventsRequest{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncSessionEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncSessionEventsRequest) ProtoMessage() {}
+
+func (x *SyncSessionEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncSessionEventsRequest.ProtoReflect.Descriptor instead.
+func (*SyncSessionEventsRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SyncSessionEventsRequest) GetMarker() string {
+	if x != nil {
+		return x.Marker
+	}
+	return ""
+}
+
+// SyncSessionEventsResponse says how long a marker makes a cache trustworthy.
+type SyncSessionEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long after starting the call the caller may trust validations cached before
+	// its marker arrived. Zero means this authsvc does not wait after ending sessions,
+	// so front ends must not cache validations at all.
+	CacheLease    *durationpb.Duration `protobuf:"bytes,1,opt,name=cache_lease,json=cacheLease,proto3" json:"cache_lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncSessionEventsResponse) Reset() {
+	*x = SyncSessionEventsResponse{}
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncSessionEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncSessionEventsResponse) ProtoMessage() {}
+
+func (x *SyncSessionEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_auth_v1_auth_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncSessionEventsResponse.ProtoReflect.Descriptor instead.
+func (*SyncSessionEventsResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_auth_v1_auth_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SyncSessionEventsResponse) GetCacheLease() *durationpb.Duration {
+	if x != nil {
+		return x.CacheLease
+	}
+	return nil
+}
+
 var File_gatehouse_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_gatehouse_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x1cgatehouse/auth/v1/auth.proto\x12\x11gatehouse.auth.v1\x1a\x1dgatehouse/auth/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n" +
+	"\x1cgatehouse/auth/v1/auth.proto\x12\x11gatehouse.auth.v1\x1a\x1dgatehouse/auth/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n" +
 	"\fLoginRequest\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x1d\n" +
@@ -480,19 +596,27 @@ const file_gatehouse_auth_v1_auth_proto_rawDesc = "" +
 	"\asession\x18\x02 \x01(\v2\x1a.gatehouse.auth.v1.SessionR\asession\"%\n" +
 	"\rLogoutRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\"\x10\n" +
-	"\x0eLogoutResponse\"\x1b\n" +
-	"\x19WatchSessionEventsRequest\"\xc8\x01\n" +
+	"\x0eLogoutResponse\"D\n" +
+	"\x19WatchSessionEventsRequest\x12'\n" +
+	"\x0finclude_markers\x18\x01 \x01(\bR\x0eincludeMarkers\"\xe0\x01\n" +
 	"\x1aWatchSessionEventsResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\x03R\x06userId\x12;\n" +
 	"\x06reason\x18\x03 \x01(\x0e2#.gatehouse.auth.v1.SessionEndReasonR\x06reason\x125\n" +
-	"\bended_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt2\x87\x03\n" +
+	"\bended_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x16\n" +
+	"\x06marker\x18\x05 \x01(\tR\x06marker\"2\n" +
+	"\x18SyncSessionEventsRequest\x12\x16\n" +
+	"\x06marker\x18\x01 \x01(\tR\x06marker\"W\n" +
+	"\x19SyncSessionEventsResponse\x12:\n" +
+	"\vcache_lease\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"cacheLease2\xf7\x03\n" +
 	"\vAuthService\x12J\n" +
 	"\x05Login\x12\x1f.gatehouse.auth.v1.LoginRequest\x1a .gatehouse.auth.v1.LoginResponse\x12h\n" +
 	"\x0fValidateSession\x12).gatehouse.auth.v1.ValidateSessionRequest\x1a*.gatehouse.auth.v1.ValidateSessionResponse\x12M\n" +
 	"\x06Logout\x12 .gatehouse.auth.v1.LogoutRequest\x1a!.gatehouse.auth.v1.LogoutResponse\x12s\n" +
-	"\x12WatchSessionEvents\x12,.gatehouse.auth.v1.WatchSessionEventsRequest\x1a-.gatehouse.auth.v1.WatchSessionEventsResponse0\x01B\xc5\x01\n" +
+	"\x12WatchSessionEvents\x12,.gatehouse.auth.v1.WatchSessionEventsRequest\x1a-.gatehouse.auth.v1.WatchSessionEventsResponse0\x01\x12n\n" +
+	"\x11SyncSessionEvents\x12+.gatehouse.auth.v1.SyncSessionEventsRequest\x1a,.gatehouse.auth.v1.SyncSessionEventsResponseB\xc5\x01\n" +
 	"\x15com.gatehouse.auth.v1B\tAuthProtoP\x01Z;github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1;authv1\xa2\x02\x03GAX\xaa\x02\x11Gatehouse.Auth.V1\xca\x02\x11Gatehouse\\Auth\\V1\xe2\x02\x1dGatehouse\\Auth\\V1\\GPBMetadata\xea\x02\x13Gatehouse::Auth::V1b\x06proto3"
 
 var (
@@ -507,7 +631,7 @@ func file_gatehouse_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_gatehouse_auth_v1_auth_proto_rawDescData
 }
 
-var file_gatehouse_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_gatehouse_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_gatehouse_auth_v1_auth_proto_goTypes = []any{
 	(*LoginRequest)(nil),               // 0: gatehouse.auth.v1.LoginRequest
 	(*LoginResponse)(nil),              // 1: gatehouse.auth.v1.LoginResponse
@@ -517,31 +641,37 @@ var file_gatehouse_auth_v1_auth_proto_goTypes = []any{
 	(*LogoutResponse)(nil),             // 5: gatehouse.auth.v1.LogoutResponse
 	(*WatchSessionEventsRequest)(nil),  // 6: gatehouse.auth.v1.WatchSessionEventsRequest
 	(*WatchSessionEventsResponse)(nil), // 7: gatehouse.auth.v1.WatchSessionEventsResponse
-	(*Session)(nil),                    // 8: gatehouse.auth.v1.Session
-	(*User)(nil),                       // 9: gatehouse.auth.v1.User
-	(SessionEndReason)(0),              // 10: gatehouse.auth.v1.SessionEndReason
-	(*timestamppb.Timestamp)(nil),      // 11: google.protobuf.Timestamp
+	(*SyncSessionEventsRequest)(nil),   // 8: gatehouse.auth.v1.SyncSessionEventsRequest
+	(*SyncSessionEventsResponse)(nil),  // 9: gatehouse.auth.v1.SyncSessionEventsResponse
+	(*Session)(nil),                    // 10: gatehouse.auth.v1.Session
+	(*User)(nil),                       // 11: gatehouse.auth.v1.User
+	(SessionEndReason)(0),              // 12: gatehouse.auth.v1.SessionEndReason
+	(*timestamppb.Timestamp)(nil),      // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 14: google.protobuf.Duration
 }
 var file_gatehouse_auth_v1_auth_proto_depIdxs = []int32{
-	8,  // 0: gatehouse.auth.v1.LoginResponse.session:type_name -> gatehouse.auth.v1.Session
-	9,  // 1: gatehouse.auth.v1.LoginResponse.user:type_name -> gatehouse.auth.v1.User
-	9,  // 2: gatehouse.auth.v1.ValidateSessionResponse.user:type_name -> gatehouse.auth.v1.User
-	8,  // 3: gatehouse.auth.v1.ValidateSessionResponse.session:type_name -> gatehouse.auth.v1.Session
-	10, // 4: gatehouse.auth.v1.WatchSessionEventsResponse.reason:type_name -> gatehouse.auth.v1.SessionEndReason
-	11, // 5: gatehouse.auth.v1.WatchSessionEventsResponse.ended_at:type_name -> google.protobuf.Timestamp
-	0,  // 6: gatehouse.auth.v1.AuthService.Login:input_type -> gatehouse.auth.v1.LoginRequest
-	2,  // 7: gatehouse.auth.v1.AuthService.ValidateSession:input_type -> gatehouse.auth.v1.ValidateSessionRequest
-	4,  // 8: gatehouse.auth.v1.AuthService.Logout:input_type -> gatehouse.auth.v1.LogoutRequest
-	6,  // 9: gatehouse.auth.v1.AuthService.WatchSessionEvents:input_type -> gatehouse.auth.v1.WatchSessionEventsRequest
-	1,  // 10: gatehouse.auth.v1.AuthService.Login:output_type -> gatehouse.auth.v1.LoginResponse
-	3,  // 11: gatehouse.auth.v1.AuthService.ValidateSession:output_type -> gatehouse.auth.v1.ValidateSessionResponse
-	5,  // 12: gatehouse.auth.v1.AuthService.Logout:output_type -> gatehouse.auth.v1.LogoutResponse
-	7,  // 13: gatehouse.auth.v1.AuthService.WatchSessionEvents:output_type -> gatehouse.auth.v1.WatchSessionEventsResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	10, // 0: gatehouse.auth.v1.LoginResponse.session:type_name -> gatehouse.auth.v1.Session
+	11, // 1: gatehouse.auth.v1.LoginResponse.user:type_name -> gatehouse.auth.v1.User
+	11, // 2: gatehouse.auth.v1.ValidateSessionResponse.user:type_name -> gatehouse.auth.v1.User
+	10, // 3: gatehouse.auth.v1.ValidateSessionResponse.session:type_name -> gatehouse.auth.v1.Session
+	12, // 4: gatehouse.auth.v1.WatchSessionEventsResponse.reason:type_name -> gatehouse.auth.v1.SessionEndReason
+	13, // 5: gatehouse.auth.v1.WatchSessionEventsResponse.ended_at:type_name -> google.protobuf.Timestamp
+	14, // 6: gatehouse.auth.v1.SyncSessionEventsResponse.cache_lease:type_name -> google.protobuf.Duration
+	0,  // 7: gatehouse.auth.v1.AuthService.Login:input_type -> gatehouse.auth.v1.LoginRequest
+	2,  // 8: gatehouse.auth.v1.AuthService.ValidateSession:input_type -> gatehouse.auth.v1.ValidateSessionRequest
+	4,  // 9: gatehouse.auth.v1.AuthService.Logout:input_type -> gatehouse.auth.v1.LogoutRequest
+	6,  // 10: gatehouse.auth.v1.AuthService.WatchSessionEvents:input_type -> gatehouse.auth.v1.WatchSessionEventsRequest
+	8,  // 11: gatehouse.auth.v1.AuthService.SyncSessionEvents:input_type -> gatehouse.auth.v1.SyncSessionEventsRequest
+	1,  // 12: gatehouse.auth.v1.AuthService.Login:output_type -> gatehouse.auth.v1.LoginResponse
+	3,  // 13: gatehouse.auth.v1.AuthService.ValidateSession:output_type -> gatehouse.auth.v1.ValidateSessionResponse
+	5,  // 14: gatehouse.auth.v1.AuthService.Logout:output_type -> gatehouse.auth.v1.LogoutResponse
+	7,  // 15: gatehouse.auth.v1.AuthService.WatchSessionEvents:output_type -> gatehouse.auth.v1.WatchSessionEventsResponse
+	9,  // 16: gatehouse.auth.v1.AuthService.SyncSessionEvents:output_type -> gatehouse.auth.v1.SyncSessionEventsResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_auth_v1_auth_proto_init() }
@@ -556,7 +686,7 @@ func file_gatehouse_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_auth_v1_auth_proto_rawDesc), len(file_gatehouse_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	AuthService_ValidateSession_FullMethodName    = "/gatehouse.auth.v1.AuthService/ValidateSession"
 	AuthService_Logout_FullMethodName             = "/gatehouse.auth.v1.AuthService/Logout"
 	AuthService_WatchSessionEvents_FullMethodName = "/gatehouse.auth.v1.AuthService/WatchSessionEvents"
+	AuthService_SyncSessionEvents_FullMethodName  = "/gatehouse.auth.v1.AuthService/SyncSessionEvents"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -66,7 +67,10 @@ type AuthServiceClient interface {
 	//	UNAUTHENTICATED USER_INACTIVE: the session's user is deactivated.
 	ValidateSession(ctx context.Context, in *ValidateSessionRequest, opts ...grpc.CallOption) (*ValidateSessionResponse, error)
 	// Logout ends the session the token belongs to. Ending a session that has already
-	// ended succeeds, so a retried Logout is harmless.
+	// ended succeeds, so a retried Logout is harmless. Like every call that ends
+	// sessions, it returns only after the cache lease (see SyncSessionEvents) has passed
+	// since the end was committed, so no front end accepts the session from a cache
+	// after Logout returns.
 	//
 	// Errors:
 	//
@@ -87,6 +91,23 @@ type AuthServiceClient interface {
 	//	            events was lost, or this client fell too far behind); events may have
 	//	            been missed, so re-check the sessions you hold and subscribe again.
 	WatchSessionEvents(ctx context.Context, in *WatchSessionEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchSessionEventsResponse], error)
+	// SyncSessionEvents puts a marker into the session event feed of every authsvc
+	// replica on the same database. A WatchSessionEvents stream that asked for markers
+	// receives it after every session end committed before this call began.
+	//
+	// It lets a front end (edgesvc) cache ValidateSession answers without ever accepting
+	// a session after the call that ended it has returned: once the marker of a call
+	// started at time T arrives on its stream, the front end has seen every end
+	// committed before T, and it may trust its cache (invalidated by the events) until
+	// T + cache_lease. Every call that ends sessions (Logout, RevokeSession,
+	// RevokeUserSessions, SetPassword, SetUserActive with active false) waits
+	// cache_lease after its commit before it returns, so a session it ended is never
+	// taken from a cache after it returns. All replicas must use the same lease.
+	//
+	// Errors:
+	//
+	//	INVALID_ARGUMENT MARKER_INVALID: marker is empty or over 64 bytes.
+	SyncSessionEvents(ctx context.Context, in *SyncSessionEventsRequest, opts ...grpc.CallOption) (*SyncSessionEventsResponse, error)
 }
 
 type authServiceClient struct {
@@ -146,6 +167,16 @@ func (c *authServiceClient) WatchSessionEvents(ctx context.Context, in *WatchSes
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AuthService_WatchSessionEventsClient = grpc.ServerStreamingClient[WatchSessionEventsResponse]
 
+func (c *authServiceClient) SyncSessionEvents(ctx context.Context, in *SyncSessionEventsRequest, opts ...grpc.CallOption) (*SyncSessionEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SyncSessionEventsResponse)
+	err := c.cc.Invoke(ctx, AuthService_SyncSessionEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -187,7 +218,10 @@ type AuthServiceServer interface {
 	//	UNAUTHENTICATED USER_INACTIVE: the session's user is deactivated.
 	ValidateSession(context.Context, *ValidateSessionRequest) (*ValidateSessionResponse, error)
 	// Logout ends the session the token belongs to. Ending a session that has already
-	// ended succeeds, so a retried Logout is harmless.
+	// ended succeeds, so a retried Logout is harmless. Like every call that ends
+	// sessions, it returns only after the cache lease (see SyncSessionEvents) has passed
+	// since the end was committed, so no front end accepts the session from a cache
+	// after Logout returns.
 	//
 	// Errors:
 	//
@@ -208,6 +242,23 @@ type AuthServiceServer interface {
 	//	            events was lost, or this client fell too far behind); events may have
 	//	            been missed, so re-check the sessions you hold and subscribe again.
 	WatchSessionEvents(*WatchSessionEventsRequest, grpc.ServerStreamingServer[WatchSessionEventsResponse]) error
+	// SyncSessionEvents puts a marker into the session event feed of every authsvc
+	// replica on the same database. A WatchSessionEvents stream that asked for markers
+	// receives it after every session end committed before this call began.
+	//
+	// It lets a front end (edgesvc) cache ValidateSession answers without ever accepting
+	// a session after the call that ended it has returned: once the marker of a call
+	// started at time T arrives on its stream, the front end has seen every end
+	// committed before T, and it may trust its cache (invalidated by the events) until
+	// T + cache_lease. Every call that ends sessions (Logout, RevokeSession,
+	// RevokeUserSessions, SetPassword, SetUserActive with active false) waits
+	// cache_lease after its commit before it returns, so a session it ended is never
+	// taken from a cache after it returns. All replicas must use the same lease.
+	//
+	// Errors:
+	//
+	//	INVALID_ARGUMENT MARKER_INVALID: marker is empty or over 64 bytes.
+	SyncSessionEvents(context.Context, *SyncSessionEventsRequest) (*SyncSessionEventsResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -229,6 +280,9 @@ func (UnimplementedAuthServiceServer) Logout(context.Context, *LogoutRequest) (*
 }
 func (UnimplementedAuthServiceServer) WatchSessionEvents(*WatchSessionEventsRequest, grpc.ServerStreamingServer[WatchSessionEventsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchSessionEvents not implemented")
+}
+func (UnimplementedAuthServiceServer) SyncSessionEvents(context.Context, *SyncSessionEventsRequest) (*SyncSessionEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SyncSessionEvents not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -316,6 +370,24 @@ func _AuthService_WatchSessionEvents_Handler(srv interface{}, stream grpc.Server
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AuthService_WatchSessionEventsServer = grpc.ServerStreamingServer[WatchSessionEventsResponse]
 
+func _AuthService_SyncSessionEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyncSessionEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).SyncSessionEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_SyncSessionEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).SyncSessionEvents(ctx, req.(*SyncSessionEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -334,6 +406,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Logout",
 			Handler:    _AuthService_Logout_Handler,
+		},
+		{
+			MethodName: "SyncSessionEvents",
+			Handler:    _AuthService_SyncSessionEvents_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
