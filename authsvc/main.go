@@ -99,7 +99,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.IntVar(&cfg.maxFailAddr, "login-max-failures-per-address", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, &errs), "failed logins per client address per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS)")
 	fs.DurationVar(&cfg.failWindow, "login-failure-window", envDuration("AUTHSVC_LOGIN_FAILURE_WINDOW", 15*time.Minute, &errs), "window for counting failed logins (AUTHSVC_LOGIN_FAILURE_WINDOW)")
 	fs.DurationVar(&cfg.cleanupInterval, "cleanup-interval", envDuration("AUTHSVC_CLEANUP_INTERVAL", 10*time.Minute, &errs), "how often expired sessions are deleted (AUTHSVC_CLEANUP_INTERVAL)")
-	fs.DurationVar(&cfg.cacheLease, "cache-lease", envDuration("AUTHSVC_CACHE_LEASE", 50*time.Millisecond, &errs), "how long front ends may trust cached validations after a SyncSessionEvents marker; every call that ends sessions waits this long before it returns; 0: no caching (AUTHSVC_CACHE_LEASE)")
+	fs.DurationVar(&cfg.cacheLease, "cache-lease", envDurationOrZero("AUTHSVC_CACHE_LEASE", 50*time.Millisecond, &errs), "how long front ends may trust cached validations after a SyncSessionEvents marker; every call that ends sessions waits this long before it returns; 0: no caching (AUTHSVC_CACHE_LEASE)")
 	fs.UintVar(&cfg.argonMemory, "argon2-memory-kib", uint(envInt("AUTHSVC_ARGON2_MEMORY_KIB", int(password.DefaultParams.Memory), &errs)), "argon2id memory for new hashes, KiB (AUTHSVC_ARGON2_MEMORY_KIB)")
 	fs.UintVar(&cfg.argonTime, "argon2-time", uint(envInt("AUTHSVC_ARGON2_TIME", int(password.DefaultParams.Time), &errs)), "argon2id passes for new hashes (AUTHSVC_ARGON2_TIME)")
 	fs.StringVar(&cfg.tlsCert, "tls-cert", env("AUTHSVC_TLS_CERT", ""), "PEM certificate (chain) to serve TLS with; needs -tls-key (AUTHSVC_TLS_CERT)")
@@ -357,13 +357,23 @@ func env(name, def string) string {
 }
 
 func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
+	d := envDurationOrZero(name, def, errs)
+	if d == 0 {
+		*errs = append(*errs, fmt.Errorf("%s=%q: want a positive duration such as 336h or 90s", name, os.Getenv(name)))
+		return def
+	}
+	return d
+}
+
+// envDurationOrZero is envDuration for settings where 0 means off.
+func envDurationOrZero(name string, def time.Duration, errs *[]error) time.Duration {
 	v := env(name, "")
 	if v == "" {
 		return def
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		*errs = append(*errs, fmt.Errorf("%s=%q: want a positive duration such as 336h or 90s", name, v))
+	if err != nil || d < 0 {
+		*errs = append(*errs, fmt.Errorf("%s=%q: want a duration such as 336h or 90s", name, v))
 		return def
 	}
 	return d

@@ -299,3 +299,29 @@ func readLines(path string) ([]string, error) {
 	}
 	return strings.Fields(string(b)), nil
 }
+
+// connectEach opens and closes one socket per header, n at a time, and returns how
+// many failed.
+func connectEach(n int, url string, headers []http.Header) int {
+	work := make(chan http.Header)
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for h := range work {
+				ws, _, err := dialer.Dial(url, h)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_ = ws.Close()
+			}
+		})
+	}
+	for _, h := range headers {
+		work <- h
+	}
+	close(work)
+	wg.Wait()
+	return int(failed.Load())
+}

@@ -66,6 +66,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.DurationVar(&cfg.AuthTimeout, "auth-timeout", envDuration("EDGESVC_AUTH_TIMEOUT", 2*time.Second, &errs), "deadline for each authsvc call in a handshake; past it the answer is 503 (EDGESVC_AUTH_TIMEOUT)")
 	fs.DurationVar(&cfg.PingPeriod, "ping-period", envDuration("EDGESVC_PING_PERIOD", 30*time.Second, &errs), "how often each socket is pinged (EDGESVC_PING_PERIOD)")
 	fs.DurationVar(&cfg.WriteWait, "write-timeout", envDuration("EDGESVC_WRITE_TIMEOUT", 10*time.Second, &errs), "bound on each write to a client, and on how long a reply waits for room in a full send queue before closing with 1013 (EDGESVC_WRITE_TIMEOUT)")
+	fs.IntVar(&cfg.CacheSize, "session-cache-size", envIntOrZero("EDGESVC_SESSION_CACHE_SIZE", 100_000, &errs), "sessions whose validation the edge remembers, so a reconnect needs no call to authsvc; 0: off (EDGESVC_SESSION_CACHE_SIZE)")
 	fs.DurationVar(&shutdownTimeout, "shutdown-timeout", envDuration("EDGESVC_SHUTDOWN_TIMEOUT", 10*time.Second, &errs), "how long a graceful stop waits for sockets to close (EDGESVC_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&tlsCert, "tls-cert", env("EDGESVC_TLS_CERT", ""), "PEM certificate to serve HTTPS and WSS with; needs -tls-key (EDGESVC_TLS_CERT)")
 	fs.StringVar(&tlsKey, "tls-key", env("EDGESVC_TLS_KEY", ""), "PEM private key for -tls-cert (EDGESVC_TLS_KEY)")
@@ -80,6 +81,12 @@ func run(args []string, log *slog.Logger) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	switch {
+	case cfg.CacheSize < 0:
+		return fmt.Errorf("EDGESVC_SESSION_CACHE_SIZE (-session-cache-size) must not be negative, not %d", cfg.CacheSize)
+	case cfg.CacheSize == 0:
+		cfg.CacheSize = -1 // edge.Config: negative is off
 	}
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
@@ -209,13 +216,23 @@ func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
 }
 
 func envInt(name string, def int, errs *[]error) int {
+	n := envIntOrZero(name, def, errs)
+	if n == 0 {
+		*errs = append(*errs, fmt.Errorf("%s=%q: want a positive integer", name, os.Getenv(name)))
+		return def
+	}
+	return n
+}
+
+// envIntOrZero is envInt for settings where 0 means off.
+func envIntOrZero(name string, def int, errs *[]error) int {
 	v := env(name, "")
 	if v == "" {
 		return def
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		*errs = append(*errs, fmt.Errorf("%s=%q: want a positive integer", name, v))
+	if err != nil || n < 0 {
+		*errs = append(*errs, fmt.Errorf("%s=%q: want a whole number, 0 or more", name, v))
 		return def
 	}
 	return n

@@ -30,13 +30,13 @@ func credential(r *http.Request) (string, bool) {
 			return "", false
 		}
 		tok = strings.TrimSpace(tok)
-		return tok, tokenShaped(tok)
+		return strings.Clone(tok), tokenShaped(tok) // not a slice of the header: sockets and the cache keep it
 	}
 	c, err := r.Cookie(CookieName)
 	if err != nil {
 		return "", false
 	}
-	return c.Value, tokenShaped(c.Value)
+	return strings.Clone(c.Value), tokenShaped(c.Value)
 }
 
 func tokenShaped(tok string) bool {
@@ -113,6 +113,27 @@ func (s *Server) validate(ctx context.Context, tok string) (*authv1.ValidateSess
 	return resp, err
 }
 
+// authorize returns the user and session of tok: from the session cache when it
+// holds them under a current lease, else from authsvc (and then caches them).
+func (s *Server) authorize(ctx context.Context, tok string) (User, Session, error) {
+	if u, sess, ok := s.cache.get(tok); ok {
+		s.metrics.cache.WithLabelValues("hit").Inc()
+		return u, sess, nil
+	}
+	if s.cache != nil {
+		s.metrics.cache.WithLabelValues("miss").Inc()
+	}
+	gen := s.cache.generation()
+	resp, err := s.validate(ctx, tok)
+	if err != nil {
+		return User{}, Session{}, err
+	}
+	u := User{ID: resp.GetUser().GetId(), Username: resp.GetUser().GetUsername()}
+	sess := Session{ID: resp.GetSession().GetId(), ExpiresAt: resp.GetSession().GetExpiresAt().AsTime()}
+	s.cache.put(tok, gen, u, sess)
+	return u, sess, nil
+}
+
 // handshake authorises a WebSocket request before upgrading it, so that every refusal
 // is an HTTP status (see the handshake table in the README), then runs consumer.
 func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
@@ -135,7 +156,7 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 			return
 		}
 		feed := s.feed.Load()
-		resp, err := s.validate(r.Context(), tok)
+		user, sess, err := s.authorize(r.Context(), tok)
 		if err != nil {
 			switch {
 			case r.Context().Err() != nil: // the client went away; authsvc is not to blame
@@ -148,7 +169,7 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 			}
 			return
 		}
-		if checkUser && resp.GetUser().GetId() != pathUser {
+		if checkUser && user.ID != pathUser {
 			s.refuse(w, "forbidden_user", http.StatusForbidden, "WRONG_USER", "this socket belongs to another user")
 			return
 		}
@@ -160,11 +181,9 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 		s.metrics.handshakes.WithLabelValues("ok").Inc()
 		ctx, cancel := context.WithCancel(s.ctx)
 		c := &Conn{
-			ws: ws, srv: s, token: tok,
-			user:    User{ID: resp.GetUser().GetId(), Username: resp.GetUser().GetUsername()},
-			session: Session{ID: resp.GetSession().GetId(), ExpiresAt: resp.GetSession().GetExpiresAt().AsTime()},
-			done:    make(chan struct{}),
-			ctx:     ctx, cancel: cancel,
+			ws: ws, srv: s, token: tok, user: user, session: sess,
+			done: make(chan struct{}),
+			ctx:  ctx, cancel: cancel,
 		}
 		// Run the socket on a goroutine of its own and return: net/http then drops the
 		// request, its buffers and this goroutine's grown stack (about 8 KiB a socket).

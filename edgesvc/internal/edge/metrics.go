@@ -14,6 +14,8 @@ type metrics struct {
 	received   prometheus.Counter
 	sent       prometheus.Counter
 	closes     *prometheus.CounterVec
+	cache      *prometheus.CounterVec
+	leases     *prometheus.CounterVec
 }
 
 // newMetrics registers the edge's metrics, and the Go and process collectors, on reg.
@@ -39,6 +41,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_edge_closes_total", Help: "Closed WebSocket connections by close code and by who closed.",
 		}, []string{"code", "by"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_edge_session_cache_lookups_total", Help: "Session lookups (handshakes, the page, /api/session) in the session cache, by result (hit: no call to authsvc).",
+		}, []string{"result"}),
+		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_edge_session_cache_leases_total", Help: "Session cache lease renewals (SyncSessionEvents), by outcome: granted, refused (authsvc does not allow caching), failed.",
+		}, []string{"outcome"}),
 	}
 	// Expose every known series from the start, so dashboards see zeros, not gaps.
 	for _, o := range []string{"ok", "unauthenticated", "forbidden_user", "forbidden_origin", "not_found", "unavailable", "bad_request", "canceled"} {
@@ -47,7 +55,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, code := range []int{CloseGoingAway, CloseUnsupported, CloseInvalidPayload, CloseTooBig, CloseInternal, CloseTryAgainLater, CloseSessionEnded} {
 		m.closes.WithLabelValues(codeLabel(code), "edge")
 	}
-	reg.MustRegister(m.open, m.handshakes, m.validate, m.received, m.sent, m.closes,
+	for _, r := range []string{"hit", "miss"} {
+		m.cache.WithLabelValues(r)
+	}
+	for _, o := range []string{"granted", "refused", "failed"} {
+		m.leases.WithLabelValues(o)
+	}
+	reg.MustRegister(m.open, m.handshakes, m.validate, m.received, m.sent, m.closes, m.cache, m.leases,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

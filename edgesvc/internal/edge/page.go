@@ -59,27 +59,29 @@ func (s *Server) render(w http.ResponseWriter, code int, d pageData) {
 
 // sessionUser returns the user of the request's session, or nil, the HTTP status to
 // answer with (401 for no or an invalid session, 503 if authsvc failed) and the reason.
-func (s *Server) sessionUser(r *http.Request) (*authv1.ValidateSessionResponse, int, string) {
+// It answers from the session cache when it can, as a handshake does, and fills it
+// otherwise, so the page's socket usually connects without a call to authsvc.
+func (s *Server) sessionUser(r *http.Request) (User, Session, int, string) {
 	tok, ok := credential(r)
 	if !ok {
-		return nil, http.StatusUnauthorized, "NO_CREDENTIAL"
+		return User{}, Session{}, http.StatusUnauthorized, "NO_CREDENTIAL"
 	}
-	resp, err := s.validate(r.Context(), tok)
+	u, sess, err := s.authorize(r.Context(), tok)
 	switch {
 	case err == nil:
-		return resp, http.StatusOK, ""
+		return u, sess, http.StatusOK, ""
 	case status.Code(err) == codes.Unauthenticated:
-		return nil, http.StatusUnauthorized, errorReason(err).Reason
+		return u, sess, http.StatusUnauthorized, errorReason(err).Reason
 	}
 	s.log.WarnContext(r.Context(), "ValidateSession failed", "code", status.Code(err).String())
-	return nil, http.StatusServiceUnavailable, "AUTH_UNAVAILABLE"
+	return u, sess, http.StatusServiceUnavailable, "AUTH_UNAVAILABLE"
 }
 
 func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
-	resp, code, _ := s.sessionUser(r)
+	u, _, code, _ := s.sessionUser(r)
 	switch code {
 	case http.StatusOK:
-		s.render(w, http.StatusOK, pageData{User: &User{ID: resp.GetUser().GetId(), Username: resp.GetUser().GetUsername()}})
+		s.render(w, http.StatusOK, pageData{User: &u})
 	case http.StatusUnauthorized:
 		if _, err := r.Cookie(CookieName); err == nil {
 			clearCookie(w, r) // stale: the session ended
@@ -128,6 +130,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.AuthTimeout+5*time.Second) // password hashing takes time
 	defer cancel()
+	gen := s.cache.generation()
 	resp, err := s.auth.Login(ctx, &authv1.LoginRequest{
 		Username: username, Password: password,
 		UserAgent: r.UserAgent(), ClientAddress: remoteHost(r),
@@ -150,6 +153,10 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.render(w, code, pageData{Error: msg, Username: username})
 		return
 	}
+	// The new session's page and socket follow at once: let them find it cached.
+	s.cache.put(resp.GetToken(), gen,
+		User{ID: resp.GetUser().GetId(), Username: resp.GetUser().GetUsername()},
+		Session{ID: resp.GetSession().GetId(), ExpiresAt: resp.GetSession().GetExpiresAt().AsTime()})
 	http.SetCookie(w, &http.Cookie{
 		Name: CookieName, Value: resp.GetToken(), Path: "/",
 		Expires:  resp.GetSession().GetExpiresAt().AsTime(),
@@ -185,7 +192,7 @@ func clearCookie(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleAPISession(w http.ResponseWriter, r *http.Request) {
-	resp, code, reason := s.sessionUser(r)
+	u, sess, code, reason := s.sessionUser(r)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
@@ -193,8 +200,8 @@ func (s *Server) handleAPISession(w http.ResponseWriter, r *http.Request) {
 	switch code {
 	case http.StatusOK:
 		body = map[string]any{
-			"user":    map[string]any{"id": resp.GetUser().GetId(), "username": resp.GetUser().GetUsername()},
-			"session": map[string]any{"id": resp.GetSession().GetId(), "expires_at": resp.GetSession().GetExpiresAt().AsTime()},
+			"user":    map[string]any{"id": u.ID, "username": u.Username},
+			"session": map[string]any{"id": sess.ID, "expires_at": sess.ExpiresAt},
 		}
 	case http.StatusUnauthorized:
 		body = map[string]string{"error": "not signed in", "reason": reason}

@@ -39,6 +39,10 @@ type Config struct {
 	PingPeriod time.Duration
 	// WriteWait bounds each write to a client. Default 10 s.
 	WriteWait time.Duration
+	// CacheSize is how many ValidateSession answers the edge keeps, so that a session
+	// it saw recently connects without a call to authsvc (see sessionCache). Default
+	// 100,000; negative turns the cache off.
+	CacheSize int
 }
 
 func (c *Config) setDefaults() {
@@ -57,6 +61,9 @@ func (c *Config) setDefaults() {
 	if c.WriteWait <= 0 {
 		c.WriteWait = 10 * time.Second
 	}
+	if c.CacheSize == 0 {
+		c.CacheSize = 100_000
+	}
 	for i, o := range c.AllowedOrigins {
 		c.AllowedOrigins[i] = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
 	}
@@ -72,6 +79,8 @@ type Server struct {
 	upgrader websocket.Upgrader
 	cop      *http.CrossOriginProtection
 	hub      *hub
+	cache    *sessionCache // nil when off
+	marker   atomic.Pointer[marker]
 	metrics  *metrics
 	registry *prometheus.Registry
 
@@ -100,6 +109,9 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 		hub:      newHub(),
 		metrics:  newMetrics(reg),
 		registry: reg,
+	}
+	if cfg.CacheSize > 0 {
+		s.cache = newSessionCache(cfg.CacheSize)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, o := range cfg.AllowedOrigins {

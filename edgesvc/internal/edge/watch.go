@@ -2,6 +2,8 @@ package edge
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -27,11 +29,15 @@ var endReasons = map[authv1.SessionEndReason]string{
 // is closed too. It resubscribes with backoff (100 ms doubling to 5 s, jittered).
 func (s *Server) WatchSessions(ctx context.Context) {
 	go s.checkWhileFeedDown(ctx)
+	if s.cache != nil {
+		go s.keepLease(ctx)
+	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := s.watchOnce(ctx)
 		s.feed.Store(0)
+		s.cache.feedChanged(false)
 		if ctx.Err() != nil {
 			return
 		}
@@ -51,7 +57,7 @@ func (s *Server) WatchSessions(ctx context.Context) {
 func (s *Server) watchOnce(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := s.auth.WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{})
+	stream, err := s.auth.WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{IncludeMarkers: s.cache != nil})
 	if err != nil {
 		return err
 	}
@@ -63,6 +69,7 @@ func (s *Server) watchOnce(ctx context.Context) error {
 		}
 		return err
 	}
+	s.cache.feedChanged(true)
 	s.feed.Store(s.feedSeq.Add(1))
 	s.log.InfoContext(ctx, "session event feed live")
 	go s.revalidateAll(ctx)
@@ -71,11 +78,90 @@ func (s *Server) watchOnce(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if m := ev.GetMarker(); m != "" {
+			if p := s.marker.Load(); p != nil && p.id == m && s.marker.CompareAndSwap(p, nil) {
+				close(p.seen)
+			}
+			continue
+		}
+		s.cache.end(ev.GetSessionId())
 		reason := endReasons[ev.GetReason()]
 		if reason == "" {
 			reason = "ended"
 		}
 		s.endSession(ev.GetSessionId(), reason)
+	}
+}
+
+// marker is the SyncSessionEvents marker the lease keeper waits for.
+type marker struct {
+	id   string
+	seen chan struct{} // closed when the marker arrives on the feed
+}
+
+// cacheIdle is how long the lease keeper goes on renewing the lease after the last
+// handshake looked in the cache; then it sleeps until the next one.
+const cacheIdle = 10 * time.Second
+
+// keepLease keeps the session cache's lease current while handshakes use the cache:
+// it asks authsvc for a marker, and when the marker arrives on the live feed, extends
+// the lease to the time it asked plus cache_lease. It renews halfway through a lease.
+func (s *Server) keepLease(ctx context.Context) {
+	c := s.cache
+	for ctx.Err() == nil {
+		wait := 100 * time.Millisecond
+		if c.idleFor() > cacheIdle {
+			select {
+			case <-c.wake:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		if at, epoch, live := c.leaseStart(); live {
+			lease, err := s.syncEvents(ctx)
+			switch {
+			case err != nil:
+				s.metrics.leases.WithLabelValues("failed").Inc()
+				s.log.DebugContext(ctx, "session cache lease not renewed", "err", err)
+			case lease <= 0: // authsvc does not wait after ending sessions: no caching
+				s.metrics.leases.WithLabelValues("refused").Inc()
+				wait = 10 * time.Second
+			default:
+				s.metrics.leases.WithLabelValues("granted").Inc()
+				c.extend(at, epoch, lease)
+				wait = time.Duration(at + int64(lease/2) - c.now())
+			}
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+		}
+	}
+}
+
+// syncEvents puts a marker into the event feed and waits for it to come back on the
+// live stream. It returns authsvc's cache lease.
+func (s *Server) syncEvents(ctx context.Context) (time.Duration, error) {
+	var id [12]byte
+	_, _ = crand.Read(id[:])
+	m := &marker{id: hex.EncodeToString(id[:]), seen: make(chan struct{})}
+	s.marker.Store(m)
+	defer s.marker.CompareAndSwap(m, nil)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AuthTimeout)
+	defer cancel()
+	resp, err := s.auth.SyncSessionEvents(ctx, &authv1.SyncSessionEventsRequest{Marker: m.id})
+	if err != nil {
+		return 0, err
+	}
+	lease := resp.GetCacheLease().AsDuration()
+	if lease <= 0 {
+		return 0, nil
+	}
+	select {
+	case <-m.seen:
+		return lease, nil
+	case <-ctx.Done():
+		return 0, errors.New("marker did not come back on the event feed in time")
 	}
 }
 
