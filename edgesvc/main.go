@@ -66,6 +66,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.DurationVar(&cfg.AuthTimeout, "auth-timeout", envDuration("EDGESVC_AUTH_TIMEOUT", 2*time.Second, &errs), "deadline for each authsvc call in a handshake; past it the answer is 503 (EDGESVC_AUTH_TIMEOUT)")
 	fs.DurationVar(&cfg.PingPeriod, "ping-period", envDuration("EDGESVC_PING_PERIOD", 30*time.Second, &errs), "how often each socket is pinged (EDGESVC_PING_PERIOD)")
 	fs.DurationVar(&cfg.WriteWait, "write-timeout", envDuration("EDGESVC_WRITE_TIMEOUT", 10*time.Second, &errs), "bound on each write to a client, and on how long a reply waits for room in a full send queue before closing with 1013 (EDGESVC_WRITE_TIMEOUT)")
+	fs.DurationVar(&cfg.ParkAfter, "park-after", envDuration("EDGESVC_PARK_AFTER", 2*time.Second, &errs), "how long a socket may be quiet before its reading goroutine is given up and epoll watches it instead (EDGESVC_PARK_AFTER)")
 	fs.IntVar(&cfg.CacheSize, "session-cache-size", envIntOrZero("EDGESVC_SESSION_CACHE_SIZE", 100_000, &errs), "sessions whose validation the edge remembers, so a reconnect needs no call to authsvc; 0: off (EDGESVC_SESSION_CACHE_SIZE)")
 	fs.DurationVar(&shutdownTimeout, "shutdown-timeout", envDuration("EDGESVC_SHUTDOWN_TIMEOUT", 10*time.Second, &errs), "how long a graceful stop waits for sockets to close (EDGESVC_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&tlsCert, "tls-cert", env("EDGESVC_TLS_CERT", ""), "PEM certificate to serve HTTPS and WSS with; needs -tls-key (EDGESVC_TLS_CERT)")

@@ -1,11 +1,15 @@
 package edge
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -51,11 +55,28 @@ type Conn struct {
 	cancel  context.CancelFunc
 
 	closeOnce sync.Once
-	writer    sync.Once // starts writeLoop
-	code      int       // the close code sent or received; set once under closeOnce
-	closeMsg  []byte    // the close frame to send, when the edge closes
+	queue     sync.Once   // makes send
+	writing   atomic.Bool // writeLoop runs
+	code      int         // the close code sent or received; set once under closeOnce
+	closeMsg  []byte      // the close frame to send, when the edge closes
 	expiry    *time.Timer
 	pinger    *time.Timer
+	pingSent  int64        // unix ns of the last ping; only the pinger touches it
+	lastHeard atomic.Int64 // unix ns of the last pong or message from the client
+
+	// Reading. One goroutine at a time runs readLoop; a socket quiet for ParkAfter
+	// with nothing buffered is parked (readLoop returns) and the poller starts a new
+	// readLoop when data arrives, so an idle socket has no goroutine at all.
+	consumer   Consumer
+	connected  bool            // consumer.Connect succeeded
+	registered bool            // added to the hub
+	br         *bufio.Reader   // gorilla's read buffer, ours so its fill level can be seen
+	raw        syscall.RawConn // nil when the socket cannot be parked (TLS)
+	pollID     uint64          // the poller's key for c; 0 before the first park
+	pollAdded  bool            // registered with the poller's epoll
+	parked     atomic.Bool
+	buf        bytes.Buffer // the message being read, kept across messages up to maxKeptReadBuffer
+	finished   sync.Once
 }
 
 // User returns the connection's user.
@@ -70,7 +91,7 @@ func (c *Conn) Context() context.Context { return c.ctx }
 // Send queues text to be written. It never blocks: when the queue is full the client
 // is not keeping up, so the connection is closed with 1013 and Send returns ErrClosed.
 func (c *Conn) Send(text string) error {
-	c.writer.Do(c.startWriter)
+	c.queue.Do(c.makeQueue)
 	select {
 	case <-c.done:
 		return ErrClosed
@@ -78,6 +99,7 @@ func (c *Conn) Send(text string) error {
 	}
 	select {
 	case c.send <- text:
+		c.startWriter()
 		return nil
 	default:
 		c.Close(CloseTryAgainLater, "send queue full: client too slow")
@@ -92,9 +114,10 @@ func (c *Conn) Send(text string) error {
 // it reads again before the write in progress times out, else the connection drops.
 // Consumers answering a received message use Reply; pushes from elsewhere use Send.
 func (c *Conn) Reply(text string) error {
-	c.writer.Do(c.startWriter)
+	c.queue.Do(c.makeQueue)
 	select {
 	case c.send <- text:
+		c.startWriter()
 		return nil
 	case <-c.done:
 		return ErrClosed
@@ -104,6 +127,7 @@ func (c *Conn) Reply(text string) error {
 	defer t.Stop()
 	select {
 	case c.send <- text:
+		c.startWriter()
 		return nil
 	case <-c.done:
 		return ErrClosed
@@ -126,14 +150,20 @@ func (c *Conn) Close(code int, reason string) {
 		c.cancel()
 		c.srv.metrics.closes.WithLabelValues(codeLabel(code), "edge").Inc()
 	})
-	c.writer.Do(c.startWriter) // it sends the close frame
+	c.queue.Do(c.makeQueue)
+	c.startWriter() // it sends the close frame
 }
 
-// startWriter makes the send queue and starts writeLoop. It runs on the first Send,
-// Reply or Close, so a socket that only idles has neither (about 4 KiB together).
+// makeQueue makes the send queue, on the first Send, Reply or Close: a socket that
+// only idles has none.
+func (c *Conn) makeQueue() { c.send = make(chan string, c.srv.cfg.SendQueue) }
+
+// startWriter starts writeLoop unless it runs. Call it after queueing a message or
+// closing done.
 func (c *Conn) startWriter() {
-	c.send = make(chan string, c.srv.cfg.SendQueue)
-	go c.writeLoop()
+	if c.writing.CompareAndSwap(false, true) {
+		go c.writeLoop()
+	}
 }
 
 // closed records that the peer or the network ended the connection without a close
@@ -165,17 +195,39 @@ func (c *Conn) writeText(msg string) error {
 	return w.Close()
 }
 
-// ping sends a ping and re-arms its timer; WriteControl may run alongside writeLoop.
+// ping drops the connection if the client has not answered the previous ping (nor
+// sent anything since), else sends a ping and re-arms its timer. WriteControl may run
+// alongside writeLoop.
 func (c *Conn) ping() {
 	if c.isClosing() {
 		return
 	}
+	if c.pingSent != 0 && c.lastHeard.Load() < c.pingSent {
+		c.closed(websocket.CloseAbnormalClosure)
+		c.closeNet()
+		return
+	}
+	c.pingSent = time.Now().UnixNano()
 	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.srv.cfg.WriteWait)); err != nil {
 		c.closed(websocket.CloseAbnormalClosure)
-		_ = c.ws.Close()
+		c.closeNet()
 		return
 	}
 	c.pinger.Reset(c.srv.cfg.PingPeriod)
+}
+
+// closeNet closes the network connection. A parked socket has no reader to notice,
+// so one is started: it reads the error and finishes the connection.
+func (c *Conn) closeNet() {
+	_ = c.ws.Close()
+	c.wake()
+}
+
+// wake starts a reading goroutine for a parked socket; it does nothing otherwise.
+func (c *Conn) wake() {
+	if c.parked.CompareAndSwap(true, false) {
+		go c.readLoop()
+	}
 }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a character (a close
@@ -191,19 +243,24 @@ func truncateUTF8(s string, n int) string {
 }
 
 // writeLoop is the connection's only writer of messages, and of the close frame when
-// the edge closes the connection. Pings go from a timer (ping), not from here, so an
-// idle socket costs no ticker.
+// the edge closes the connection. It runs while there is something to write and
+// ParkAfter beyond, then ends, so a quiet socket has no writing goroutine; the next
+// Send starts it again. Pings go from a timer (ping), not from here.
 func (c *Conn) writeLoop() {
+	idle := time.NewTimer(c.srv.cfg.ParkAfter)
+	defer idle.Stop()
+	wrote := false // since idle was last armed
 	for {
 		select {
 		case msg := <-c.send:
+			wrote = true
 			if c.isClosing() {
 				continue // the close frame goes next; drop what was queued
 			}
 			_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
 			if err := c.writeText(msg); err != nil {
 				c.closed(websocket.CloseAbnormalClosure)
-				_ = c.ws.Close()
+				c.closeNet()
 				return
 			}
 			c.srv.metrics.sent.Inc()
@@ -211,54 +268,138 @@ func (c *Conn) writeLoop() {
 			if c.closeMsg != nil {
 				_ = c.ws.WriteControl(websocket.CloseMessage, c.closeMsg, time.Now().Add(closeGrace))
 				// The read loop ends when the client answers; stop waiting after closeGrace.
-				time.AfterFunc(closeGrace, func() { _ = c.ws.Close() })
+				time.AfterFunc(closeGrace, c.closeNet)
 			}
-			return
+			return // writing stays true: nothing is written after the close frame
+		case <-idle.C:
+			if !wrote && c.stopWriting() {
+				return
+			}
+			wrote = false
+			idle.Reset(c.srv.cfg.ParkAfter)
 		}
 	}
 }
 
-// readLoop feeds text messages to the consumer until the connection closes, and
-// returns the close code.
-func (c *Conn) readLoop(consumer Consumer) {
-	var buf bytes.Buffer // reused for each message
-	pongWait := c.srv.cfg.PingPeriod * 10 / 9
-	c.ws.SetReadLimit(c.srv.cfg.ReadLimit)
-	_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
-	c.ws.SetPongHandler(func(string) error { return c.ws.SetReadDeadline(time.Now().Add(pongWait)) })
+// stopWriting lets writeLoop end, unless a message or a close arrived meanwhile; it
+// reports whether the loop must end.
+func (c *Conn) stopWriting() bool {
+	c.writing.Store(false)
+	if len(c.send) == 0 && !c.isClosing() {
+		return true
+	}
+	// Whoever queued that may have seen writing still true and not started a writer.
+	return !c.writing.CompareAndSwap(false, true)
+}
+
+// readLoop feeds text messages to the consumer until the connection ends (then it
+// finishes it), or until the socket has been quiet for ParkAfter with nothing
+// buffered (then it parks it and returns; the poller calls it again on new data).
+func (c *Conn) readLoop() {
 	for {
+		if c.raw != nil && c.br.Buffered() == 0 {
+			// Wait for data for up to ParkAfter. A timeout here touches neither the
+			// buffer nor gorilla's state (which a timeout inside gorilla would break).
+			_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(c.srv.cfg.ParkAfter))
+			_, err := c.br.Peek(1)
+			_ = c.ws.NetConn().SetReadDeadline(time.Time{})
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if c.park() {
+					return
+				}
+				continue
+			}
+		}
+		if c.raw != nil && c.controlFrame() {
+			continue
+		}
 		mt, r, err := c.ws.NextReader()
 		if err != nil {
 			c.readFailed(err)
+			c.finish()
 			return
 		}
-		if c.isClosing() {
-			continue // drain until the client answers our close
-		}
-		_ = c.ws.SetReadDeadline(time.Now().Add(pongWait))
-		if mt != websocket.TextMessage {
-			c.Close(CloseUnsupported, "binary frames are not supported: send text")
+		c.lastHeard.Store(time.Now().UnixNano())
+		if c.isClosing() || mt != websocket.TextMessage {
+			if mt != websocket.TextMessage {
+				c.Close(CloseUnsupported, "binary frames are not supported: send text")
+			}
+			// Drop the message (until the client answers our close). Read it to its
+			// end, so that the next frame starts at the buffer's head, where the
+			// loop's top looks for keepalives.
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				c.readFailed(err)
+				c.finish()
+				return
+			}
 			continue
 		}
-		buf.Reset()
-		if _, err := buf.ReadFrom(r); err != nil {
+		c.buf.Reset()
+		if _, err := c.buf.ReadFrom(r); err != nil {
 			c.readFailed(err)
+			c.finish()
 			return
 		}
-		data := buf.Bytes()
-		if buf.Cap() > maxKeptReadBuffer {
-			buf = bytes.Buffer{} // do not keep a large message's buffer for the socket's life
+		data := c.buf.Bytes()
+		if c.buf.Cap() > maxKeptReadBuffer {
+			c.buf = bytes.Buffer{} // do not keep a large message's buffer for the socket's life
 		}
 		if !utf8.Valid(data) {
 			c.Close(CloseInvalidPayload, "text message is not valid UTF-8")
 			continue
 		}
 		c.srv.metrics.received.Inc()
-		if err := consumer.Receive(c.ctx, c, string(data)); err != nil && !errors.Is(err, ErrClosed) {
+		if err := c.consumer.Receive(c.ctx, c, string(data)); err != nil && !errors.Is(err, ErrClosed) {
 			c.srv.log.ErrorContext(c.ctx, "consumer failed", "session_id", c.session.ID, "err", err)
 			c.Close(CloseInternal, "internal error")
 		}
 	}
+}
+
+// park hands the quiet socket to the poller. It reports whether the calling
+// goroutine must stop reading: true once parked (or once another goroutine took
+// over), false if the socket could not be parked.
+func (c *Conn) park() bool {
+	c.buf = bytes.Buffer{} // an idle socket keeps no message buffer
+	c.parked.Store(true)
+	if err := c.srv.poller.arm(c); err != nil {
+		if c.parked.CompareAndSwap(true, false) {
+			c.raw = nil // read on this goroutine from now on
+			return false
+		}
+	}
+	return true
+}
+
+// controlFrame handles a ping or pong that is wholly in the read buffer at a message
+// boundary, as gorilla would, and reports whether it did. Gorilla's NextReader would
+// handle it too, but then go on waiting for a data message, keeping its goroutine:
+// handled here, an idle socket can park again after each keepalive. Anything else
+// (data, close, a frame not yet complete, a malformed frame) is left to gorilla.
+func (c *Conn) controlFrame() bool {
+	h, err := c.br.Peek(2)
+	if err != nil {
+		return false
+	}
+	op, n := int(h[0]&0x0f), int(h[1]&0x7f)
+	if h[0]&0xf0 != 0x80 || h[1]&0x80 == 0 || n > 125 || (op != websocket.PingMessage && op != websocket.PongMessage) {
+		return false // fragmented, reserved bits, unmasked, too long, or not ping/pong
+	}
+	if c.br.Buffered() < 6+n {
+		return false
+	}
+	f, _ := c.br.Peek(6 + n)
+	payload := make([]byte, n)
+	for i := range n {
+		payload[i] = f[6+i] ^ f[2+i%4]
+	}
+	_, _ = c.br.Discard(6 + n)
+	c.lastHeard.Store(time.Now().UnixNano())
+	if op == websocket.PingMessage {
+		_ = c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(c.srv.cfg.WriteWait))
+	}
+	return true
 }
 
 func (c *Conn) isClosing() bool {
@@ -281,7 +422,8 @@ func (c *Conn) readFailed(err error) {
 		c.closed(CloseTooBig)
 		nc := c.ws.NetConn()
 		_ = nc.SetReadDeadline(time.Now().Add(closeGrace))
-		_, _ = io.Copy(io.Discard, nc)
+		_, _ = io.Copy(io.Discard, c.br) // what is buffered, then the socket
+		_ = nc.SetReadDeadline(time.Time{})
 	case errors.As(err, &ce):
 		c.closed(ce.Code)
 	default:

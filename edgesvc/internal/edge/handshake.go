@@ -1,12 +1,15 @@
 package edge
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
@@ -173,7 +176,8 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 			s.refuse(w, "forbidden_user", http.StatusForbidden, "WRONG_USER", "this socket belongs to another user")
 			return
 		}
-		ws, err := s.upgrader.Upgrade(w, r, nil)
+		hj := &hijacker{ResponseWriter: w}
+		ws, err := s.upgrader.Upgrade(hj, r, nil)
 		if err != nil {
 			s.metrics.handshakes.WithLabelValues("bad_request").Inc() // Upgrade has answered 4xx
 			return
@@ -181,7 +185,7 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 		s.metrics.handshakes.WithLabelValues("ok").Inc()
 		ctx, cancel := context.WithCancel(s.ctx)
 		c := &Conn{
-			ws: ws, srv: s, token: tok, user: user, session: sess,
+			ws: ws, br: hj.br, srv: s, token: tok, user: user, session: sess,
 			done: make(chan struct{}),
 			ctx:  ctx, cancel: cancel,
 		}
@@ -191,37 +195,78 @@ func (s *Server) handshake(consumer Consumer, checkUser bool) http.HandlerFunc {
 	}
 }
 
-// serve runs an upgraded connection until it closes.
+// readBufferSize is each socket's read buffer: messages larger than this are read in
+// more calls, and an idle socket stays small.
+const readBufferSize = 512
+
+// hijacker hands gorilla a read buffer of our own (readBufferSize) when it hijacks
+// the connection, so that the edge can see whether anything is buffered before it
+// parks a quiet socket.
+type hijacker struct {
+	http.ResponseWriter
+	br *bufio.Reader
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		return nc, brw, err // gorilla refuses data sent before the handshake completed
+	}
+	h.br = bufio.NewReaderSize(nc, readBufferSize)
+	return nc, bufio.NewReadWriter(h.br, brw.Writer), nil
+}
+
+// serve sets up an upgraded connection and starts reading it.
 func (s *Server) serve(c *Conn, consumer Consumer, feed uint64) {
 	s.metrics.open.Inc()
-	defer s.metrics.open.Dec()
+	c.consumer = consumer
+	c.lastHeard.Store(time.Now().UnixNano())
+	c.ws.SetReadLimit(s.cfg.ReadLimit)
+	c.ws.SetPongHandler(func(string) error { c.lastHeard.Store(time.Now().UnixNano()); return nil })
+	if sc, ok := c.ws.NetConn().(syscall.Conn); ok && s.poller != nil {
+		c.raw, _ = sc.SyscallConn()
+	}
 	c.pinger = time.AfterFunc(s.cfg.PingPeriod, c.ping)
-	defer c.pinger.Stop()
 	ok, reason := s.hub.add(c)
-	connected := false
 	switch {
 	case !ok && reason == "":
 		c.Close(CloseGoingAway, "server shutting down")
 	case !ok:
 		c.Close(CloseSessionEnded, reason)
 	default:
-		defer s.hub.remove(c)
+		c.registered = true
 		if feed == 0 || s.feed.Load() != feed {
 			// The event feed was down or restarted since validation began: an end
 			// event may have been missed, so check once more.
 			go s.revalidate(s.ctx, c, 8)
 		}
 		c.expiry = time.AfterFunc(time.Until(c.session.ExpiresAt), func() { c.Close(CloseSessionEnded, "expired") })
-		defer c.expiry.Stop()
 		if err := consumer.Connect(c.ctx, c); err != nil {
 			s.log.ErrorContext(c.ctx, "consumer refused connection", "session_id", c.session.ID, "err", err)
 			c.Close(CloseInternal, "internal error")
 		} else {
-			connected = true
+			c.connected = true
 		}
 	}
-	c.readLoop(consumer)
-	if connected {
-		consumer.Disconnect(context.WithoutCancel(c.ctx), c, c.code)
-	}
+	c.readLoop()
+}
+
+// finish runs once, when the connection has ended: it tells the consumer and
+// releases what serve set up.
+func (c *Conn) finish() {
+	c.finished.Do(func() {
+		s := c.srv
+		s.poller.forget(c)
+		if c.connected {
+			c.consumer.Disconnect(context.WithoutCancel(c.ctx), c, c.code)
+		}
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
+		c.pinger.Stop()
+		if c.registered {
+			s.hub.remove(c)
+		}
+		s.metrics.open.Dec()
+	})
 }

@@ -34,11 +34,14 @@ type Config struct {
 	SendQueue int
 	// AuthTimeout bounds each call to authsvc during a handshake. Default 2 s.
 	AuthTimeout time.Duration
-	// PingPeriod is how often the edge pings each client; a client that does not
-	// answer within 10/9 of it is dropped. Default 30 s.
+	// PingPeriod is how often the edge pings each client; a client that has sent
+	// nothing (no pong, no message) by the next ping is dropped. Default 30 s.
 	PingPeriod time.Duration
 	// WriteWait bounds each write to a client. Default 10 s.
 	WriteWait time.Duration
+	// ParkAfter is how long a socket may be quiet before its reading goroutine is
+	// given up (the socket is then watched with epoll until data arrives). Default 2 s.
+	ParkAfter time.Duration
 	// CacheSize is how many ValidateSession answers the edge keeps, so that a session
 	// it saw recently connects without a call to authsvc (see sessionCache). Default
 	// 100,000; negative turns the cache off.
@@ -61,6 +64,9 @@ func (c *Config) setDefaults() {
 	if c.WriteWait <= 0 {
 		c.WriteWait = 10 * time.Second
 	}
+	if c.ParkAfter <= 0 {
+		c.ParkAfter = 2 * time.Second
+	}
 	if c.CacheSize == 0 {
 		c.CacheSize = 100_000
 	}
@@ -80,6 +86,7 @@ type Server struct {
 	cop      *http.CrossOriginProtection
 	hub      *hub
 	cache    *sessionCache // nil when off
+	poller   *poller       // nil where sockets cannot be parked
 	marker   atomic.Pointer[marker]
 	metrics  *metrics
 	registry *prometheus.Registry
@@ -114,6 +121,11 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 		s.cache = newSessionCache(cfg.CacheSize)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if p, err := newPoller(s.ctx); err == nil {
+		s.poller = p
+	} else {
+		log.Warn("idle sockets cannot be parked; each keeps a goroutine", "err", err)
+	}
 	for _, o := range cfg.AllowedOrigins {
 		if err := s.cop.AddTrustedOrigin(o); err != nil {
 			log.Warn("ignoring allowed origin", "origin", o, "err", err)
@@ -122,9 +134,8 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		CheckOrigin:      s.originAllowed,
-		// Small read buffers (messages larger than this are read in more calls) and
-		// pooled write buffers keep an idle socket cheap.
-		ReadBufferSize:  512,
+		// Pooled write buffers keep an idle socket cheap; the read buffer comes from
+		// hijacker (readBufferSize), which needs ReadBufferSize 0.
 		WriteBufferPool: &sync.Pool{},
 	}
 	static, _ := fs.Sub(webFS, "web")
