@@ -75,6 +75,7 @@ type Conn struct {
 	pollID     uint64          // the poller's key for c; 0 before the first park
 	pollAdded  bool            // registered with the poller's epoll
 	parked     atomic.Bool
+	parkNow    bool         // a new socket parks at once instead of after ParkAfter: thousands connecting together would each keep a stack that long
 	buf        bytes.Buffer // the message being read, kept across messages up to maxKeptReadBuffer
 	finished   sync.Once
 }
@@ -296,6 +297,12 @@ func (c *Conn) stopWriting() bool {
 // finishes it), or until the socket has been quiet for ParkAfter with nothing
 // buffered (then it parks it and returns; the poller calls it again on new data).
 func (c *Conn) readLoop() {
+	if c.parkNow { // a socket just upgraded: park at once rather than linger
+		c.parkNow = false
+		if c.raw != nil && c.br.Buffered() == 0 && c.park() {
+			return
+		}
+	}
 	for {
 		if c.raw != nil && c.br.Buffered() == 0 {
 			// Wait for data for up to ParkAfter. A timeout here touches neither the

@@ -248,6 +248,7 @@ func (s *Server) serve(c *Conn, consumer Consumer, feed uint64) {
 			c.connected = true
 		}
 	}
+	c.parkNow = true
 	c.readLoop()
 }
 
