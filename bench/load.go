@@ -248,12 +248,16 @@ func hold(args []string) error {
 
 // revocations opens one socket per token, then for each: revokes its session and
 // times RevokeSession's return to the socket's 4401.
-func revocations(url string, tokens, sessionIDs []string, admin authv1.AdminServiceClient, adminCtx context.Context) (sample, error) {
+// revocations opens a socket per session, revokes the sessions one by one and
+// returns the time from each RevokeSession returning to its socket seeing 4401 (0 if
+// the socket closed first), the time from the call, and how many closed before the
+// call returned.
+func revocations(url string, tokens, sessionIDs []string, admin authv1.AdminServiceClient, adminCtx context.Context) (sample, sample, int, error) {
 	conns, err := openConns(len(tokens), func(i int) (string, http.Header) {
 		return url, http.Header{"Cookie": {"sessionid=" + tokens[i]}}
 	}, nil)
 	if err != nil {
-		return sample{}, err
+		return sample{}, sample{}, 0, err
 	}
 	defer closeAll(conns)
 	closed := make([]chan time.Time, len(conns))
@@ -273,23 +277,31 @@ func revocations(url string, tokens, sessionIDs []string, admin authv1.AdminServ
 			}
 		}()
 	}
-	var s sample
+	var s, fromCall sample
+	early := 0
 	start := time.Now()
 	for i := range conns {
+		called := time.Now()
 		if _, err := admin.RevokeSession(adminCtx, &authv1.RevokeSessionRequest{SessionId: sessionIDs[i]}); err != nil {
-			return s, err
+			return s, fromCall, early, err
 		}
 		returned := time.Now()
 		select {
 		case at := <-closed[i]:
+			if at.Before(returned) {
+				early++
+			}
 			s.lat = append(s.lat, max(0, at.Sub(returned)))
+			fromCall.lat = append(fromCall.lat, at.Sub(called))
 			s.Ops++
+			fromCall.Ops++
 		case <-time.After(5 * time.Second):
 			s.Errors++
 		}
 	}
 	s.Elapsed = time.Since(start)
-	return s, nil
+	fromCall.Elapsed = s.Elapsed
+	return s, fromCall, early, nil
 }
 
 func readLines(path string) ([]string, error) {

@@ -811,12 +811,16 @@ func (w *world) benchHandshakesUnderIdle(r *report) error {
 func (w *world) benchRevocation(r *report) error {
 	n := w.plan.revokes
 	from := len(w.tokens) - n
-	s, err := revocations(w.edgeURL(), w.tokens[from:], w.sessions[from:], w.admin, w.adminCtx)
+	s, fromCall, early, err := revocations(w.edgeURL(), w.tokens[from:], w.sessions[from:], w.admin, w.adminCtx)
 	if err != nil {
 		return err
 	}
 	m := measurement{Rate: s.rate(), P50: ms(s.percentile(0.5)), P99: ms(s.percentile(0.99)), Ops: s.Ops, Errors: s.Errors, lat: s.lat}
 	r.Revocation = &m
-	r.Checks = append(r.Checks, check{Name: fmt.Sprintf("revocation → close 4401 p99 < 100 ms (%d sessions, %d missed)", n, s.Errors), Value: m.P99, Target: 100, Met: m.P99 < 100 && s.Errors == 0})
+	r.Checks = append(r.Checks,
+		check{Name: fmt.Sprintf("revocation: RevokeSession returned → close 4401 p99 < 100 ms (%d sessions, %d missed, %d closed before the call returned)", n, s.Errors, early),
+			Value: m.P99, Target: 100, Met: m.P99 < 100 && s.Errors == 0},
+		check{Name: "revocation: RevokeSession called → close 4401 p99 (the call waits the 50 ms cache lease before it returns)",
+			Value: ms(fromCall.percentile(0.99)), Target: 100, Met: ms(fromCall.percentile(0.99)) < 100 && s.Errors == 0})
 	return nil
 }

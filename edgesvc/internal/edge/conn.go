@@ -75,8 +75,8 @@ type Conn struct {
 	pollID     uint64          // the poller's key for c; 0 before the first park
 	pollAdded  bool            // registered with the poller's epoll
 	parked     atomic.Bool
-	parkNow    bool         // a new socket parks at once instead of after ParkAfter: thousands connecting together would each keep a stack that long
-	buf        bytes.Buffer // the message being read, kept across messages up to maxKeptReadBuffer
+	linger     time.Duration // the next quiet wait instead of ParkAfter, if not 0; < 0: park at once
+	buf        bytes.Buffer  // the message being read, kept across messages up to maxKeptReadBuffer
 	finished   sync.Once
 }
 
@@ -297,17 +297,21 @@ func (c *Conn) stopWriting() bool {
 // finishes it), or until the socket has been quiet for ParkAfter with nothing
 // buffered (then it parks it and returns; the poller calls it again on new data).
 func (c *Conn) readLoop() {
-	if c.parkNow { // a socket just upgraded: park at once rather than linger
-		c.parkNow = false
-		if c.raw != nil && c.br.Buffered() == 0 && c.park() {
-			return
-		}
-	}
 	for {
 		if c.raw != nil && c.br.Buffered() == 0 {
-			// Wait for data for up to ParkAfter. A timeout here touches neither the
+			wait := c.srv.cfg.ParkAfter
+			if c.linger != 0 {
+				wait, c.linger = c.linger, 0
+			}
+			if wait < 0 {
+				if c.park() {
+					return
+				}
+				continue
+			}
+			// Wait for data for up to wait. A timeout here touches neither the
 			// buffer nor gorilla's state (which a timeout inside gorilla would break).
-			_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(c.srv.cfg.ParkAfter))
+			_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(wait))
 			_, err := c.br.Peek(1)
 			_ = c.ws.NetConn().SetReadDeadline(time.Time{})
 			var ne net.Error
@@ -319,6 +323,7 @@ func (c *Conn) readLoop() {
 			}
 		}
 		if c.raw != nil && c.controlFrame() {
+			c.linger = -1 // a keepalive is not activity: park again at once
 			continue
 		}
 		mt, r, err := c.ws.NextReader()

@@ -248,9 +248,14 @@ func (s *Server) serve(c *Conn, consumer Consumer, feed uint64) {
 			c.connected = true
 		}
 	}
-	c.parkNow = true
+	// A new socket lingers briefly: thousands connecting at once would otherwise each
+	// keep a stack for ParkAfter, and a socket closed at once is never parked.
+	c.linger = min(s.cfg.ParkAfter, newSocketLinger)
 	c.readLoop()
 }
+
+// newSocketLinger is how long a new socket keeps its reading goroutine if quiet.
+const newSocketLinger = 100 * time.Millisecond
 
 // finish runs once, when the connection has ended: it tells the consumer and
 // releases what serve set up.
