@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -71,7 +73,8 @@ type Conn struct {
 	connected  bool            // consumer.Connect succeeded
 	registered bool            // added to the hub
 	br         *bufio.Reader   // gorilla's read buffer, ours so its fill level can be seen
-	raw        syscall.RawConn // nil when the socket cannot be parked (TLS)
+	sock       syscall.RawConn // the TCP socket; nil under TLS (no parking, no direct writes)
+	parkable   bool            // readLoop may park the socket
 	pollID     uint64          // the poller's key for c; 0 before the first park
 	pollAdded  bool            // registered with the poller's epoll
 	parked     atomic.Bool
@@ -113,8 +116,19 @@ func (c *Conn) Send(text string) error {
 // messages are read no faster than it takes the answers) rather than dropped. A client
 // that stops reading for that long is closed with 1013; the close frame reaches it if
 // it reads again before the write in progress times out, else the connection drops.
+//
 // Consumers answering a received message use Reply; pushes from elsewhere use Send.
+// When nothing is queued or being written, the reply goes straight to the socket from
+// the calling goroutine if the socket takes it at once, sparing the hand-off to the
+// writer goroutine; the guarantees above are unchanged.
 func (c *Conn) Reply(text string) error {
+	if c.sock != nil && len(c.send) == 0 && c.writing.CompareAndSwap(false, true) {
+		err := c.writeNow(text)
+		c.releaseWriting()
+		if err != errWouldBlock {
+			return err
+		}
+	}
 	c.queue.Do(c.makeQueue)
 	select {
 	case c.send <- text:
@@ -138,6 +152,97 @@ func (c *Conn) Reply(text string) error {
 	}
 }
 
+// errWouldBlock: the socket took none of the frame; queue it instead.
+var errWouldBlock = errors.New("socket full")
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// writeNow writes text as one frame with non-blocking write calls, holding the
+// socket's write lock throughout, so no other frame can come between its parts. If the
+// socket takes nothing, it returns errWouldBlock. If it takes part, the rest must follow
+// before anything else: it waits for room, as the writer goroutine would, closing with
+// 1013 if that takes half of WriteWait (the close frame follows the finished frame),
+// and dropping the connection if it takes all of WriteWait. The caller holds writing.
+func (c *Conn) writeNow(text string) error {
+	bp := framePool.Get().(*[]byte)
+	frame := appendTextFrame((*bp)[:0], text)
+	defer func() {
+		if cap(frame) <= 64<<10 {
+			*bp = frame[:0]
+			framePool.Put(bp)
+		}
+	}()
+	var (
+		off     int
+		called  bool
+		werr    error
+		slowing *time.Timer
+	)
+	write := func(fd uintptr) bool {
+		called = true
+		for off < len(frame) {
+			n, err := syscall.Write(int(fd), frame[off:])
+			switch {
+			case n > 0:
+				off += n
+			case err == syscall.EINTR:
+			case err == syscall.EAGAIN && off == 0:
+				return true // nothing written: queue it
+			case err == syscall.EAGAIN:
+				if slowing == nil {
+					_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
+					slowing = time.AfterFunc(c.srv.cfg.WriteWait/2, func() {
+						c.Close(CloseTryAgainLater, "send queue full: client too slow")
+					})
+				}
+				return false // wait for room, still holding the write lock
+			case err != nil:
+				werr = err
+				return true
+			default:
+				werr = io.ErrShortWrite
+				return true
+			}
+		}
+		return true
+	}
+	err := c.sock.Write(write)
+	if !called && errors.Is(err, os.ErrDeadlineExceeded) {
+		// A deadline left by an earlier write has passed; this write sets its own.
+		_ = c.ws.NetConn().SetWriteDeadline(time.Time{})
+		err = c.sock.Write(write)
+	}
+	if slowing != nil {
+		slowing.Stop()
+	}
+	switch {
+	case err == nil && werr == nil && off == 0:
+		return errWouldBlock
+	case err == nil && werr == nil:
+		c.srv.metrics.sent.Inc()
+		return nil
+	}
+	// The socket failed, or the frame could not be finished within WriteWait: the
+	// stream is cut mid-frame, so nothing more can be said on it.
+	c.closed(websocket.CloseAbnormalClosure)
+	c.closeNet()
+	return ErrClosed
+}
+
+// appendTextFrame appends an unmasked, final text frame carrying text (RFC 6455 5.2).
+func appendTextFrame(b []byte, text string) []byte {
+	switch n := len(text); {
+	case n <= 125:
+		b = append(b, 0x81, byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x81, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x81, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, text...)
+}
+
 // Close closes the connection with code and reason (cut to 123 bytes). The writer
 // goroutine sends the close frame as soon as any write in progress ends (allowing it
 // closeGrace), then gives the client closeGrace to answer before dropping the
@@ -159,11 +264,20 @@ func (c *Conn) Close(code int, reason string) {
 // only idles has none.
 func (c *Conn) makeQueue() { c.send = make(chan string, c.srv.cfg.SendQueue) }
 
-// startWriter starts writeLoop unless it runs. Call it after queueing a message or
-// closing done.
+// startWriter starts writeLoop unless something holds writing. Call it after
+// queueing a message or closing done.
 func (c *Conn) startWriter() {
 	if c.writing.CompareAndSwap(false, true) {
 		go c.writeLoop()
+	}
+}
+
+// releaseWriting gives up writing, taken by a write outside writeLoop, and starts
+// writeLoop if something was queued or the connection began closing meanwhile.
+func (c *Conn) releaseWriting() {
+	c.writing.Store(false)
+	if len(c.send) > 0 || c.isClosing() {
+		c.startWriter()
 	}
 }
 
@@ -243,21 +357,23 @@ func truncateUTF8(s string, n int) string {
 	return s[:n]
 }
 
-// writeLoop is the connection's only writer of messages, and of the close frame when
-// the edge closes the connection. It runs while there is something to write and
-// ParkAfter beyond, then ends, so a quiet socket has no writing goroutine; the next
-// Send starts it again. Pings go from a timer (ping), not from here.
+// writeLoop writes queued messages, and the close frame when the edge closes the
+// connection, then ends as soon as the queue is empty: a quiet socket has no writing
+// goroutine, and replies usually go out directly (Reply). Whoever holds writing is the
+// only writer of data frames, which keeps them in order; every frame, ours or
+// gorilla's (pings, pongs, closes), is written whole under the socket's write lock.
 func (c *Conn) writeLoop() {
-	idle := time.NewTimer(c.srv.cfg.ParkAfter)
-	defer idle.Stop()
-	wrote := false // since idle was last armed
 	for {
+		if c.isClosing() {
+			if c.closeMsg != nil {
+				_ = c.ws.WriteControl(websocket.CloseMessage, c.closeMsg, time.Now().Add(closeGrace))
+				// The read loop ends when the client answers; stop waiting after closeGrace.
+				time.AfterFunc(closeGrace, c.closeNet)
+			}
+			return // writing stays taken: nothing is written after the close frame
+		}
 		select {
 		case msg := <-c.send:
-			wrote = true
-			if c.isClosing() {
-				continue // the close frame goes next; drop what was queued
-			}
 			_ = c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
 			if err := c.writeText(msg); err != nil {
 				c.closed(websocket.CloseAbnormalClosure)
@@ -265,19 +381,10 @@ func (c *Conn) writeLoop() {
 				return
 			}
 			c.srv.metrics.sent.Inc()
-		case <-c.done:
-			if c.closeMsg != nil {
-				_ = c.ws.WriteControl(websocket.CloseMessage, c.closeMsg, time.Now().Add(closeGrace))
-				// The read loop ends when the client answers; stop waiting after closeGrace.
-				time.AfterFunc(closeGrace, c.closeNet)
-			}
-			return // writing stays true: nothing is written after the close frame
-		case <-idle.C:
-			if !wrote && c.stopWriting() {
+		default:
+			if c.stopWriting() {
 				return
 			}
-			wrote = false
-			idle.Reset(c.srv.cfg.ParkAfter)
 		}
 	}
 }
@@ -298,7 +405,7 @@ func (c *Conn) stopWriting() bool {
 // buffered (then it parks it and returns; the poller calls it again on new data).
 func (c *Conn) readLoop() {
 	for {
-		if c.raw != nil && c.br.Buffered() == 0 {
+		if c.parkable && c.br.Buffered() == 0 {
 			wait := c.srv.cfg.ParkAfter
 			if c.linger != 0 {
 				wait, c.linger = c.linger, 0
@@ -322,7 +429,7 @@ func (c *Conn) readLoop() {
 				continue
 			}
 		}
-		if c.raw != nil && c.controlFrame() {
+		if c.parkable && c.controlFrame() {
 			c.linger = -1 // a keepalive is not activity: park again at once
 			continue
 		}
@@ -377,7 +484,7 @@ func (c *Conn) park() bool {
 	c.parked.Store(true)
 	if err := c.srv.poller.arm(c); err != nil {
 		if c.parked.CompareAndSwap(true, false) {
-			c.raw = nil // read on this goroutine from now on
+			c.parkable = false // read on this goroutine from now on
 			return false
 		}
 	}

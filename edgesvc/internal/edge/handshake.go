@@ -223,8 +223,9 @@ func (s *Server) serve(c *Conn, consumer Consumer, feed uint64) {
 	c.lastHeard.Store(time.Now().UnixNano())
 	c.ws.SetReadLimit(s.cfg.ReadLimit)
 	c.ws.SetPongHandler(func(string) error { c.lastHeard.Store(time.Now().UnixNano()); return nil })
-	if sc, ok := c.ws.NetConn().(syscall.Conn); ok && s.poller != nil {
-		c.raw, _ = sc.SyscallConn()
+	if sc, ok := c.ws.NetConn().(syscall.Conn); ok {
+		c.sock, _ = sc.SyscallConn()
+		c.parkable = c.sock != nil && s.poller != nil
 	}
 	c.pinger = time.AfterFunc(s.cfg.PingPeriod, c.ping)
 	ok, reason := s.hub.add(c)

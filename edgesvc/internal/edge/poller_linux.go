@@ -31,7 +31,7 @@ func newPoller(ctx context.Context) (*poller, error) {
 // arm asks for one wake-up of c when its socket is readable. It holds the socket's
 // descriptor while it does, so the descriptor cannot be closed and reused meanwhile.
 func (p *poller) arm(c *Conn) error {
-	if p == nil || c.raw == nil {
+	if p == nil || c.sock == nil {
 		return errors.ErrUnsupported
 	}
 	if c.pollID == 0 {
@@ -44,7 +44,7 @@ func (p *poller) arm(c *Conn) error {
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
 		Fd: int32(uint32(c.pollID)), Pad: int32(uint32(c.pollID >> 32))}
 	var opErr error
-	err := c.raw.Control(func(fd uintptr) {
+	err := c.sock.Control(func(fd uintptr) {
 		op := syscall.EPOLL_CTL_MOD
 		if !c.pollAdded {
 			op = syscall.EPOLL_CTL_ADD
