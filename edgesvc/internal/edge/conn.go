@@ -122,6 +122,7 @@ func (c *Conn) Send(text string) error {
 // the calling goroutine if the socket takes it at once, sparing the hand-off to the
 // writer goroutine; the guarantees above are unchanged.
 func (c *Conn) Reply(text string) error {
+	c.queue.Do(c.makeQueue)
 	if c.sock != nil && len(c.send) == 0 && c.writing.CompareAndSwap(false, true) {
 		err := c.writeNow(text)
 		c.releaseWriting()
@@ -129,7 +130,6 @@ func (c *Conn) Reply(text string) error {
 			return err
 		}
 	}
-	c.queue.Do(c.makeQueue)
 	select {
 	case c.send <- text:
 		c.startWriter()
@@ -273,7 +273,8 @@ func (c *Conn) startWriter() {
 }
 
 // releaseWriting gives up writing, taken by a write outside writeLoop, and starts
-// writeLoop if something was queued or the connection began closing meanwhile.
+// writeLoop if something was queued or the connection began closing meanwhile. The
+// queue must exist (c.queue done).
 func (c *Conn) releaseWriting() {
 	c.writing.Store(false)
 	if len(c.send) > 0 || c.isClosing() {
