@@ -18,6 +18,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -421,7 +423,13 @@ func waitReady(addr string) error {
 }
 
 // measure runs load and reports it with the CPU the server pids spent per op.
+//
+// The load generator has one CPU: a garbage collection of its own heap (millions of
+// latency samples by the later steps) during a measurement would show up as server
+// latency. So it collects before each measurement, and keeps at most 100,000 samples
+// of each (sorted, evenly spaced) for the chart.
 func measure(pids []int, load func() sample) measurement {
+	runtime.GC()
 	c0 := cpuSeconds(pids)
 	s := load()
 	cpu := cpuSeconds(pids) - c0
@@ -429,8 +437,21 @@ func measure(pids []int, load func() sample) measurement {
 	if s.Ops > 0 {
 		m.CPUMicros = cpu * 1e6 / float64(s.Ops)
 	}
-	m.lat = s.lat
+	m.lat = thin(s.lat, 100_000)
 	return m
+}
+
+// thin returns at most n of lat, sorted and evenly spaced, so percentiles keep.
+func thin(lat []time.Duration, n int) []time.Duration {
+	sorted := slices.Sorted(slices.Values(lat))
+	if len(sorted) <= n {
+		return sorted
+	}
+	out := make([]time.Duration, n)
+	for i := range out {
+		out[i] = sorted[i*len(sorted)/n]
+	}
+	return out
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -613,10 +634,19 @@ func (w *world) benchValidate(r *report) error {
 			return measure(append([]int{w.auth.pid()}, w.pgPIDs()...), func() sample { return validations(32, w.plan.dur, w.authC, w.tokens) })
 		})
 	r.add("ValidateSession RPCs/s (32 callers; bare: gRPC over an in-memory map)", b, g, 0, "")
-	// p99 at half of the peak rate: paced callers.
+	// p99 at half of the peak rate: paced callers, the bare server paced at the same
+	// rate in between, median p99 of the runs.
 	half := g.Rate / 2
-	paced := measure(nil, func() sample { return pacedValidations(half, w.plan.dur, w.authC, w.tokens) })
-	r.Checks = append(r.Checks, check{Name: fmt.Sprintf("ValidateSession p99 at half its peak (%.0f/s) < 2 ms", half), Value: paced.P99, Target: 2, Met: paced.P99 < 2})
+	var bp, gp []float64
+	for range w.plan.reps {
+		bp = append(bp, measure(nil, func() sample { return pacedValidations(half, w.plan.dur, bare, w.tokens) }).P99)
+		gp = append(gp, measure(nil, func() sample { return pacedValidations(half, w.plan.dur, w.authC, w.tokens) }).P99)
+	}
+	slices.Sort(bp)
+	slices.Sort(gp)
+	fmt.Fprintf(os.Stderr, "  ValidateSession p99 at %.0f/s, each run: bare %v ms, gatehouse %v ms\n", half, bp, gp)
+	b99, g99 := bp[len(bp)/2], gp[len(gp)/2]
+	r.Checks = append(r.Checks, check{Name: fmt.Sprintf("ValidateSession p99 at half its peak (%.0f/s) < 2 ms (bare at that rate: %.2f ms)", half, b99), Value: g99, Target: 2, Met: g99 < 2})
 	return nil
 }
 
