@@ -636,17 +636,23 @@ func (w *world) benchValidate(r *report) error {
 	r.add("ValidateSession RPCs/s (32 callers; bare: gRPC over an in-memory map)", b, g, 0, "")
 	// p99 at half of the peak rate: paced callers, the bare server paced at the same
 	// rate in between, median p99 of the runs.
-	half := g.Rate / 2
-	var bp, gp []float64
+	// The bare server is also paced at half of its own peak, to show what the target
+	// asks of a server on this machine.
+	half, bareHalf := g.Rate/2, b.Rate/2
+	var bp, bo, gp []float64
 	for range w.plan.reps {
 		bp = append(bp, measure(nil, func() sample { return pacedValidations(half, w.plan.dur, bare, w.tokens) }).P99)
 		gp = append(gp, measure(nil, func() sample { return pacedValidations(half, w.plan.dur, w.authC, w.tokens) }).P99)
+		bo = append(bo, measure(nil, func() sample { return pacedValidations(bareHalf, w.plan.dur, bare, w.tokens) }).P99)
 	}
-	slices.Sort(bp)
-	slices.Sort(gp)
-	fmt.Fprintf(os.Stderr, "  ValidateSession p99 at %.0f/s, each run: bare %v ms, gatehouse %v ms\n", half, bp, gp)
-	b99, g99 := bp[len(bp)/2], gp[len(gp)/2]
-	r.Checks = append(r.Checks, check{Name: fmt.Sprintf("ValidateSession p99 at half its peak (%.0f/s) < 2 ms (bare at that rate: %.2f ms)", half, b99), Value: g99, Target: 2, Met: g99 < 2})
+	for _, l := range [][]float64{bp, gp, bo} {
+		slices.Sort(l)
+	}
+	fmt.Fprintf(os.Stderr, "  ValidateSession p99, each run: at %.0f/s bare %v ms, gatehouse %v ms; bare at %.0f/s %v ms\n", half, bp, gp, bareHalf, bo)
+	b99, g99, bo99 := bp[len(bp)/2], gp[len(gp)/2], bo[len(bo)/2]
+	r.Checks = append(r.Checks, check{
+		Name:  fmt.Sprintf("ValidateSession p99 at half its peak (%.0f/s) < 2 ms (bare at that rate: %.2f ms; bare at half its own peak, %.0f/s: %.2f ms)", half, b99, bareHalf, bo99),
+		Value: g99, Target: 2, Met: g99 < 2})
 	return nil
 }
 
