@@ -25,14 +25,21 @@ type NewSession struct {
 }
 
 // CreateSession stores a new live session, but only while the user is active and
-// still has the password hash the login verified (so a password change or a
-// deactivation that commits during a login wins). It returns ErrNotFound otherwise.
+// still has the password hash the login verified. It returns ErrNotFound otherwise.
+//
+// The user row is locked FOR SHARE: a deactivation or password change in progress
+// makes the login wait and then see the new row (and fail), and one that starts after
+// waits for the login to commit, so its end-the-sessions statement sees (and ends,
+// with an event) the new session. Without the lock a session could be born after its
+// user was deactivated, with no end event for caches to act on.
 func (s *Store) CreateSession(ctx context.Context, n NewSession, verifiedHash string) (Session, error) {
 	var out Session
 	err := s.pool.QueryRow(ctx, `
+		WITH u AS (
+			SELECT id FROM users WHERE id = $3 AND active AND password_hash = $7 FOR SHARE
+		)
 		INSERT INTO sessions AS s (id, token_hash, user_id, expires_at, user_agent, client_address)
-		SELECT $1, $2, u.id, $4, $5, $6 FROM users u
-		WHERE u.id = $3 AND u.active AND u.password_hash = $7
+		SELECT $1, $2, u.id, $4, $5, $6 FROM u
 		RETURNING `+sessionCols,
 		n.ID, n.TokenHash, n.UserID, n.ExpiresAt, n.UserAgent, n.ClientAddress, verifiedHash).Scan(sessionDest(&out)...)
 	if err == pgx.ErrNoRows {

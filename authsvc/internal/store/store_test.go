@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
 	"github.com/gatehouse/gatehouse/authsvc/pgtest"
 )
@@ -390,5 +392,55 @@ func TestMarkArrivesAfterEarlierEnds(t *testing.T) {
 	}
 	if want := []string{"sess-a", "m1", "sess-b", "m2"}; !slices.Equal(got, want) {
 		t.Fatalf("feed order %v, want %v", got, want)
+	}
+}
+
+// TestLoginWaitsForDeactivation: a login racing a deactivation either fails or
+// creates a session the deactivation then ends (with an event); never a live session
+// of an inactive user.
+func TestLoginWaitsForDeactivation(t *testing.T) {
+	db := pgtest.New(t)
+	st, err := store.Open(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	u := mustUser(t, st, "alice")
+	conn, err := pgx.Connect(t.Context(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// A deactivation in progress, as SetUserActive runs it: user row first.
+	tx, err := conn.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), "UPDATE users SET active = false WHERE id = $1", u.ID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.CreateSession(t.Context(), store.NewSession{
+			ID: "sess-racer", TokenHash: hashOf("racer"), UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour),
+		}, "$argon2id$stub")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("login did not wait for the deactivation in progress: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if _, err := tx.Exec(t.Context(), "UPDATE sessions SET revoked_at = now(), end_reason = 'user_disabled' WHERE user_id = $1 AND revoked_at IS NULL", u.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("login after the deactivation: %v, want ErrNotFound", err)
 	}
 }
