@@ -123,7 +123,7 @@ func (c *Conn) Send(text string) error {
 // writer goroutine; the guarantees above are unchanged.
 func (c *Conn) Reply(text string) error {
 	c.queue.Do(c.makeQueue)
-	if c.sock != nil && len(c.send) == 0 && c.writing.CompareAndSwap(false, true) {
+	if c.sock != nil && len(c.send) == 0 && !c.isClosing() && c.writing.CompareAndSwap(false, true) {
 		err := c.writeNow(text)
 		c.releaseWriting()
 		if err != errWouldBlock {
@@ -208,8 +208,8 @@ func (c *Conn) writeNow(text string) error {
 	}
 	err := c.sock.Write(write)
 	if !called && errors.Is(err, os.ErrDeadlineExceeded) {
-		// A deadline left by an earlier write has passed; this write sets its own.
-		_ = c.ws.NetConn().SetWriteDeadline(time.Time{})
+		// A deadline left by an earlier write has passed; give this one its own.
+		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteWait))
 		err = c.sock.Write(write)
 	}
 	if slowing != nil {
@@ -441,6 +441,7 @@ func (c *Conn) readLoop() {
 			return
 		}
 		c.lastHeard.Store(time.Now().UnixNano())
+		c.linger = 0 // a message is activity, even if a keepalive came just before it
 		if c.isClosing() || mt != websocket.TextMessage {
 			if mt != websocket.TextMessage {
 				c.Close(CloseUnsupported, "binary frames are not supported: send text")
@@ -482,8 +483,15 @@ func (c *Conn) readLoop() {
 // over), false if the socket could not be parked.
 func (c *Conn) park() bool {
 	c.buf = bytes.Buffer{} // an idle socket keeps no message buffer
+	if c.pollID == 0 {
+		c.pollID = c.srv.poller.register(c)
+	}
+	// Everything the next reader needs is set before parked: it may start as soon as
+	// the socket is armed.
+	id, add := c.pollID, !c.pollAdded
+	c.pollAdded = true
 	c.parked.Store(true)
-	if err := c.srv.poller.arm(c); err != nil {
+	if err := c.srv.poller.arm(id, c.sock, add); err != nil {
 		if c.parked.CompareAndSwap(true, false) {
 			c.parkable = false // read on this goroutine from now on
 			return false

@@ -28,31 +28,35 @@ func newPoller(ctx context.Context) (*poller, error) {
 	return p, nil
 }
 
-// arm asks for one wake-up of c when its socket is readable. It holds the socket's
-// descriptor while it does, so the descriptor cannot be closed and reused meanwhile.
-func (p *poller) arm(c *Conn) error {
-	if p == nil || c.sock == nil {
+// register gives c an id for the poller's wake-ups (not the descriptor, which the
+// kernel may reuse after a close).
+func (p *poller) register(c *Conn) uint64 {
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.next++
+	p.conns[p.next] = c
+	return p.next
+}
+
+// arm asks for one wake-up of the socket registered as id when it is readable (add:
+// the first time). It holds the socket's descriptor while it does, so the descriptor
+// cannot be closed and reused meanwhile. It touches no Conn: once a socket is marked
+// parked, another goroutine may already be reading it.
+func (p *poller) arm(id uint64, sock syscall.RawConn, add bool) error {
+	if p == nil || sock == nil || id == 0 {
 		return errors.ErrUnsupported
 	}
-	if c.pollID == 0 {
-		p.mu.Lock()
-		p.next++
-		c.pollID = p.next
-		p.conns[c.pollID] = c
-		p.mu.Unlock()
-	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
-		Fd: int32(uint32(c.pollID)), Pad: int32(uint32(c.pollID >> 32))}
+		Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	op := syscall.EPOLL_CTL_MOD
+	if add {
+		op = syscall.EPOLL_CTL_ADD
+	}
 	var opErr error
-	err := c.sock.Control(func(fd uintptr) {
-		op := syscall.EPOLL_CTL_MOD
-		if !c.pollAdded {
-			op = syscall.EPOLL_CTL_ADD
-		}
-		if opErr = syscall.EpollCtl(p.epfd, op, int(fd), &ev); opErr == nil {
-			c.pollAdded = true
-		}
-	})
+	err := sock.Control(func(fd uintptr) { opErr = syscall.EpollCtl(p.epfd, op, int(fd), &ev) })
 	return errors.Join(err, opErr)
 }
 

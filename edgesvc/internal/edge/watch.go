@@ -125,6 +125,7 @@ func (s *Server) keepLease(ctx context.Context) {
 				s.log.DebugContext(ctx, "session cache lease not renewed", "err", err)
 			case lease <= 0: // authsvc does not wait after ending sessions: no caching
 				s.metrics.leases.WithLabelValues("refused").Inc()
+				c.drop() // a lease from another replica is no longer to be trusted either
 				wait = 10 * time.Second
 			default:
 				s.metrics.leases.WithLabelValues("granted").Inc()
