@@ -36,6 +36,15 @@ test: build $(BIN)/grpcurl $(BIN)/buf examples/node/node_modules ## Run every te
 	db=$$(scripts/pg.sh) && \
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)" go test -count=1 -timeout 20m $(PKGS)
 
+.PHONY: test-race
+test-race: $(BIN)/grpcurl $(BIN)/buf examples/node/node_modules ## make test under the race detector: tests with -race, e2e against race-built services
+	mkdir -p $(BIN)/race
+	go build -race -o $(BIN)/race/authsvc ./authsvc
+	go build -race -o $(BIN)/race/edgesvc ./edgesvc
+	cp $(BIN)/grpcurl $(BIN)/buf $(BIN)/race/
+	db=$$(scripts/pg.sh) && \
+	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)/race" GORACE=halt_on_error=1 go test -race -count=1 -timeout 30m $(PKGS)
+
 # The Node example's dependencies, exactly as locked.
 examples/node/node_modules: examples/node/package-lock.json
 	cd examples/node && npm ci --no-audit --no-fund --loglevel=error
