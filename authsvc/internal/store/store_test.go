@@ -23,7 +23,16 @@ func TestMain(m *testing.M) { pgtest.Main(m, &dbURL) }
 // newStore opens a migrated store on a fresh database of its own.
 func newStore(t *testing.T) *store.Store {
 	t.Helper()
-	st, err := store.Open(t.Context(), pgtest.New(t))
+	st, _ := newStoreURL(t)
+	return st
+}
+
+// newStoreURL is newStore that also returns the database's URL, for tests that need a
+// connection of their own.
+func newStoreURL(t *testing.T) (*store.Store, string) {
+	t.Helper()
+	db := pgtest.New(t)
+	st, err := store.Open(t.Context(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +40,7 @@ func newStore(t *testing.T) *store.Store {
 	if err := st.Migrate(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	return st
+	return st, db
 }
 
 func mustUser(t *testing.T, st *store.Store, name string) store.User {
@@ -399,15 +408,7 @@ func TestMarkArrivesAfterEarlierEnds(t *testing.T) {
 // creates a session the deactivation then ends (with an event); never a live session
 // of an inactive user.
 func TestLoginWaitsForDeactivation(t *testing.T) {
-	db := pgtest.New(t)
-	st, err := store.Open(t.Context(), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	if err := st.Migrate(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	st, db := newStoreURL(t)
 	u := mustUser(t, st, "alice")
 	conn, err := pgx.Connect(t.Context(), db)
 	if err != nil {

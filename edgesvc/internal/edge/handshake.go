@@ -120,11 +120,11 @@ func (s *Server) validate(ctx context.Context, tok string) (*authv1.ValidateSess
 // holds them under a current lease, else from authsvc (and then caches them).
 func (s *Server) authorize(ctx context.Context, tok string) (User, Session, error) {
 	if u, sess, ok := s.cache.get(tok); ok {
-		s.metrics.cache.WithLabelValues("hit").Inc()
+		s.metrics.cacheHit.Inc()
 		return u, sess, nil
 	}
 	if s.cache != nil {
-		s.metrics.cache.WithLabelValues("miss").Inc()
+		s.metrics.cacheMiss.Inc()
 	}
 	gen := s.cache.generation()
 	resp, err := s.validate(ctx, tok)

@@ -15,6 +15,8 @@ type metrics struct {
 	sent       prometheus.Counter
 	closes     *prometheus.CounterVec
 	cache      *prometheus.CounterVec
+	cacheHit   prometheus.Counter // cache's "hit" and "miss", resolved once: they count every handshake
+	cacheMiss  prometheus.Counter
 	leases     *prometheus.CounterVec
 }
 
@@ -55,9 +57,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, code := range []int{CloseGoingAway, CloseUnsupported, CloseInvalidPayload, CloseTooBig, CloseInternal, CloseTryAgainLater, CloseSessionEnded} {
 		m.closes.WithLabelValues(codeLabel(code), "edge")
 	}
-	for _, r := range []string{"hit", "miss"} {
-		m.cache.WithLabelValues(r)
-	}
+	m.cacheHit, m.cacheMiss = m.cache.WithLabelValues("hit"), m.cache.WithLabelValues("miss")
 	for _, o := range []string{"granted", "refused", "failed"} {
 		m.leases.WithLabelValues(o)
 	}
