@@ -106,6 +106,6 @@ lint: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## vet, gofmt, b
 	@for m in $(MODULES); do (cd $$m && GOWORK=off go build ./... && GOWORK=off go vet ./...) || { echo "$$m does not build with GOWORK=off"; exit 1; }; done
 
 .PHONY: clean
-clean: ## Stop the private PostgreSQL and delete bin/ and .run/
-	scripts/pg.sh stop
+clean: ## Stop and delete the private PostgreSQL (wherever it lives), bin/ and .run/
+	scripts/pg.sh clean
 	rm -rf $(BIN) .run examples/node/node_modules

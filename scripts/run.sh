@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# `make run`: PostgreSQL (DATABASE_URL, or the private cluster under .run/pg),
+# `make run`: PostgreSQL (DATABASE_URL, or the private cluster scripts/pg.sh starts),
 # migrations, a demo user, authsvc and edgesvc. Ctrl-C stops everything it started.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 mkdir -p .run
 
-DATABASE_URL=$(scripts/pg.sh)
+pgdir=
+if [ -z "${DATABASE_URL:-}" ]; then
+  DATABASE_URL=$(scripts/pg.sh)
+  pgdir=$(scripts/pg.sh dir)
+fi
 export DATABASE_URL
 
 # The admin token and the demo password are made once and kept in .run/ (git-ignored),
@@ -61,7 +65,8 @@ cat <<MSG
     sign in as $demo
     admin      AUTHSVC_ADMIN_TOKEN=$AUTHSVC_ADMIN_TOKEN
     grpcurl    grpcurl -plaintext -H "authorization: Bearer \$(cat .run/admin-token)" $AUTHSVC_LISTEN list
-    database   $DATABASE_URL
+    database   $DATABASE_URL${pgdir:+
+               (the private cluster: its data and socket are in $pgdir)}
 
   Ctrl-C stops authsvc and edgesvc (the private PostgreSQL keeps running; 'make clean' stops it).
 
