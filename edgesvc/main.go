@@ -28,7 +28,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/gatehouse/gatehouse/edgesvc/internal/edge"
+	"github.com/gatehouse/gatehouse/edgesvc/edge"
 )
 
 func main() {
@@ -83,12 +83,10 @@ func run(args []string, log *slog.Logger) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	switch {
-	case cfg.CacheSize < 0:
+	if cfg.CacheSize < 0 {
 		return fmt.Errorf("EDGESVC_SESSION_CACHE_SIZE (-session-cache-size) must not be negative, not %d", cfg.CacheSize)
-	case cfg.CacheSize == 0:
-		cfg.CacheSize = -1 // edge.Config: negative is off
 	}
+	cfg.DisableCache = cfg.CacheSize == 0
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
@@ -118,7 +116,7 @@ func run(args []string, log *slog.Logger) error {
 		}()
 	}
 	srv := edge.New(cc, cfg, log)
-	srv.Handle("/ws/myapp/{user_id}/", edge.Echo{})
+	srv.Handle("/ws/myapp/{user_id}/", func() edge.Consumer { return edge.Echo{} })
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,4 +1,4 @@
-package edge
+package socket
 
 import (
 	"context"
@@ -7,14 +7,17 @@ import (
 	"syscall"
 )
 
+// sleeper is what the poller wakes: a parked socket.
+type sleeper interface{ wake() }
+
 // poller watches parked sockets, those quiet long enough to give up their reading
-// goroutine, with one epoll instance, and starts a reading goroutine for each when
-// data (or a hang-up) arrives. Go's runtime keeps its own registration of the same
-// descriptors; ours is one-shot and separate.
+// goroutine, with one epoll instance, and wakes each when data (or a hang-up) arrives.
+// Go's runtime keeps its own registration of the same descriptors; ours is one-shot
+// and separate.
 type poller struct {
 	epfd  int
 	mu    sync.Mutex
-	conns map[uint64]*Conn
+	conns map[uint64]sleeper
 	next  uint64
 }
 
@@ -23,28 +26,29 @@ func newPoller(ctx context.Context) (*poller, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &poller{epfd: fd, conns: map[uint64]*Conn{}}
+	p := &poller{epfd: fd, conns: map[uint64]sleeper{}}
 	go p.run(ctx)
 	return p, nil
 }
 
-// register gives c an id for the poller's wake-ups (not the descriptor, which the
-// kernel may reuse after a close).
-func (p *poller) register(c *Conn) uint64 {
+// register gives s an id for the poller's wake-ups (not the descriptor, which the
+// kernel may reuse after a close). It returns 0 on a nil poller.
+func (p *poller) register(s sleeper) uint64 {
 	if p == nil {
 		return 0
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.next++
-	p.conns[p.next] = c
+	p.conns[p.next] = s
 	return p.next
 }
 
 // arm asks for one wake-up of the socket registered as id when it is readable (add:
 // the first time). It holds the socket's descriptor while it does, so the descriptor
 // cannot be closed and reused meanwhile. It touches no Conn: once a socket is marked
-// parked, another goroutine may already be reading it.
+// parked, another goroutine may already be reading it. It fails with
+// errors.ErrUnsupported on a nil poller, a socket without descriptor or id 0.
 func (p *poller) arm(id uint64, sock syscall.RawConn, add bool) error {
 	if p == nil || sock == nil || id == 0 {
 		return errors.ErrUnsupported
@@ -60,13 +64,14 @@ func (p *poller) arm(id uint64, sock syscall.RawConn, add bool) error {
 	return errors.Join(err, opErr)
 }
 
-// forget drops c; the kernel drops its registration when the socket closes.
-func (p *poller) forget(c *Conn) {
-	if p == nil || c.pollID == 0 {
+// forget drops id (0: nothing); the kernel drops its registration when the socket
+// closes.
+func (p *poller) forget(id uint64) {
+	if p == nil || id == 0 {
 		return
 	}
 	p.mu.Lock()
-	delete(p.conns, c.pollID)
+	delete(p.conns, id)
 	p.mu.Unlock()
 }
 
@@ -81,10 +86,10 @@ func (p *poller) run(ctx context.Context) {
 		for _, ev := range events[:n] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 			p.mu.Lock()
-			c := p.conns[id]
+			s := p.conns[id]
 			p.mu.Unlock()
-			if c != nil {
-				c.wake()
+			if s != nil {
+				s.wake()
 			}
 		}
 	}

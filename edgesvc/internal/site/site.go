@@ -1,20 +1,52 @@
-package edge
+// Package site serves the edge's pages for browsers: the sign-in form and the
+// signed-in page, sign-in and sign-out, /api/session, and the page's static files.
+package site
 
 import (
-	"context"
 	"embed"
 	"encoding/json"
 	"html/template"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
 
-	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
 )
+
+// Site is the pages' handler set.
+type Site struct {
+	auth *auth.Authority
+	cop  *http.CrossOriginProtection
+	log  *slog.Logger
+}
+
+// New returns the site. Forms posted from another origin are refused unless it is in
+// allowedOrigins (lower case, no trailing slash).
+func New(a *auth.Authority, allowedOrigins []string, log *slog.Logger) *Site {
+	s := &Site{auth: a, cop: http.NewCrossOriginProtection(), log: log}
+	for _, o := range allowedOrigins {
+		if err := s.cop.AddTrustedOrigin(o); err != nil {
+			log.Warn("ignoring allowed origin", "origin", o, "err", err)
+		}
+	}
+	return s
+}
+
+// Register adds the site's routes to mux.
+func (s *Site) Register(mux *http.ServeMux) {
+	static, _ := fs.Sub(webFS, "web")
+	mux.HandleFunc("GET /{$}", s.handlePage)
+	mux.HandleFunc("POST /login", s.handleLogin)
+	mux.HandleFunc("POST /logout", s.handleLogout)
+	mux.HandleFunc("GET /api/session", s.handleAPISession)
+	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(static)))
+}
 
 //go:embed web
 var webFS embed.FS
@@ -22,7 +54,7 @@ var webFS embed.FS
 var pageTmpl = template.Must(template.ParseFS(webFS, "web/index.html"))
 
 type pageData struct {
-	User     *User
+	User     *auth.User
 	Error    string
 	Username string
 }
@@ -47,7 +79,7 @@ func staticHandler(files fs.FS) http.Handler {
 	})
 }
 
-func (s *Server) render(w http.ResponseWriter, code int, d pageData) {
+func (s *Site) render(w http.ResponseWriter, code int, d pageData) {
 	securityHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -61,29 +93,29 @@ func (s *Server) render(w http.ResponseWriter, code int, d pageData) {
 // answer with (401 for no or an invalid session, 503 if authsvc failed) and the reason.
 // It answers from the session cache when it can, as a handshake does, and fills it
 // otherwise, so the page's socket usually connects without a call to authsvc.
-func (s *Server) sessionUser(r *http.Request) (User, Session, int, string) {
-	tok, ok := credential(r)
+func (s *Site) sessionUser(r *http.Request) (auth.User, auth.Session, int, string) {
+	tok, ok := auth.Credential(r)
 	if !ok {
-		return User{}, Session{}, http.StatusUnauthorized, "NO_CREDENTIAL"
+		return auth.User{}, auth.Session{}, http.StatusUnauthorized, "NO_CREDENTIAL"
 	}
-	u, sess, err := s.authorize(r.Context(), tok)
+	u, sess, err := s.auth.Authorize(r.Context(), tok)
 	switch {
 	case err == nil:
 		return u, sess, http.StatusOK, ""
 	case status.Code(err) == codes.Unauthenticated:
-		return u, sess, http.StatusUnauthorized, errorReason(err).Reason
+		return u, sess, http.StatusUnauthorized, auth.Details(err).Reason
 	}
 	s.log.WarnContext(r.Context(), "ValidateSession failed", "code", status.Code(err).String())
 	return u, sess, http.StatusServiceUnavailable, "AUTH_UNAVAILABLE"
 }
 
-func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) {
+func (s *Site) handlePage(w http.ResponseWriter, r *http.Request) {
 	u, _, code, _ := s.sessionUser(r)
 	switch code {
 	case http.StatusOK:
 		s.render(w, http.StatusOK, pageData{User: &u})
 	case http.StatusUnauthorized:
-		if _, err := r.Cookie(CookieName); err == nil {
+		if _, err := r.Cookie(auth.CookieName); err == nil {
 			clearCookie(w, r) // stale: the session ended
 		}
 		s.render(w, http.StatusOK, pageData{})
@@ -118,7 +150,7 @@ const (
 	errFormIncomplete = formError("Enter a username and a password.")
 )
 
-func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+func (s *Site) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if err := s.cop.Check(r); err != nil {
 		http.Error(w, "cross-origin request refused", http.StatusForbidden)
 		return
@@ -128,13 +160,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusBadRequest, pageData{Error: err.Error(), Username: username})
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.AuthTimeout+5*time.Second) // password hashing takes time
-	defer cancel()
-	gen := s.cache.generation()
-	resp, err := s.auth.Login(ctx, &authv1.LoginRequest{
-		Username: username, Password: password,
-		UserAgent: r.UserAgent(), ClientAddress: remoteHost(r),
-	})
+	tok, _, sess, err := s.auth.Login(r.Context(), username, password, r.UserAgent(), remoteHost(r))
 	if err != nil {
 		code, msg := http.StatusServiceUnavailable, "The sign-in service is unavailable right now. Try again shortly."
 		switch status.Code(err) {
@@ -142,7 +168,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			code, msg = http.StatusUnauthorized, "Invalid username or password."
 		case codes.ResourceExhausted:
 			code, msg = http.StatusTooManyRequests, "Too many failed sign-ins. Wait a few minutes and try again."
-			if retry := errorReason(err).Retry; retry > 0 {
+			if retry := auth.Details(err).Retry; retry > 0 {
 				w.Header().Set("Retry-After", strconv.Itoa(int(retry.Round(time.Second)/time.Second)))
 			}
 		case codes.InvalidArgument:
@@ -153,28 +179,21 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.render(w, code, pageData{Error: msg, Username: username})
 		return
 	}
-	// The new session's page and socket follow at once: let them find it cached.
-	s.cache.put(resp.GetToken(), gen,
-		User{ID: resp.GetUser().GetId(), Username: resp.GetUser().GetUsername()},
-		Session{ID: resp.GetSession().GetId(), ExpiresAt: resp.GetSession().GetExpiresAt().AsTime()})
 	http.SetCookie(w, &http.Cookie{
-		Name: CookieName, Value: resp.GetToken(), Path: "/",
-		Expires:  resp.GetSession().GetExpiresAt().AsTime(),
+		Name: auth.CookieName, Value: tok, Path: "/",
+		Expires:  sess.ExpiresAt,
 		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil,
 	})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+func (s *Site) handleLogout(w http.ResponseWriter, r *http.Request) {
 	if err := s.cop.Check(r); err != nil {
 		http.Error(w, "cross-origin request refused", http.StatusForbidden)
 		return
 	}
-	if tok, ok := credential(r); ok {
-		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.AuthTimeout)
-		defer cancel()
-		_, err := s.auth.Logout(ctx, &authv1.LogoutRequest{Token: tok})
-		if err != nil && status.Code(err) != codes.Unauthenticated {
+	if tok, ok := auth.Credential(r); ok {
+		if err := s.auth.Logout(r.Context(), tok); err != nil && status.Code(err) != codes.Unauthenticated {
 			s.log.WarnContext(r.Context(), "Logout failed", "code", status.Code(err).String())
 			s.render(w, http.StatusServiceUnavailable, pageData{Error: "Could not sign out: the sign-in service is unavailable. Try again."})
 			return
@@ -186,12 +205,12 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 
 func clearCookie(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
-		Name: CookieName, Value: "", Path: "/", MaxAge: -1,
+		Name: auth.CookieName, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil,
 	})
 }
 
-func (s *Server) handleAPISession(w http.ResponseWriter, r *http.Request) {
+func (s *Site) handleAPISession(w http.ResponseWriter, r *http.Request) {
 	u, sess, code, reason := s.sessionUser(r)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package edge
+package socket
 
 import (
 	"context"
@@ -8,12 +8,15 @@ import (
 	"syscall"
 )
 
+// sleeper is what the poller wakes: a parked socket.
+type sleeper interface{ wake() }
+
 // poller parks sockets only on Linux (epoll); elsewhere every socket keeps its
 // reading goroutine.
 type poller struct{}
 
 func newPoller(context.Context) (*poller, error) { return nil, errors.ErrUnsupported }
 
-func (p *poller) register(*Conn) uint64                   { return 0 }
+func (p *poller) register(sleeper) uint64                 { return 0 }
 func (p *poller) arm(uint64, syscall.RawConn, bool) error { return errors.ErrUnsupported }
-func (p *poller) forget(*Conn)                            {}
+func (p *poller) forget(uint64)                           {}

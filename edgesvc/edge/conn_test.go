@@ -13,7 +13,7 @@ import (
 // TestEchoFrameSizes: replies written straight to the socket (Reply's direct path)
 // use each of the three length encodings correctly, as a standard client reads them.
 func TestEchoFrameSizes(t *testing.T) {
-	ws := dialStub(t, newTestEdge(t, "/ws/app/", Echo{})+"/ws/app/")
+	ws := dialStub(t, newTestEdge(t, "/ws/app/", echo)+"/ws/app/")
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	prefix := len("You said: ")
 	for _, n := range []int{0, 1, 125 - prefix, 126 - prefix, 127, 65535 - prefix, 65536 - prefix, 70000, 1 << 20} {
@@ -34,7 +34,8 @@ func TestEchoFrameSizes(t *testing.T) {
 // pushReply sends a push, a reply and another push for every message.
 type pushReply struct{ Echo }
 
-func (pushReply) Receive(_ context.Context, c *Conn, text string) error {
+func (pushReply) Receive(_ context.Context, c *Conn, m Message) error {
+	text := m.Text
 	if err := c.Send(text + " a"); err != nil {
 		return err
 	}
@@ -47,7 +48,7 @@ func (pushReply) Receive(_ context.Context, c *Conn, text string) error {
 // TestSendAndReplyKeepOrder: a reply written straight to the socket never overtakes
 // a push queued before it, nor is overtaken by one queued after it.
 func TestSendAndReplyKeepOrder(t *testing.T) {
-	ws := dialStub(t, newTestEdge(t, "/ws/app/", pushReply{})+"/ws/app/")
+	ws := dialStub(t, newTestEdge(t, "/ws/app/", func() Consumer { return pushReply{} })+"/ws/app/")
 	const n, window = 300, 10 // at most 10 messages unanswered: 30 pushes fit the queue
 	sent := make(chan struct{}, window)
 	go func() {

@@ -1,0 +1,160 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
+)
+
+// Close codes the edge sends (the README's close-code table says what a client
+// should do on each).
+const (
+	CloseNormal         = websocket.CloseNormalClosure           // 1000
+	CloseGoingAway      = websocket.CloseGoingAway               // 1001: the edge is shutting down; reconnect
+	CloseUnsupported    = websocket.CloseUnsupportedData         // 1003: a message of a type the route does not take
+	CloseInvalidPayload = websocket.CloseInvalidFramePayloadData // 1007: text that is not valid UTF-8
+	CloseTooBig         = websocket.CloseMessageTooBig           // 1009: a message over the read limit
+	CloseInternal       = websocket.CloseInternalServerErr       // 1011: a consumer failed; reconnect with backoff
+	CloseTryAgainLater  = websocket.CloseTryAgainLater           // 1013: the client does not keep up; reconnect with backoff
+	CloseSessionEnded   = 4401                                   // the session ended; sign in again
+)
+
+// ErrClosed is returned by Send and Reply on a connection that is closing or closed.
+var ErrClosed = socket.ErrClosed
+
+// User is the signed-in user a connection belongs to: ID and Username, as authsvc
+// knows them.
+type User = auth.User
+
+// Session is the session a connection was opened with: ID and ExpiresAt (the
+// connection closes with 4401 "expired" then).
+type Session = auth.Session
+
+// Message is one message from the client.
+type Message struct {
+	// Binary is true for a binary message (its payload in Data), false for a text
+	// message (in Text).
+	Binary bool
+	// Text is a text message; the edge has checked that it is valid UTF-8.
+	Text string
+	// Data is a binary message's payload; it belongs to the consumer.
+	Data []byte
+}
+
+// Conn is one WebSocket connection, as its consumer sees it. Its methods are safe for
+// concurrent use, from any goroutine, during and after the consumer's calls.
+type Conn struct {
+	srv      *Server
+	sock     *socket.Conn
+	consumer Consumer
+	user     User
+	session  Session
+	token    string // kept to re-validate the session after the event feed was interrupted
+	path     string
+
+	// Set before the socket runs, read when it ends.
+	connected  bool // Connect accepted the connection: Disconnect is due
+	registered bool // in the registry
+	expiry     *time.Timer
+}
+
+// User returns the connection's user.
+func (c *Conn) User() User { return c.user }
+
+// Session returns the session the connection was opened with.
+func (c *Conn) Session() Session { return c.session }
+
+// Path returns the path of the handshake request, such as /ws/myapp/1/.
+func (c *Conn) Path() string { return c.path }
+
+// Context returns a context that ends when the connection starts closing (whoever
+// closes it). Work a consumer starts for a connection should end with it.
+func (c *Conn) Context() context.Context { return c.sock.Context() }
+
+// Send queues text to be sent to the client, as one text message, and returns at once.
+// Use it for messages that do not answer the client's (pushes). It never blocks: when
+// the connection's send queue is full the client is not keeping up, so the connection
+// is closed with 1013 and Send returns ErrClosed. It returns ErrClosed on a
+// connection that is closing. Messages are sent in the order Send and Reply were
+// called. Before the upgrade (in Connect) it queues the message to go first.
+func (c *Conn) Send(text string) error { return c.sock.Send(text) }
+
+// Reply is Send for an answer to the client's message: when the send queue is full it
+// waits up to half of Config.WriteWait for room, so a client that sends fast but also
+// reads is slowed down (its messages are read no faster than it takes the answers)
+// rather than dropped. A client that stops reading for that long is closed with 1013
+// and Reply returns ErrClosed. Call it from Receive; when nothing is queued, the reply
+// is written at once from the calling goroutine.
+func (c *Conn) Reply(text string) error { return c.sock.Reply(text) }
+
+// Close closes the connection with code and reason (cut to 123 bytes): the client
+// receives what was sent before, then the close frame, if it takes them within a
+// second (else it is dropped). Messages sent after Close are not sent. code must be one a server
+// may send (1000–1003, 1007–1009, 1011–1014, 3000–4999); any other is sent as 1011. The
+// application's own codes are 4000–4999; 4401 means "session ended: sign in again".
+// Only the first Close has an effect; the consumer's Disconnect follows once the
+// connection has ended. Closing in Connect upgrades the connection and closes it at
+// once, so that a browser sees the code and reason; to refuse the handshake itself,
+// return an error from Connect.
+func (c *Conn) Close(code int, reason string) {
+	if !(1000 <= code && code <= 1003 || 1007 <= code && code <= 1014 && code != 1010 || 3000 <= code && code <= 4999) {
+		code = CloseInternal
+	}
+	c.sock.Close(code, reason)
+}
+
+// serve registers an upgraded connection and runs it until it ends or parks. feed is
+// the session feed's generation when the handshake was authorised.
+func (s *Server) serve(c *Conn, feed uint64) {
+	ok, reason := s.conns.Add(c, c.user.ID, c.session.ID)
+	switch {
+	case !ok && reason == "":
+		c.sock.Close(CloseGoingAway, "server shutting down")
+	case !ok:
+		c.sock.Close(CloseSessionEnded, reason)
+	default:
+		c.registered = true
+		s.auth.Registered(s.ctx, feed, auth.Held{Token: c.token, SessionID: c.session.ID})
+		c.expiry = time.AfterFunc(time.Until(c.session.ExpiresAt), func() { c.sock.Close(CloseSessionEnded, "expired") })
+	}
+	c.sock.Run((*handler)(c))
+}
+
+// handler is a Conn as its socket sees it.
+type handler Conn
+
+// Message hands a message to the consumer; a consumer error closes with 1011.
+func (h *handler) Message(binary bool, data []byte) {
+	c := (*Conn)(h)
+	m := Message{Binary: binary}
+	if binary {
+		m.Data = bytes.Clone(data)
+	} else {
+		m.Text = string(data)
+	}
+	ctx := c.Context()
+	if err := c.consumer.Receive(ctx, c, m); err != nil && !errors.Is(err, ErrClosed) {
+		c.srv.log.ErrorContext(ctx, "consumer failed", "session_id", c.session.ID, "err", err)
+		c.sock.Close(CloseInternal, "internal error")
+	}
+}
+
+// Ended tells the consumer the connection has ended and releases it.
+func (h *handler) Ended(code int) {
+	c := (*Conn)(h)
+	if c.connected {
+		c.consumer.Disconnect(context.WithoutCancel(c.Context()), c, code)
+	}
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	if c.registered {
+		c.srv.conns.Remove(c, c.user.ID, c.session.ID)
+	}
+}

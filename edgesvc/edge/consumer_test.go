@@ -1,0 +1,280 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gorilla/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// stubAuth answers ValidateSession for one token with user 1. It stands in for
+// authsvc only in these tests of the consumer plumbing; the e2e tests run the real
+// authsvc on PostgreSQL for every handshake row.
+type stubAuth struct {
+	authv1.UnimplementedAuthServiceServer
+}
+
+func (stubAuth) ValidateSession(context.Context, *authv1.ValidateSessionRequest) (*authv1.ValidateSessionResponse, error) {
+	return &authv1.ValidateSessionResponse{
+		User:    &authv1.User{Id: 1, Username: "alice", Active: true},
+		Session: &authv1.Session{Id: "s1", UserId: 1, ExpiresAt: timestamppb.New(time.Now().Add(time.Hour))},
+	}, nil
+}
+
+// echo makes the Echo consumer, as edgesvc routes it.
+func echo() Consumer { return Echo{} }
+
+// newTestEdge serves an edge with one route over httptest, with the stub authsvc on a
+// loopback gRPC listener, and returns its ws:// base URL.
+func newTestEdge(t *testing.T, route string, newConsumer func() Consumer) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	authv1.RegisterAuthServiceServer(g, stubAuth{})
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	s := New(cc, Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.Handle(route, newConsumer)
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	return "ws" + srv.URL[len("http"):]
+}
+
+type failing struct {
+	Echo
+	connectErr, receiveErr error
+	disconnected           chan int
+}
+
+func (f failing) Connect(context.Context, *Conn, *http.Request) error { return f.connectErr }
+func (f failing) Receive(ctx context.Context, c *Conn, m Message) error {
+	if f.receiveErr != nil {
+		return f.receiveErr
+	}
+	return f.Echo.Receive(ctx, c, m)
+}
+func (f failing) Disconnect(_ context.Context, _ *Conn, code int) { f.disconnected <- code }
+
+func dialStub(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(url, http.Header{"Authorization": {"Bearer tok"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+func readClose(t *testing.T, ws *websocket.Conn) *websocket.CloseError {
+	t.Helper()
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := ws.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce
+		}
+		if err != nil {
+			t.Fatalf("read: %v, want a close frame", err)
+		}
+	}
+}
+
+func TestConsumerErrorClosesWith1011(t *testing.T) {
+	t.Run("receive fails", func(t *testing.T) {
+		f := failing{receiveErr: errors.New("boom"), disconnected: make(chan int, 1)}
+		ws := dialStub(t, newTestEdge(t, "/ws/app/", func() Consumer { return f })+"/ws/app/")
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		if ce := readClose(t, ws); ce.Code != websocket.CloseInternalServerErr || ce.Text != "internal error" {
+			t.Fatalf("close = %d %q, want 1011", ce.Code, ce.Text)
+		}
+		ws.Close()
+		select {
+		case code := <-f.disconnected:
+			if code != websocket.CloseInternalServerErr {
+				t.Fatalf("Disconnect got code %d, want 1011", code)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Disconnect not called")
+		}
+	})
+}
+
+// TestConnectRefuses: Connect decides before the upgrade. A *Refusal is answered with
+// its status and reason; any other error with 500 CONSUMER_ERROR; neither upgrades,
+// and Disconnect is not called for a connection Connect refused.
+func TestConnectRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		err          error
+		status       int
+		reason, body string
+	}{
+		{"refusal", &Refusal{Status: http.StatusConflict, Reason: "ROOM_FULL", Message: "the room is full"}, http.StatusConflict, "ROOM_FULL", "the room is full"},
+		{"refusal without status or reason", &Refusal{Message: "no"}, http.StatusForbidden, "REFUSED", "no"},
+		{"refusal with a status that is not an error", &Refusal{Status: http.StatusOK}, http.StatusForbidden, "REFUSED", ""},
+		{"wrapped refusal", fmt.Errorf("chat: %w", &Refusal{Status: http.StatusTooManyRequests, Reason: "SLOW_DOWN"}), http.StatusTooManyRequests, "SLOW_DOWN", ""},
+		{"other error", errors.New("database down"), http.StatusInternalServerError, "CONSUMER_ERROR", "internal error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := failing{connectErr: tc.err, disconnected: make(chan int, 1)}
+			url := newTestEdge(t, "/ws/app/", func() Consumer { return f }) + "/ws/app/"
+			_, resp, err := websocket.DefaultDialer.Dial(url, http.Header{"Authorization": {"Bearer tok"}})
+			if err == nil || resp == nil {
+				t.Fatalf("dial = %v, %v; want a refused handshake", resp, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || resp.Header.Get(ReasonHeader) != tc.reason || strings.TrimSpace(string(body)) != tc.body {
+				t.Fatalf("refused with %d %q %q; want %d %q %q", resp.StatusCode, resp.Header.Get(ReasonHeader), body, tc.status, tc.reason, tc.body)
+			}
+			select {
+			case <-f.disconnected:
+				t.Fatal("Disconnect called for a connection Connect refused")
+			default:
+			}
+		})
+	}
+}
+
+// greeter sends a greeting in Connect, and closes with a code of its own when the
+// path says so, to show what a consumer may do before the upgrade.
+type greeter struct {
+	Echo
+	disconnected chan int
+}
+
+func (g greeter) Connect(_ context.Context, c *Conn, r *http.Request) error {
+	if err := c.Send("welcome to " + r.PathValue("room") + ", " + c.User().Username); err != nil {
+		return err
+	}
+	if r.PathValue("room") == "closed" {
+		c.Close(4003, "this room is closed")
+	}
+	return nil
+}
+
+func (g greeter) Disconnect(_ context.Context, _ *Conn, code int) { g.disconnected <- code }
+
+// TestConnectSendsAndCloses: what Connect sends goes out first, right after the
+// upgrade; a Close in Connect upgrades and then closes, so the client sees the code.
+func TestConnectSendsAndCloses(t *testing.T) {
+	g := greeter{disconnected: make(chan int, 1)}
+	base := newTestEdge(t, "/ws/room/{room}/", func() Consumer { return g })
+
+	ws := dialStub(t, base+"/ws/room/lobby/")
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, got, err := ws.ReadMessage(); err != nil || string(got) != "welcome to lobby, alice" {
+		t.Fatalf("first message = %q, %v; want the greeting", got, err)
+	}
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err := ws.ReadMessage(); err != nil || string(got) != "You said: hi" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+
+	closed := dialStub(t, base+"/ws/room/closed/")
+	_ = closed.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, got, err := closed.ReadMessage(); err != nil || string(got) != "welcome to closed, alice" {
+		t.Fatalf("first message = %q, %v; want the greeting before the close", got, err)
+	}
+	if ce := readClose(t, closed); ce.Code != 4003 || ce.Text != "this room is closed" {
+		t.Fatalf("close = %d %q, want 4003", ce.Code, ce.Text)
+	}
+	closed.Close()
+	if code := <-g.disconnected; code != 4003 {
+		t.Fatalf("Disconnect got %d, want 4003", code)
+	}
+}
+
+// binaryTaker records binary messages and answers with their length.
+type binaryTaker struct{ Echo }
+
+func (binaryTaker) Receive(_ context.Context, c *Conn, m Message) error {
+	if !m.Binary || m.Text != "" {
+		return fmt.Errorf("got %+v, want a binary message", m)
+	}
+	return c.Reply(fmt.Sprintf("%d bytes: %x", len(m.Data), m.Data))
+}
+
+// TestBinaryMessages: binary messages reach the consumer (echo, which takes text,
+// closes with 1003).
+func TestBinaryMessages(t *testing.T) {
+	ws := dialStub(t, newTestEdge(t, "/ws/bin/", func() Consumer { return binaryTaker{} })+"/ws/bin/")
+	if err := ws.WriteMessage(websocket.BinaryMessage, []byte{0, 0xff, 7}); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, got, err := ws.ReadMessage(); err != nil || string(got) != "3 bytes: 00ff07" {
+		t.Fatalf("reply = %q, %v", got, err)
+	}
+
+	ws = dialStub(t, newTestEdge(t, "/ws/app/", echo)+"/ws/app/")
+	if err := ws.WriteMessage(websocket.BinaryMessage, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if ce := readClose(t, ws); ce.Code != CloseUnsupported {
+		t.Fatalf("echo closed binary with %d, want 1003", ce.Code)
+	}
+}
+
+// closer closes with the code the client sends.
+type closer struct{ Echo }
+
+func (closer) Receive(_ context.Context, c *Conn, m Message) error {
+	code, _ := strconv.Atoi(m.Text)
+	c.Close(code, "as asked")
+	return nil
+}
+
+// TestCloseCodes: a consumer's code goes out as given when a server may send it, and
+// as 1011 when not (1005, 1006 and 1015 never appear on the wire).
+func TestCloseCodes(t *testing.T) {
+	url := newTestEdge(t, "/ws/close/", func() Consumer { return closer{} }) + "/ws/close/"
+	for code, want := range map[int]int{1000: 1000, 4000: 4000, 4999: 4999, 3000: 3000, 1013: 1013,
+		1005: 1011, 1006: 1011, 1010: 1011, 1015: 1011, 999: 1011, 5000: 1011, 2000: 1011} {
+		ws := dialStub(t, url)
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(strconv.Itoa(code))); err != nil {
+			t.Fatal(err)
+		}
+		if ce := readClose(t, ws); ce.Code != want {
+			t.Errorf("Close(%d): client saw %d, want %d", code, ce.Code, want)
+		}
+	}
+}
+
+// TestRouteWithoutUserID: a route without {user_id} admits any valid session.
+func TestRouteWithoutUserID(t *testing.T) {
+	ws := dialStub(t, newTestEdge(t, "/ws/lobby/", echo)+"/ws/lobby/")
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, got, err := ws.ReadMessage(); err != nil || string(got) != "You said: hi" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+}

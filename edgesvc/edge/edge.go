@@ -1,0 +1,187 @@
+// Package edge runs gatehouse's WebSocket edge with your consumers: a Server serves
+// the sign-in page and WebSocket routes, authorises every handshake with authsvc
+// before the upgrade, runs a Consumer for each connection, and closes the sockets of
+// sessions that end (logout, revoke, expiry…) with 4401 within milliseconds.
+//
+// The edgesvc command is this package with the echo consumer on /ws/myapp/{user_id}/;
+// a Go program can import it to serve its own consumers on its own routes (see
+// ExampleServer_Handle).
+package edge
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/site"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
+)
+
+// Config holds the edge's settings. The zero Config is usable: every zero field
+// takes the default named here.
+type Config struct {
+	// AllowedOrigins lists origins ("https://app.example.com") whose pages may open
+	// sockets and post the sign-in form, besides the request's own host, which
+	// always may.
+	AllowedOrigins []string
+	// ReadLimit is the largest message a client may send, in bytes; a larger one
+	// closes the connection with 1009. Default 1 MiB.
+	ReadLimit int64
+	// SendQueue is how many outgoing messages may wait for a slow client before its
+	// connection is closed with 1013. Default 64.
+	SendQueue int
+	// AuthTimeout bounds each call to authsvc during a handshake; past it the answer
+	// is 503. Default 2 s.
+	AuthTimeout time.Duration
+	// PingPeriod is how often the edge pings each client; a client that has sent
+	// nothing (no pong, no message) by the next ping is dropped. Default 30 s.
+	PingPeriod time.Duration
+	// WriteWait bounds each write to a client. Default 10 s.
+	WriteWait time.Duration
+	// ParkAfter is how long a socket may be quiet before its reading goroutine is
+	// given up (epoll then watches it until data arrives). Default 2 s.
+	ParkAfter time.Duration
+	// CacheSize is how many sessions' validations the edge remembers, so that a
+	// session it saw recently connects without a call to authsvc (only while authsvc
+	// grants a lease; see the README). Default 100,000.
+	CacheSize int
+	// DisableCache turns the session cache off: every handshake asks authsvc.
+	DisableCache bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = 1 << 20
+	}
+	if c.SendQueue <= 0 {
+		c.SendQueue = 64
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 2 * time.Second
+	}
+	if c.PingPeriod <= 0 {
+		c.PingPeriod = 30 * time.Second
+	}
+	if c.WriteWait <= 0 {
+		c.WriteWait = 10 * time.Second
+	}
+	if c.ParkAfter <= 0 {
+		c.ParkAfter = 2 * time.Second
+	}
+	if c.CacheSize <= 0 {
+		c.CacheSize = 100_000
+	}
+	if c.DisableCache {
+		c.CacheSize = 0
+	}
+	origins := make([]string, len(c.AllowedOrigins))
+	for i, o := range c.AllowedOrigins {
+		origins[i] = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
+	}
+	c.AllowedOrigins = origins
+	return c
+}
+
+// Server is the edge's HTTP handler.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	rt      *socket.Runtime
+	auth    *auth.Authority
+	conns   *registry.Registry[*Conn]
+	metrics *metrics
+
+	// ctx lives as long as the Server, for work not tied to one request.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// New returns a Server that calls authsvc over cc. Add WebSocket routes with Handle,
+// run WatchSessions in a goroutine, serve it over HTTP, and call Shutdown to stop.
+func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
+	cfg = cfg.withDefaults()
+	reg := prometheus.NewRegistry()
+	s := &Server{
+		cfg: cfg, log: log,
+		mux:     http.NewServeMux(),
+		conns:   registry.New[*Conn](),
+		metrics: newMetrics(reg),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.rt = socket.NewRuntime(s.ctx, socket.Config{
+		ReadLimit: cfg.ReadLimit, SendQueue: cfg.SendQueue, PingPeriod: cfg.PingPeriod,
+		WriteWait: cfg.WriteWait, ParkAfter: cfg.ParkAfter, CheckOrigin: s.originAllowed,
+	}, s.metrics.socket, log)
+	s.auth = auth.New(cc, auth.Config{Timeout: cfg.AuthTimeout, CacheSize: cfg.CacheSize}, (*holder)(s), s.metrics.auth, log)
+	site.New(s.auth, cfg.AllowedOrigins, log).Register(s.mux)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	s.mux.HandleFunc("GET /readyz", s.handleReady)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return s
+}
+
+// Handle routes WebSocket handshakes for pattern (a net/http ServeMux pattern
+// without method) to consumers: newConsumer is called once per handshake that
+// authsvc has authorised, and the Consumer it returns serves that connection alone,
+// so it may keep per-connection state in its fields. A pattern may contain a
+// {user_id} wildcard: only that user's sessions may connect there (others get 403).
+// Handle panics if pattern conflicts with a route already registered.
+func (s *Server) Handle(pattern string, newConsumer func() Consumer) {
+	s.mux.Handle("GET "+pattern, s.handshake(newConsumer, strings.Contains(pattern, "{user_id}")))
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// WatchSessions follows authsvc's session-ended events until ctx ends, closing the
+// sockets of each ended session with 4401. After every (re)subscription it
+// re-validates every live session, so a session that ended while the feed was down
+// is closed too. Until it runs, /readyz answers 503 and the session cache is unused.
+func (s *Server) WatchSessions(ctx context.Context) { s.auth.Watch(ctx) }
+
+// Shutdown refuses new sockets, closes every open one with 1001, and waits until
+// they are gone (each consumer's Disconnect has returned) or ctx ends (its error).
+func (s *Server) Shutdown(ctx context.Context) error {
+	defer s.cancel()
+	for _, c := range s.conns.Shutdown() {
+		c.sock.CloseSoon(CloseGoingAway, "server shutting down")
+	}
+	return s.conns.Wait(ctx)
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if err := s.auth.Ready(r.Context()); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// holder is the Server as the session authority sees it: the holder of connections.
+type holder Server
+
+// EndSession closes every socket of the session with 4401 and remembers that the
+// session ended, for handshakes still in flight.
+func (h *holder) EndSession(id, reason string) {
+	for _, c := range h.conns.End(id, reason) {
+		c.sock.Close(CloseSessionEnded, reason)
+	}
+}
+
+// HeldSessions returns one live connection's credential per session.
+func (h *holder) HeldSessions() []auth.Held {
+	conns := h.conns.OnePerSession()
+	out := make([]auth.Held, len(conns))
+	for i, c := range conns {
+		out[i] = auth.Held{Token: c.token, SessionID: c.session.ID}
+	}
+	return out
+}

@@ -1,0 +1,159 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/gorilla/websocket"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
+)
+
+// ReasonHeader carries the machine-readable reason of a refused request: authsvc's
+// ErrorInfo reason (SESSION_EXPIRED, SESSION_REVOKED, …), the edge's own
+// (NO_CREDENTIAL, ORIGIN_NOT_ALLOWED, WRONG_USER, NO_ROUTE, AUTH_UNAVAILABLE,
+// CONSUMER_ERROR) or a consumer's Refusal.Reason.
+const ReasonHeader = "Gatehouse-Reason"
+
+// handshake authorises a WebSocket request and lets the consumer decide on it before
+// upgrading it, so that every refusal is an HTTP status (see the handshake table in
+// the README), then runs the connection.
+func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.originAllowed(r) {
+			s.refuse(w, "forbidden_origin", http.StatusForbidden, "ORIGIN_NOT_ALLOWED", "origin not allowed")
+			return
+		}
+		var pathUser int64
+		if checkUser {
+			var ok bool
+			if pathUser, ok = parseUserID(r.PathValue("user_id")); !ok {
+				s.refuse(w, "not_found", http.StatusNotFound, "NO_ROUTE", "no such route: user id must be a positive integer")
+				return
+			}
+		}
+		tok, ok := auth.Credential(r)
+		if !ok {
+			s.refuse(w, "unauthenticated", http.StatusUnauthorized, "NO_CREDENTIAL", "sign in first: no session credential")
+			return
+		}
+		feed := s.auth.Feed()
+		user, sess, err := s.auth.Authorize(r.Context(), tok)
+		if err != nil {
+			switch {
+			case r.Context().Err() != nil: // the client went away; authsvc is not to blame
+				s.metrics.handshakes.WithLabelValues("canceled").Inc()
+			case status.Code(err) == codes.Unauthenticated:
+				s.refuse(w, "unauthenticated", http.StatusUnauthorized, auth.Details(err).Reason, "session not valid: "+status.Convert(err).Message())
+			default:
+				s.log.WarnContext(r.Context(), "ValidateSession failed", "code", status.Code(err).String(), "err", err)
+				s.refuse(w, "unavailable", http.StatusServiceUnavailable, "AUTH_UNAVAILABLE", "authentication service unavailable")
+			}
+			return
+		}
+		if checkUser && user.ID != pathUser {
+			s.refuse(w, "forbidden_user", http.StatusForbidden, "WRONG_USER", "this socket belongs to another user")
+			return
+		}
+		if !websocket.IsWebSocketUpgrade(r) {
+			// Answered before the consumer hears of it (gorilla would answer the same).
+			s.metrics.handshakes.WithLabelValues("bad_request").Inc()
+			http.Error(w, "not a WebSocket handshake: want Connection: Upgrade and Upgrade: websocket", http.StatusBadRequest)
+			return
+		}
+		c := &Conn{
+			srv: s, sock: s.rt.NewConn(), consumer: newConsumer(),
+			user: user, session: sess, token: tok, path: r.URL.Path,
+		}
+		if err := c.consumer.Connect(r.Context(), c, r); err != nil {
+			c.sock.Discard()
+			s.refuseConnect(w, r, err)
+			return
+		}
+		c.connected = true
+		if err := c.sock.Upgrade(w, r); err != nil {
+			s.metrics.handshakes.WithLabelValues("bad_request").Inc() // Upgrade has answered 4xx
+			c.sock.Discard()
+			c.consumer.Disconnect(context.WithoutCancel(r.Context()), c, websocket.CloseAbnormalClosure)
+			return
+		}
+		s.metrics.handshakes.WithLabelValues("ok").Inc()
+		// Run the socket on a goroutine of its own and return: net/http then drops the
+		// request, its buffers and this goroutine's grown stack (about 8 KiB a socket).
+		go s.serve(c, feed)
+	}
+}
+
+// refuseConnect answers a handshake the consumer's Connect refused with err.
+func (s *Server) refuseConnect(w http.ResponseWriter, r *http.Request, err error) {
+	var ref *Refusal
+	switch {
+	case errors.As(err, &ref):
+		code, reason := ref.Status, ref.Reason
+		if code < 400 || code > 599 {
+			code = http.StatusForbidden
+		}
+		if reason == "" {
+			reason = "REFUSED"
+		}
+		s.refuse(w, "refused", code, reason, ref.Message)
+	case r.Context().Err() != nil:
+		s.metrics.handshakes.WithLabelValues("canceled").Inc()
+	default:
+		s.log.ErrorContext(r.Context(), "consumer failed to connect", "path", r.URL.Path, "err", err)
+		s.refuse(w, "consumer_error", http.StatusInternalServerError, "CONSUMER_ERROR", "internal error")
+	}
+}
+
+func (s *Server) refuse(w http.ResponseWriter, outcome string, code int, reason, msg string) {
+	s.metrics.handshakes.WithLabelValues(outcome).Inc()
+	w.Header().Set(ReasonHeader, reason)
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
+	}
+	http.Error(w, msg, code)
+}
+
+// originAllowed reports whether a browser request's Origin may use the edge: the
+// request's own host (the edge's own page), or one of AllowedOrigins. Requests without
+// Origin come from non-browser clients, which carry their credential explicitly, and
+// are allowed.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if slices.Contains(s.cfg.AllowedOrigins, strings.ToLower(origin)) {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
+
+// parseUserID parses the {user_id} path segment: a positive decimal int64 with no
+// sign and no leading zeros.
+func parseUserID(s string) (int64, bool) {
+	if s == "" || len(s) > 19 || s[0] == '0' {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, false
+	}
+	return id, true
+}

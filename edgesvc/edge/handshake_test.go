@@ -1,0 +1,64 @@
+package edge
+
+import (
+	"net/http/httptest"
+	"strconv"
+	"testing"
+)
+
+func TestParseUserID(t *testing.T) {
+	for in, want := range map[string]int64{
+		"1": 1, "42": 42, "9223372036854775807": 9223372036854775807,
+		"": 0, "0": 0, "01": 0, "-1": 0, "+1": 0, "1.0": 0, "abc": 0, " 1": 0,
+		"9223372036854775808": 0, "99999999999999999999": 0, "１": 0,
+	} {
+		got, ok := parseUserID(in)
+		if got != want || ok != (want != 0) {
+			t.Errorf("parseUserID(%q) = %d, %v; want %d", in, got, ok, want)
+		}
+	}
+}
+
+func FuzzParseUserID(f *testing.F) {
+	for _, s := range []string{"1", "0", "01", "-5", "9223372036854775807", "9223372036854775808", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, ok := parseUserID(s)
+		if ok && (id <= 0 || strconv.FormatInt(id, 10) != s) {
+			t.Fatalf("parseUserID(%q) = %d: not the canonical form of a positive id", s, id)
+		}
+	})
+}
+
+func TestOriginAllowed(t *testing.T) {
+	same := &Server{cfg: Config{}.withDefaults()}
+	list := &Server{cfg: Config{AllowedOrigins: []string{"https://app.example.com", "http://localhost:3000/"}}.withDefaults()}
+	for _, tc := range []struct {
+		srv    *Server
+		host   string
+		origin string
+		want   bool
+	}{
+		{same, "edge:8000", "", true},
+		{same, "edge:8000", "http://edge:8000", true},
+		{same, "edge:8000", "https://EDGE:8000", true},
+		{same, "edge:8000", "http://edge:8001", false},
+		{same, "edge:8000", "http://evil.example", false},
+		{same, "edge:8000", "null", false},
+		{same, "edge:8000", "http://edge:8000.evil.example", false},
+		{list, "edge:8000", "https://app.example.com", true},
+		{list, "edge:8000", "HTTPS://APP.EXAMPLE.COM", true},
+		{list, "edge:8000", "http://localhost:3000", true},
+		{list, "edge:8000", "http://edge:8000", true}, // the edge's own page always may
+		{list, "edge:8000", "https://app.example.com.evil", false},
+	} {
+		r := httptest.NewRequest("GET", "http://"+tc.host+"/ws/myapp/1/", nil)
+		if tc.origin != "" {
+			r.Header.Set("Origin", tc.origin)
+		}
+		if got := tc.srv.originAllowed(r); got != tc.want {
+			t.Errorf("origin %q to %s (allowed %v) = %v, want %v", tc.origin, tc.host, tc.srv.cfg.AllowedOrigins, got, tc.want)
+		}
+	}
+}

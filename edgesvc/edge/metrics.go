@@ -1,0 +1,71 @@
+package edge
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
+)
+
+// metrics are every series the edge exports; the socket runtime and the session
+// authority count theirs through the parts handed to them.
+type metrics struct {
+	handshakes *prometheus.CounterVec
+	socket     socket.Metrics
+	auth       auth.Metrics
+}
+
+// newMetrics registers the edge's metrics, and the Go and process collectors, on reg.
+func newMetrics(reg prometheus.Registerer) *metrics {
+	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_edge_handshakes_total", Help: "WebSocket handshakes by outcome.",
+	}, []string{"outcome"})
+	open := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "gatehouse_edge_connections_open", Help: "WebSocket connections open now.",
+	})
+	received := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatehouse_edge_messages_received_total", Help: "Messages (text and binary) received from clients.",
+	})
+	sent := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatehouse_edge_messages_sent_total", Help: "Text messages written to clients.",
+	})
+	closes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_edge_closes_total", Help: "Closed WebSocket connections by close code and by who closed.",
+	}, []string{"code", "by"})
+	validate := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "gatehouse_edge_validate_session_seconds",
+		Help:    "Latency of ValidateSession calls made by the edge.",
+		Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	})
+	cache := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_edge_session_cache_lookups_total", Help: "Session lookups (handshakes, the page, /api/session) in the session cache, by result (hit: no call to authsvc).",
+	}, []string{"result"})
+	leases := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_edge_session_cache_leases_total", Help: "Session cache lease renewals (SyncSessionEvents), by outcome: granted, refused (authsvc does not allow caching), failed.",
+	}, []string{"outcome"})
+
+	// Expose every known series from the start, so dashboards see zeros, not gaps.
+	for _, o := range []string{"ok", "unauthenticated", "forbidden_user", "forbidden_origin", "not_found", "unavailable", "bad_request", "canceled", "refused", "consumer_error"} {
+		handshakes.WithLabelValues(o)
+	}
+	for _, code := range []int{CloseGoingAway, CloseUnsupported, CloseInvalidPayload, CloseTooBig, CloseInternal, CloseTryAgainLater, CloseSessionEnded} {
+		closes.WithLabelValues(strconv.Itoa(code), "edge")
+	}
+	for _, o := range []string{"granted", "refused", "failed"} {
+		leases.WithLabelValues(o)
+	}
+	reg.MustRegister(open, handshakes, validate, received, sent, closes, cache, leases,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &metrics{
+		handshakes: handshakes,
+		socket:     socket.Metrics{Open: open, Received: received, Sent: sent, Closes: closes},
+		auth: auth.Metrics{
+			Validate: validate, Leases: leases,
+			// Resolved once: they count every handshake.
+			CacheHit: cache.WithLabelValues("hit"), CacheMiss: cache.WithLabelValues("miss"),
+		},
+	}
+}

@@ -1,0 +1,191 @@
+package socket
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+)
+
+// ErrClosed is returned by Send and Reply on a connection that is closing or closed.
+var ErrClosed = errors.New("connection closed")
+
+// Conn is one WebSocket connection. Its exported methods are safe for concurrent use.
+type Conn struct {
+	rt     *Runtime
+	ws     *websocket.Conn // set by Upgrade
+	h      Handler         // set by Run
+	done   chan struct{}   // closed when the connection starts closing
+	ctx    context.Context
+	cancel context.CancelFunc
+	w      writer
+
+	closeOnce sync.Once
+	code      int    // the close code sent or received; set once under closeOnce
+	closeMsg  []byte // the close frame to send, when the edge closes
+	pinger    *time.Timer
+	pingSent  int64        // unix ns of the last ping; only the pinger touches it
+	lastHeard atomic.Int64 // unix ns of the last pong or message from the client
+
+	// Reading. One goroutine at a time runs readLoop; a socket quiet for ParkAfter
+	// with nothing buffered is parked (readLoop returns) and the poller starts a new
+	// readLoop when data arrives, so an idle socket has no goroutine at all.
+	br        *bufio.Reader   // gorilla's read buffer, ours so its fill level can be seen
+	sock      syscall.RawConn // the TCP socket; nil under TLS (no parking, no direct writes)
+	parkable  bool            // readLoop may park the socket
+	pollID    uint64          // the poller's key for c; 0 before the first park
+	pollAdded bool            // registered with the poller's epoll
+	parked    atomic.Bool
+	linger    time.Duration // the next quiet wait instead of ParkAfter, if not 0; < 0: park at once
+	buf       bytes.Buffer  // the message being read, kept across messages up to maxKeptReadBuffer
+	finished  sync.Once
+}
+
+// Context returns a context that ends when the connection starts closing.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// closeGrace is how long a close frame may take to go out, and how long the client
+// then has to answer it.
+const closeGrace = time.Second
+
+// newSocketLinger is how long a new socket keeps its reading goroutine if quiet.
+const newSocketLinger = 100 * time.Millisecond
+
+// Run serves an upgraded connection on the calling goroutine: it starts writing what
+// was queued, then reads, calling h for each message, until the connection ends
+// (h.Ended is then called) or it is parked (another goroutine reads it later).
+func (c *Conn) Run(h Handler) {
+	rt := c.rt
+	c.h = h
+	rt.metrics.Open.Inc()
+	c.lastHeard.Store(time.Now().UnixNano())
+	c.ws.SetReadLimit(rt.cfg.ReadLimit)
+	c.ws.SetPongHandler(func(string) error { c.lastHeard.Store(time.Now().UnixNano()); return nil })
+	if sc, ok := c.ws.NetConn().(syscall.Conn); ok {
+		c.sock, _ = sc.SyscallConn()
+		c.parkable = c.sock != nil && rt.poller != nil
+	}
+	c.pinger = time.AfterFunc(rt.cfg.PingPeriod, c.ping)
+	c.w.init(rt.cfg.SendQueue)
+	if c.w.release(c.done) {
+		go c.writeLoop()
+	}
+	// A new socket lingers briefly: thousands connecting at once would otherwise each
+	// keep a stack for ParkAfter, and a socket closed at once is never parked.
+	c.linger = min(rt.cfg.ParkAfter, newSocketLinger)
+	c.readLoop()
+}
+
+// Discard ends a connection that will never run (its upgrade failed or was not
+// attempted): its context ends; nothing is counted.
+func (c *Conn) Discard() {
+	c.closeOnce.Do(func() {
+		c.code = websocket.CloseAbnormalClosure
+		close(c.done)
+		c.cancel()
+	})
+}
+
+// Close closes the connection with code and reason (cut to 123 bytes). The writer
+// sends what was queued and then the close frame, allowing closeGrace for both, then
+// gives the client closeGrace to answer before dropping the connection. Only the
+// first Close (or end of the connection) has an effect.
+func (c *Conn) Close(code int, reason string) {
+	c.closeOnce.Do(func() {
+		c.code = code
+		c.closeMsg = websocket.FormatCloseMessage(code, truncateUTF8(reason, 123))
+		close(c.done)
+		c.cancel()
+		c.rt.metrics.Closes.WithLabelValues(strconv.Itoa(code), "edge").Inc()
+	})
+	c.w.init(c.rt.cfg.SendQueue)
+	c.startWriter() // it sends the close frame
+}
+
+// CloseSoon is Close for a server going away: a write stuck on a client that does
+// not read gets closeGrace instead of WriteWait before the close frame goes out.
+func (c *Conn) CloseSoon(code int, reason string) {
+	if c.ws != nil {
+		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
+	}
+	c.Close(code, reason)
+}
+
+// closed records that the peer or the network ended the connection without a close
+// from us.
+func (c *Conn) closed(code int) {
+	c.closeOnce.Do(func() {
+		c.code = code
+		close(c.done)
+		c.cancel()
+		c.rt.metrics.Closes.WithLabelValues(strconv.Itoa(code), "client").Inc()
+	})
+}
+
+func (c *Conn) isClosing() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// ping drops the connection if the client has not answered the previous ping (nor
+// sent anything since), else sends a ping and re-arms its timer. WriteControl may run
+// alongside the writer.
+func (c *Conn) ping() {
+	if c.isClosing() {
+		return
+	}
+	if c.pingSent != 0 && c.lastHeard.Load() < c.pingSent {
+		c.closed(websocket.CloseAbnormalClosure)
+		c.closeNet()
+		return
+	}
+	c.pingSent = time.Now().UnixNano()
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.rt.cfg.WriteWait)); err != nil {
+		c.closed(websocket.CloseAbnormalClosure)
+		c.closeNet()
+		return
+	}
+	c.pinger.Reset(c.rt.cfg.PingPeriod)
+}
+
+// closeNet closes the network connection. A parked socket has no reader to notice,
+// so one is started: it reads the error and finishes the connection.
+func (c *Conn) closeNet() {
+	_ = c.ws.Close()
+	c.wake()
+}
+
+// finish runs once, when the connection has ended: it releases what Run set up and
+// tells the handler.
+func (c *Conn) finish() {
+	c.finished.Do(func() {
+		c.rt.poller.forget(c.pollID)
+		c.pinger.Stop()
+		c.h.Ended(c.code)
+		c.rt.metrics.Open.Dec()
+	})
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character (a close
+// reason that is not valid UTF-8 makes browsers fail the connection).
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,274 @@
+package socket
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// writer is the writer rule. Data frames are written only by whoever holds the turn:
+// the writer goroutine (writeLoop), or a Reply writing straight to the socket. So they
+// go out whole and in the order they were queued. Control frames (pings, pongs, the
+// close frame) are written alongside them under gorilla's write lock, which keeps every
+// frame whole; nothing is written after the close frame. The turn is held from NewConn
+// until Run, so nothing is written before the upgrade.
+type writer struct {
+	queue chan string // made on first use: a socket that only idles has none
+	once  sync.Once
+	turn  atomic.Bool
+}
+
+// init makes the queue, once.
+func (w *writer) init(size int) {
+	w.once.Do(func() { w.queue = make(chan string, size) })
+}
+
+// take reports whether the caller got the turn.
+func (w *writer) take() bool { return w.turn.CompareAndSwap(false, true) }
+
+// release gives the turn up, unless work arrived meanwhile (a message queued, or the
+// connection closing: done closed). Whoever brought that work may have seen the turn
+// held and left the write to its holder, so the holder takes the turn back. It reports
+// whether the caller holds the turn again and must write on. The queue must exist.
+func (w *writer) release(done <-chan struct{}) bool {
+	w.turn.Store(false)
+	if len(w.queue) == 0 {
+		select {
+		case <-done:
+		default:
+			return false
+		}
+	}
+	return w.take()
+}
+
+// Send queues text to be written. It never blocks: when the queue is full the client
+// is not keeping up, so the connection is closed with 1013 and Send returns ErrClosed.
+func (c *Conn) Send(text string) error {
+	c.w.init(c.rt.cfg.SendQueue)
+	select {
+	case <-c.done:
+		return ErrClosed
+	default:
+	}
+	select {
+	case c.w.queue <- text:
+		c.startWriter()
+		return nil
+	default:
+		c.Close(websocket.CloseTryAgainLater, "send queue full: client too slow")
+		return ErrClosed
+	}
+}
+
+// Reply queues text like Send, but when the queue is full it waits up to half of
+// WriteWait for room, so a client that sends fast but also reads is slowed down (its
+// messages are read no faster than it takes the answers) rather than dropped. A client
+// that stops reading for that long is closed with 1013; the close frame reaches it if
+// it reads again before the write in progress times out, else the connection drops.
+//
+// When nothing is queued or being written, the reply goes straight to the socket from
+// the calling goroutine if the socket takes it at once, sparing the hand-off to the
+// writer goroutine; the guarantees above are unchanged.
+func (c *Conn) Reply(text string) error {
+	c.w.init(c.rt.cfg.SendQueue)
+	if c.sock != nil && len(c.w.queue) == 0 && !c.isClosing() && c.w.take() {
+		err := c.writeNow(text)
+		if c.w.release(c.done) {
+			go c.writeLoop()
+		}
+		if err != errWouldBlock {
+			return err
+		}
+	}
+	select {
+	case c.w.queue <- text:
+		c.startWriter()
+		return nil
+	case <-c.done:
+		return ErrClosed
+	default:
+	}
+	t := time.NewTimer(c.rt.cfg.WriteWait / 2)
+	defer t.Stop()
+	select {
+	case c.w.queue <- text:
+		c.startWriter()
+		return nil
+	case <-c.done:
+		return ErrClosed
+	case <-t.C:
+		c.Close(websocket.CloseTryAgainLater, "send queue full: client too slow")
+		return ErrClosed
+	}
+}
+
+// startWriter starts writeLoop unless someone holds the turn. Call it after queueing
+// a message or closing done.
+func (c *Conn) startWriter() {
+	if c.w.take() {
+		go c.writeLoop()
+	}
+}
+
+// errWouldBlock: the socket took none of the frame; queue it instead.
+var errWouldBlock = errors.New("socket full")
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// writeNow writes text as one frame with non-blocking write calls, holding the
+// socket's write lock throughout, so no other frame can come between its parts. If the
+// socket takes nothing, it returns errWouldBlock. If it takes part, the rest must follow
+// before anything else: it waits for room, as the writer goroutine would, closing with
+// 1013 if that takes half of WriteWait (the close frame follows the finished frame),
+// and dropping the connection if it takes all of WriteWait. The caller holds the turn.
+func (c *Conn) writeNow(text string) error {
+	bp := framePool.Get().(*[]byte)
+	frame := appendTextFrame((*bp)[:0], text)
+	defer func() {
+		if cap(frame) <= 64<<10 {
+			*bp = frame[:0]
+			framePool.Put(bp)
+		}
+	}()
+	var (
+		off     int
+		called  bool
+		werr    error
+		slowing *time.Timer
+	)
+	wait := c.rt.cfg.WriteWait
+	write := func(fd uintptr) bool {
+		called = true
+		for off < len(frame) {
+			n, err := syscall.Write(int(fd), frame[off:])
+			switch {
+			case n > 0:
+				off += n
+			case err == syscall.EINTR:
+			case err == syscall.EAGAIN && off == 0:
+				return true // nothing written: queue it
+			case err == syscall.EAGAIN:
+				if slowing == nil {
+					_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(wait))
+					slowing = time.AfterFunc(wait/2, func() {
+						c.Close(websocket.CloseTryAgainLater, "send queue full: client too slow")
+					})
+				}
+				return false // wait for room, still holding the write lock
+			case err != nil:
+				werr = err
+				return true
+			default:
+				werr = io.ErrShortWrite
+				return true
+			}
+		}
+		return true
+	}
+	err := c.sock.Write(write)
+	if !called && errors.Is(err, os.ErrDeadlineExceeded) {
+		// A deadline left by an earlier write has passed; give this one its own.
+		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(wait))
+		err = c.sock.Write(write)
+	}
+	if slowing != nil {
+		slowing.Stop()
+	}
+	switch {
+	case err == nil && werr == nil && off == 0:
+		return errWouldBlock
+	case err == nil && werr == nil:
+		c.rt.metrics.Sent.Inc()
+		return nil
+	}
+	// The socket failed, or the frame could not be finished within WriteWait: the
+	// stream is cut mid-frame, so nothing more can be said on it.
+	c.closed(websocket.CloseAbnormalClosure)
+	c.closeNet()
+	return ErrClosed
+}
+
+// appendTextFrame appends an unmasked, final text frame carrying text (RFC 6455 5.2).
+func appendTextFrame(b []byte, text string) []byte {
+	switch n := len(text); {
+	case n <= 125:
+		b = append(b, 0x81, byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x81, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x81, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, text...)
+}
+
+// writeLoop writes queued messages, and the close frame when the edge closes the
+// connection, then ends as soon as the queue is empty: a quiet socket has no writing
+// goroutine, and replies usually go out directly (Reply). It runs holding the turn.
+func (c *Conn) writeLoop() {
+	for {
+		if c.isClosing() {
+			if c.closeMsg != nil {
+				// What was queued goes first, then the close frame, all within
+				// closeGrace: a client that does not take them by then is dropped.
+				deadline := time.Now().Add(closeGrace)
+				_ = c.ws.SetWriteDeadline(deadline)
+				c.flush()
+				_ = c.ws.WriteControl(websocket.CloseMessage, c.closeMsg, deadline)
+				// The read loop ends when the client answers; stop waiting after closeGrace.
+				time.AfterFunc(closeGrace, c.closeNet)
+			}
+			return // the turn stays taken: nothing is written after the close frame
+		}
+		select {
+		case msg := <-c.w.queue:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.rt.cfg.WriteWait))
+			if err := c.writeText(msg); err != nil {
+				c.closed(websocket.CloseAbnormalClosure)
+				c.closeNet()
+				return
+			}
+			c.rt.metrics.Sent.Inc()
+		default:
+			if !c.w.release(c.done) {
+				return
+			}
+		}
+	}
+}
+
+// flush writes the messages queued, until the queue is empty or a write fails.
+func (c *Conn) flush() {
+	for {
+		select {
+		case msg := <-c.w.queue:
+			if c.writeText(msg) != nil {
+				return
+			}
+			c.rt.metrics.Sent.Inc()
+		default:
+			return
+		}
+	}
+}
+
+// writeText writes one text message without copying it to a []byte first.
+func (c *Conn) writeText(msg string) error {
+	w, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		_ = w.Close()
+		return err
+	}
+	return w.Close()
+}
