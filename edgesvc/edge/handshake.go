@@ -70,7 +70,7 @@ func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.Han
 		}
 		c := &Conn{
 			srv: s, sock: s.rt.NewConn(), consumer: newConsumer(),
-			user: user, session: sess, token: tok, path: r.URL.Path,
+			user: user, session: sess, token: tok, path: strings.Clone(r.URL.Path), // not a slice of the request line
 		}
 		if err := c.consumer.Connect(r.Context(), c, r); err != nil {
 			c.sock.Discard()

@@ -74,7 +74,6 @@ func (c *Conn) Run(h Handler) {
 		c.parkable = c.sock != nil && rt.poller != nil
 	}
 	c.pinger = time.AfterFunc(rt.cfg.PingPeriod, c.ping)
-	c.w.init(rt.cfg.SendQueue)
 	if c.w.release(c.done) {
 		go c.writeLoop()
 	}

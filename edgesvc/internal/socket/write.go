@@ -36,7 +36,8 @@ func (w *writer) take() bool { return w.turn.CompareAndSwap(false, true) }
 // release gives the turn up, unless work arrived meanwhile (a message queued, or the
 // connection closing: done closed). Whoever brought that work may have seen the turn
 // held and left the write to its holder, so the holder takes the turn back. It reports
-// whether the caller holds the turn again and must write on. The queue must exist.
+// whether the caller holds the turn again and must write on. The queue may not exist
+// yet (nothing was ever queued).
 func (w *writer) release(done <-chan struct{}) bool {
 	w.turn.Store(false)
 	if len(w.queue) == 0 {
