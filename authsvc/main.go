@@ -41,6 +41,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/authsvc/internal/password"
 	"github.com/gatehouse/gatehouse/authsvc/internal/server"
+	"github.com/gatehouse/gatehouse/authsvc/internal/sessionevents"
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
 )
 
@@ -213,7 +214,7 @@ func demoUser(ctx context.Context, st *store.Store, hasher *password.Hasher, nam
 }
 
 func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Hasher, log *slog.Logger) error {
-	events := server.NewBroker()
+	events := sessionevents.New()
 	srv := server.New(st, hasher, events, server.Config{
 		SessionTTL: cfg.sessionTTL, AdminToken: cfg.adminToken,
 		MaxFailuresPerUser: cfg.maxFailUser, MaxFailuresPerAddress: cfg.maxFailAddr, FailureWindow: cfg.failWindow,
@@ -270,7 +271,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 // watchHealth reports SERVING only while the database answers and the session event
 // feed is listening (a replica that cannot stream session ends would let revoked
 // sessions' sockets stay open). It re-checks every 2 s and whenever the feed changes.
-func watchHealth(ctx context.Context, st *store.Store, events *server.Broker, hs *health.Server) {
+func watchHealth(ctx context.Context, st *store.Store, events *sessionevents.Fanout, hs *health.Server) {
 	services := []string{"", authv1.AuthService_ServiceDesc.ServiceName, authv1.AdminService_ServiceDesc.ServiceName}
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+
 	"github.com/gatehouse/gatehouse/authsvc/pgtest"
 )
 
@@ -232,4 +234,22 @@ func runConsole(t *testing.T, dir, addr string, steps []consoleStep) [][]string 
 		t.Fatalf("ran %d of %d steps:\n%s", i, len(steps), bytes.TrimSpace(out))
 	}
 	return got
+}
+
+// TestReadmeListsEveryErrorReason: every gatehouse.auth.v1.ErrorReason has a row in
+// the README's error table, spelled as it goes on the wire.
+func TestReadmeListsEveryErrorReason(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range authv1.ErrorReason_name {
+		r := authv1.ErrorReason(n)
+		if r == authv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+			continue
+		}
+		if !bytes.Contains(readme, []byte("| `"+r.Reason()+"` |")) {
+			t.Errorf("README's error table has no row for %s (%s)", r.Reason(), r)
+		}
+	}
 }

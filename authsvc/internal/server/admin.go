@@ -32,11 +32,11 @@ const (
 // characters of letters, digits and @.+-_ (Django's username rule).
 func ValidUsername(name string) error {
 	if name == "" || utf8.RuneCountInString(name) > maxUsername {
-		return failf(codes.InvalidArgument, ReasonInvalidUsername, "username must be 1 to %d characters", maxUsername)
+		return failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_INVALID_USERNAME, "username must be 1 to %d characters", maxUsername)
 	}
 	for _, r := range name {
 		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune("@.+-_", r) {
-			return failf(codes.InvalidArgument, ReasonInvalidUsername, "username may contain only letters, digits and @.+-_ (found %q)", r)
+			return failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_INVALID_USERNAME, "username may contain only letters, digits and @.+-_ (found %q)", r)
 		}
 	}
 	return nil
@@ -44,14 +44,14 @@ func ValidUsername(name string) error {
 
 func validPassword(pw string) error {
 	if len(pw) < minPassword || len(pw) > maxPassword {
-		return failf(codes.InvalidArgument, ReasonInvalidPassword, "password must be %d to %d bytes", minPassword, maxPassword)
+		return failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_INVALID_PASSWORD, "password must be %d to %d bytes", minPassword, maxPassword)
 	}
 	return nil
 }
 
 func validUserID(id int64) error {
 	if id <= 0 {
-		return failf(codes.InvalidArgument, ReasonInvalidUserID, "user_id must be positive")
+		return failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_INVALID_USER_ID, "user_id must be positive")
 	}
 	return nil
 }
@@ -59,7 +59,7 @@ func validUserID(id int64) error {
 func pageSize(n int32) (int, error) {
 	switch {
 	case n < 0:
-		return 0, failf(codes.InvalidArgument, ReasonInvalidPageSize, "page_size must not be negative")
+		return 0, failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_INVALID_PAGE_SIZE, "page_size must not be negative")
 	case n == 0:
 		return defaultPageSize, nil
 	case n > maxPageSize:
@@ -99,7 +99,7 @@ func (a *adminServer) GetUser(ctx context.Context, req *authv1.GetUserRequest) (
 }
 
 func sessionNotFound(id string) error {
-	return fail(codes.NotFound, ReasonSessionNotFound, 0, fmt.Sprintf("session %.64q not found", id), "session_id", id)
+	return fail(codes.NotFound, authv1.ErrorReason_ERROR_REASON_SESSION_NOT_FOUND, 0, fmt.Sprintf("session %.64q not found", id), "session_id", id)
 }
 
 func (a *adminServer) ListUsers(ctx context.Context, req *authv1.ListUsersRequest) (*authv1.ListUsersResponse, error) {
@@ -114,7 +114,7 @@ func (a *adminServer) ListUsers(ctx context.Context, req *authv1.ListUsersReques
 			after, err = strconv.ParseInt(v, 10, 64)
 		}
 		if !ok || err != nil || after < 0 {
-			return nil, failf(codes.InvalidArgument, ReasonInvalidPageToken, "invalid page_token: pass the next_page_token of a previous ListUsers response")
+			return nil, failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_INVALID_PAGE_TOKEN, "invalid page_token: pass the next_page_token of a previous ListUsers response")
 		}
 	}
 	users, err := a.s.store.ListUsers(ctx, after, n+1)
@@ -178,7 +178,7 @@ func (a *adminServer) ListSessions(ctx context.Context, req *authv1.ListSessions
 	if t := req.GetPageToken(); t != "" {
 		after = sessionCursor(t, req.GetUserId())
 		if after == nil {
-			return nil, failf(codes.InvalidArgument, ReasonInvalidPageToken,
+			return nil, failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_INVALID_PAGE_TOKEN,
 				"invalid page_token: pass the next_page_token of a previous ListSessions response for the same user")
 		}
 	}
@@ -220,7 +220,7 @@ func sessionCursor(tok string, userID int64) *store.SessionCursor {
 func (a *adminServer) RevokeSession(ctx context.Context, req *authv1.RevokeSessionRequest) (*authv1.RevokeSessionResponse, error) {
 	id := req.GetSessionId()
 	if id == "" {
-		return nil, failf(codes.InvalidArgument, ReasonSessionIDRequired, "session_id is required")
+		return nil, failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_SESSION_ID_REQUIRED, "session_id is required")
 	}
 	if len(id) > 64 {
 		return nil, sessionNotFound(id)

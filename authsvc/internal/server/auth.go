@@ -30,15 +30,15 @@ const (
 	maxUserAgent = 512  // characters kept on the session
 )
 
-var errBadCredentials = failf(codes.Unauthenticated, ReasonInvalidCredentials, "invalid username or password")
+var errBadCredentials = failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS, "invalid username or password")
 
 func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.LoginResponse, error) {
 	s := a.s
 	if req.GetUsername() == "" || req.GetPassword() == "" {
-		return nil, failf(codes.InvalidArgument, ReasonCredentialsRequired, "username and password are required")
+		return nil, failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_CREDENTIALS_REQUIRED, "username and password are required")
 	}
 	if utf8.RuneCountInString(req.GetUsername()) > maxUsername || len(req.GetPassword()) > maxPassword {
-		return nil, failf(codes.InvalidArgument, ReasonCredentialsTooLong,
+		return nil, failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_CREDENTIALS_TOO_LONG,
 			"username longer than %d characters or password longer than %d bytes", maxUsername, maxPassword)
 	}
 	addr, err := clientAddress(ctx, req.GetClientAddress())
@@ -66,7 +66,7 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	}
 	if !resetAt.IsZero() {
 		wait := max(time.Until(resetAt).Round(time.Second), time.Second)
-		return nil, fail(codes.ResourceExhausted, ReasonRateLimited, wait,
+		return nil, fail(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_RATE_LIMITED, wait,
 			fmt.Sprintf("too many failed logins; try again in %s", wait))
 	}
 
@@ -128,10 +128,10 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 
 func tokenHash(tok string) ([]byte, error) {
 	if tok == "" {
-		return nil, failf(codes.Unauthenticated, ReasonTokenRequired, "session token required")
+		return nil, failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_TOKEN_REQUIRED, "session token required")
 	}
 	if len(tok) > maxToken {
-		return nil, failf(codes.Unauthenticated, ReasonSessionUnknown, "session unknown")
+		return nil, failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_SESSION_UNKNOWN, "session unknown")
 	}
 	return HashToken(tok), nil
 }
@@ -166,7 +166,7 @@ const maxMarker = 64
 
 func (a *authServer) SyncSessionEvents(ctx context.Context, req *authv1.SyncSessionEventsRequest) (*authv1.SyncSessionEventsResponse, error) {
 	if m := req.GetMarker(); m == "" || len(m) > maxMarker {
-		return nil, failf(codes.InvalidArgument, ReasonMarkerInvalid, "marker must be 1 to %d bytes", maxMarker)
+		return nil, failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_MARKER_INVALID, "marker must be 1 to %d bytes", maxMarker)
 	}
 	if err := a.s.store.Mark(ctx, req.GetMarker()); err != nil {
 		return nil, toStatus(ctx, a.s.log, err)
@@ -177,7 +177,7 @@ func (a *authServer) SyncSessionEvents(ctx context.Context, req *authv1.SyncSess
 func (a *authServer) WatchSessionEvents(req *authv1.WatchSessionEventsRequest, stream grpc.ServerStreamingServer[authv1.WatchSessionEventsResponse]) error {
 	sub := a.s.events.Subscribe(req.GetIncludeMarkers())
 	if sub == nil {
-		return fail(codes.Unavailable, ReasonEventFeedUnavailable, time.Second, "session event feed is not connected to the database; retry")
+		return fail(codes.Unavailable, authv1.ErrorReason_ERROR_REASON_EVENT_FEED_UNAVAILABLE, time.Second, "session event feed is not connected to the database; retry")
 	}
 	defer a.s.events.Unsubscribe(sub)
 	// Headers tell the client the subscription is live: any session that ends from
@@ -188,7 +188,7 @@ func (a *authServer) WatchSessionEvents(req *authv1.WatchSessionEventsRequest, s
 	ctx := stream.Context()
 	for {
 		select {
-		case ev := <-sub.ch:
+		case ev := <-sub.Events():
 			msg := &authv1.WatchSessionEventsResponse{Marker: ev.Marker}
 			if ev.Marker == "" {
 				msg = &authv1.WatchSessionEventsResponse{
@@ -200,8 +200,8 @@ func (a *authServer) WatchSessionEvents(req *authv1.WatchSessionEventsRequest, s
 			if err != nil {
 				return err
 			}
-		case <-sub.lost:
-			return failf(codes.Unavailable, ReasonEventsMissed,
+		case <-sub.Lost():
+			return failf(codes.Unavailable, authv1.ErrorReason_ERROR_REASON_EVENTS_MISSED,
 				"session event feed interrupted; events may have been missed: re-check held sessions and subscribe again")
 		case <-ctx.Done():
 			return toStatus(ctx, a.s.log, ctx.Err()) // CANCELED or DEADLINE_EXCEEDED

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -90,21 +91,21 @@ func (s *Server) adminStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 // constant time, so neither the token nor its length leaks through timing.
 func (s *Server) checkAdmin(ctx context.Context) error {
 	if s.cfg.AdminToken == "" {
-		return failf(codes.Unauthenticated, ReasonAdminAPIDisabled,
+		return failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_ADMIN_API_DISABLED,
 			"admin API disabled: authsvc has no admin token configured (set AUTHSVC_ADMIN_TOKEN)")
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get("authorization")
 	if len(vals) != 1 {
-		return failf(codes.Unauthenticated, ReasonAdminTokenRequired, "admin token required: send metadata 'authorization: Bearer <admin token>'")
+		return failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_ADMIN_TOKEN_REQUIRED, "admin token required: send metadata 'authorization: Bearer <admin token>'")
 	}
 	scheme, tok, ok := strings.Cut(vals[0], " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-		return failf(codes.Unauthenticated, ReasonAdminTokenRequired, "admin token required: send metadata 'authorization: Bearer <admin token>'")
+		return failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_ADMIN_TOKEN_REQUIRED, "admin token required: send metadata 'authorization: Bearer <admin token>'")
 	}
 	got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 	if subtle.ConstantTimeCompare(got[:], s.admin[:]) != 1 {
-		return failf(codes.Unauthenticated, ReasonAdminTokenInvalid, "invalid admin token")
+		return failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_ADMIN_TOKEN_INVALID, "invalid admin token")
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse/gatehouse/authsvc/internal/password"
+	"github.com/gatehouse/gatehouse/authsvc/internal/sessionevents"
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
 )
 
@@ -63,13 +64,13 @@ type Server struct {
 	store  *store.Store
 	hasher *password.Hasher
 	cfg    Config
-	events *Broker
+	events *sessionevents.Fanout
 	log    *slog.Logger
 	admin  [sha256.Size]byte // hash of the admin token, compared in constant time
 }
 
 // New returns a Server. events may be shared with other servers of the process.
-func New(st *store.Store, hasher *password.Hasher, events *Broker, cfg Config, log *slog.Logger) *Server {
+func New(st *store.Store, hasher *password.Hasher, events *sessionevents.Fanout, cfg Config, log *slog.Logger) *Server {
 	cfg.setDefaults()
 	s := &Server{store: st, hasher: hasher, cfg: cfg, events: events, log: log}
 	if cfg.AdminToken != "" {
@@ -157,7 +158,7 @@ func clientAddress(ctx context.Context, given string) (string, error) {
 	}
 	ip, err := netip.ParseAddr(given)
 	if err != nil || len(given) > 64 {
-		return "", failf(codes.InvalidArgument, ReasonInvalidClientAddress, "client_address must be an IP address")
+		return "", failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_INVALID_CLIENT_ADDRESS, "client_address must be an IP address")
 	}
 	return ip.String(), nil
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/authsvc/internal/password"
 	"github.com/gatehouse/gatehouse/authsvc/internal/server"
+	"github.com/gatehouse/gatehouse/authsvc/internal/sessionevents"
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
 	"github.com/gatehouse/gatehouse/authsvc/pgtest"
 )
@@ -61,7 +62,7 @@ func serveOn(t testing.TB, db string, cfg server.Config) *env {
 	if err := st.Migrate(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	events := server.NewBroker()
+	events := sessionevents.New()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go events.Run(ctx, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -74,7 +75,7 @@ func serveOn(t testing.TB, db string, cfg server.Config) *env {
 }
 
 // serve serves both services backed by st and events on a loopback TCP listener.
-func serve(t testing.TB, st *store.Store, events *server.Broker, cfg server.Config) *env {
+func serve(t testing.TB, st *store.Store, events *sessionevents.Fanout, cfg server.Config) *env {
 	t.Helper()
 	srv := server.New(st, password.NewHasher(cheap), events, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	g := grpc.NewServer(srv.ServerOptions()...)
@@ -161,13 +162,13 @@ func TestLogin(t *testing.T) {
 		code   codes.Code
 		reason string
 	}{
-		{"empty username", &authv1.LoginRequest{Password: "x"}, codes.InvalidArgument, server.ReasonCredentialsRequired},
-		{"empty password", &authv1.LoginRequest{Username: "alice"}, codes.InvalidArgument, server.ReasonCredentialsRequired},
-		{"username too long", &authv1.LoginRequest{Username: strings.Repeat("a", 151), Password: "x"}, codes.InvalidArgument, server.ReasonCredentialsTooLong},
-		{"password too long", &authv1.LoginRequest{Username: "alice", Password: strings.Repeat("a", 1025)}, codes.InvalidArgument, server.ReasonCredentialsTooLong},
-		{"unknown user", &authv1.LoginRequest{Username: "nobody", Password: "password1"}, codes.Unauthenticated, server.ReasonInvalidCredentials},
-		{"client address not an IP", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: "example.com"}, codes.InvalidArgument, server.ReasonInvalidClientAddress},
-		{"client address huge", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: strings.Repeat("1", 5000)}, codes.InvalidArgument, server.ReasonInvalidClientAddress},
+		{"empty username", &authv1.LoginRequest{Password: "x"}, codes.InvalidArgument, "CREDENTIALS_REQUIRED"},
+		{"empty password", &authv1.LoginRequest{Username: "alice"}, codes.InvalidArgument, "CREDENTIALS_REQUIRED"},
+		{"username too long", &authv1.LoginRequest{Username: strings.Repeat("a", 151), Password: "x"}, codes.InvalidArgument, "CREDENTIALS_TOO_LONG"},
+		{"password too long", &authv1.LoginRequest{Username: "alice", Password: strings.Repeat("a", 1025)}, codes.InvalidArgument, "CREDENTIALS_TOO_LONG"},
+		{"unknown user", &authv1.LoginRequest{Username: "nobody", Password: "password1"}, codes.Unauthenticated, "INVALID_CREDENTIALS"},
+		{"client address not an IP", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: "example.com"}, codes.InvalidArgument, "INVALID_CLIENT_ADDRESS"},
+		{"client address huge", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: strings.Repeat("1", 5000)}, codes.InvalidArgument, "INVALID_CLIENT_ADDRESS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.auth.Login(ctx, tc.req)
@@ -178,10 +179,10 @@ func TestLogin(t *testing.T) {
 	t.Run("wrong password, then rate limited even with the right one", func(t *testing.T) {
 		for range 3 {
 			_, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "alice", Password: "wrong"})
-			wantCode(t, err, codes.Unauthenticated, server.ReasonInvalidCredentials)
+			wantCode(t, err, codes.Unauthenticated, "INVALID_CREDENTIALS")
 		}
 		_, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "Alice", Password: "password1"})
-		wantCode(t, err, codes.ResourceExhausted, server.ReasonRateLimited)
+		wantCode(t, err, codes.ResourceExhausted, "RATE_LIMITED")
 		if d := retryDelay(err); d < time.Second || d > time.Hour {
 			t.Fatalf("RetryInfo delay %v, want the rest of the window (up to 15m)", d)
 		}
@@ -193,7 +194,7 @@ func TestLogin(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "bob", Password: "password2"})
-		wantCode(t, err, codes.Unauthenticated, server.ReasonInvalidCredentials)
+		wantCode(t, err, codes.Unauthenticated, "INVALID_CREDENTIALS")
 	})
 }
 
@@ -202,10 +203,10 @@ func TestLoginPerAddressLimit(t *testing.T) {
 	e.createUser(t, "carol", "password3")
 	for i := range 2 {
 		_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: fmt.Sprint("guess", i), Password: "x"})
-		wantCode(t, err, codes.Unauthenticated, server.ReasonInvalidCredentials)
+		wantCode(t, err, codes.Unauthenticated, "INVALID_CREDENTIALS")
 	}
 	_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "carol", Password: "password3"})
-	wantCode(t, err, codes.ResourceExhausted, server.ReasonRateLimited)
+	wantCode(t, err, codes.ResourceExhausted, "RATE_LIMITED")
 	// Another address is not limited.
 	if _, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "carol", Password: "password3", ClientAddress: "198.51.100.7"}); err != nil {
 		t.Fatal(err)
@@ -243,11 +244,11 @@ func TestLoginLimitAcrossReplicas(t *testing.T) {
 	b := serveOn(t, a.db, cfg)
 	a.createUser(t, "dave", "password4")
 	_, err := a.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "bad"})
-	wantCode(t, err, codes.Unauthenticated, server.ReasonInvalidCredentials)
+	wantCode(t, err, codes.Unauthenticated, "INVALID_CREDENTIALS")
 	_, err = b.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "bad"})
-	wantCode(t, err, codes.Unauthenticated, server.ReasonInvalidCredentials)
+	wantCode(t, err, codes.Unauthenticated, "INVALID_CREDENTIALS")
 	_, err = a.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "password4"})
-	wantCode(t, err, codes.ResourceExhausted, server.ReasonRateLimited)
+	wantCode(t, err, codes.ResourceExhausted, "RATE_LIMITED")
 }
 
 func TestValidateAndLogout(t *testing.T) {
@@ -269,9 +270,9 @@ func TestValidateAndLogout(t *testing.T) {
 	for _, tc := range []struct {
 		name, token, reason string
 	}{
-		{"empty", "", server.ReasonTokenRequired},
-		{"unknown", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", server.ReasonSessionUnknown},
-		{"huge", strings.Repeat("A", 10000), server.ReasonSessionUnknown},
+		{"empty", "", "TOKEN_REQUIRED"},
+		{"unknown", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "SESSION_UNKNOWN"},
+		{"huge", strings.Repeat("A", 10000), "SESSION_UNKNOWN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: tc.token})
@@ -288,7 +289,7 @@ func TestValidateAndLogout(t *testing.T) {
 			t.Fatalf("second logout: %v", err)
 		}
 		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		if info := wantCode(t, err, codes.Unauthenticated, server.ReasonSessionRevoked); info.GetMetadata()["end_reason"] != "logout" {
+		if info := wantCode(t, err, codes.Unauthenticated, "SESSION_REVOKED"); info.GetMetadata()["end_reason"] != "logout" {
 			t.Fatalf("end_reason = %v, want logout", info.GetMetadata())
 		}
 	})
@@ -296,7 +297,7 @@ func TestValidateAndLogout(t *testing.T) {
 		l := login()
 		time.Sleep(1100 * time.Millisecond)
 		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		wantCode(t, err, codes.Unauthenticated, server.ReasonSessionExpired)
+		wantCode(t, err, codes.Unauthenticated, "SESSION_EXPIRED")
 	})
 	t.Run("inactive user", func(t *testing.T) {
 		l := login()
@@ -305,7 +306,7 @@ func TestValidateAndLogout(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		if info := wantCode(t, err, codes.Unauthenticated, server.ReasonSessionRevoked); info.GetMetadata()["end_reason"] != "user_disabled" {
+		if info := wantCode(t, err, codes.Unauthenticated, "SESSION_REVOKED"); info.GetMetadata()["end_reason"] != "user_disabled" {
 			t.Fatalf("end_reason = %v, want user_disabled", info.GetMetadata())
 		}
 	})
@@ -323,7 +324,7 @@ func TestValidateInactiveUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = e.auth.ValidateSession(t.Context(), &authv1.ValidateSessionRequest{Token: l.GetToken()})
-	wantCode(t, err, codes.Unauthenticated, server.ReasonUserInactive)
+	wantCode(t, err, codes.Unauthenticated, "USER_INACTIVE")
 }
 
 // TestWatchWithoutFeed: while authsvc is not listening to the database, a subscription
@@ -335,9 +336,9 @@ func TestWatchWithoutFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	e := serve(t, st, server.NewBroker(), server.Config{}) // a broker that never listens
+	e := serve(t, st, sessionevents.New(), server.Config{}) // a fanout that never listens
 	_, err = trySubscribe(t.Context(), e.auth)
-	wantCode(t, err, codes.Unavailable, server.ReasonEventFeedUnavailable)
+	wantCode(t, err, codes.Unavailable, "EVENT_FEED_UNAVAILABLE")
 	if d := retryDelay(err); d <= 0 {
 		t.Fatal("EVENT_FEED_UNAVAILABLE without a RetryInfo")
 	}
@@ -348,18 +349,18 @@ func TestAdminAuth(t *testing.T) {
 	t.Run("no admin token configured", func(t *testing.T) {
 		e := newEnv(t, server.Config{})
 		_, err := e.admin.ListUsers(withAdmin(ctx, "anything"), &authv1.ListUsersRequest{})
-		wantCode(t, err, codes.Unauthenticated, server.ReasonAdminAPIDisabled)
+		wantCode(t, err, codes.Unauthenticated, "ADMIN_API_DISABLED")
 	})
 	e := newEnv(t, server.Config{AdminToken: adminToken})
 	for name, tc := range map[string]struct {
 		ctx    context.Context
 		reason string
 	}{
-		"missing":     {ctx, server.ReasonAdminTokenRequired},
-		"wrong":       {withAdmin(ctx, "wrong-token"), server.ReasonAdminTokenInvalid},
-		"prefix":      {withAdmin(ctx, adminToken[:5]), server.ReasonAdminTokenInvalid},
-		"not bearer":  {metadata.AppendToOutgoingContext(ctx, "authorization", "Basic "+adminToken), server.ReasonAdminTokenRequired},
-		"token alone": {metadata.AppendToOutgoingContext(ctx, "authorization", adminToken), server.ReasonAdminTokenRequired},
+		"missing":     {ctx, "ADMIN_TOKEN_REQUIRED"},
+		"wrong":       {withAdmin(ctx, "wrong-token"), "ADMIN_TOKEN_INVALID"},
+		"prefix":      {withAdmin(ctx, adminToken[:5]), "ADMIN_TOKEN_INVALID"},
+		"not bearer":  {metadata.AppendToOutgoingContext(ctx, "authorization", "Basic "+adminToken), "ADMIN_TOKEN_REQUIRED"},
+		"token alone": {metadata.AppendToOutgoingContext(ctx, "authorization", adminToken), "ADMIN_TOKEN_REQUIRED"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := e.admin.CreateUser(tc.ctx, &authv1.CreateUserRequest{Username: "mallory", Password: "password1"})
@@ -377,11 +378,11 @@ func TestAdminUsers(t *testing.T) {
 	for _, tc := range []struct {
 		name, user, pw, reason string
 	}{
-		{"empty username", "", "password1", server.ReasonInvalidUsername},
-		{"space in username", "a b", "password1", server.ReasonInvalidUsername},
-		{"username too long", strings.Repeat("a", 151), "password1", server.ReasonInvalidUsername},
-		{"short password", "alice", "short", server.ReasonInvalidPassword},
-		{"long password", "alice", strings.Repeat("p", 1025), server.ReasonInvalidPassword},
+		{"empty username", "", "password1", "INVALID_USERNAME"},
+		{"space in username", "a b", "password1", "INVALID_USERNAME"},
+		{"username too long", strings.Repeat("a", 151), "password1", "INVALID_USERNAME"},
+		{"short password", "alice", "short", "INVALID_PASSWORD"},
+		{"long password", "alice", strings.Repeat("p", 1025), "INVALID_PASSWORD"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.admin.CreateUser(ctx, &authv1.CreateUserRequest{Username: tc.user, Password: tc.pw})
@@ -390,7 +391,7 @@ func TestAdminUsers(t *testing.T) {
 	}
 	alice := e.createUser(t, "alice.o'x"[:7], "password1") // "alice.o": dots are allowed
 	_, err := e.admin.CreateUser(ctx, &authv1.CreateUserRequest{Username: "ALICE.O", Password: "password1"})
-	wantCode(t, err, codes.AlreadyExists, server.ReasonUsernameTaken)
+	wantCode(t, err, codes.AlreadyExists, "USERNAME_TAKEN")
 	e.createUser(t, "Ünïcode_user@x+y-z", "password1")
 	for i := range 5 {
 		e.createUser(t, fmt.Sprint("u", i), "password1")
@@ -401,9 +402,9 @@ func TestAdminUsers(t *testing.T) {
 		t.Fatalf("GetUser = %v, %v", got, err)
 	}
 	_, err = e.admin.GetUser(ctx, &authv1.GetUserRequest{UserId: 999})
-	wantCode(t, err, codes.NotFound, server.ReasonUserNotFound)
+	wantCode(t, err, codes.NotFound, "USER_NOT_FOUND")
 	_, err = e.admin.GetUser(ctx, &authv1.GetUserRequest{UserId: 0})
-	wantCode(t, err, codes.InvalidArgument, server.ReasonInvalidUserID)
+	wantCode(t, err, codes.InvalidArgument, "INVALID_USER_ID")
 
 	var ids []int64
 	tok := ""
@@ -432,9 +433,9 @@ func TestAdminUsers(t *testing.T) {
 		req    *authv1.ListUsersRequest
 		reason string
 	}{
-		"garbage token":      {&authv1.ListUsersRequest{PageToken: "%%%"}, server.ReasonInvalidPageToken},
-		"token of sessions":  {&authv1.ListUsersRequest{PageToken: "c2Vzc2lvbnM6MTox"}, server.ReasonInvalidPageToken},
-		"negative page size": {&authv1.ListUsersRequest{PageSize: -1}, server.ReasonInvalidPageSize},
+		"garbage token":      {&authv1.ListUsersRequest{PageToken: "%%%"}, "INVALID_PAGE_TOKEN"},
+		"token of sessions":  {&authv1.ListUsersRequest{PageToken: "c2Vzc2lvbnM6MTox"}, "INVALID_PAGE_TOKEN"},
+		"negative page size": {&authv1.ListUsersRequest{PageSize: -1}, "INVALID_PAGE_SIZE"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := e.admin.ListUsers(ctx, tc.req)
@@ -443,9 +444,9 @@ func TestAdminUsers(t *testing.T) {
 	}
 
 	_, err = e.admin.SetPassword(ctx, &authv1.SetPasswordRequest{UserId: alice.GetId(), Password: "short"})
-	wantCode(t, err, codes.InvalidArgument, server.ReasonInvalidPassword)
+	wantCode(t, err, codes.InvalidArgument, "INVALID_PASSWORD")
 	_, err = e.admin.SetPassword(ctx, &authv1.SetPasswordRequest{UserId: 999, Password: "password9"})
-	wantCode(t, err, codes.NotFound, server.ReasonUserNotFound)
+	wantCode(t, err, codes.NotFound, "USER_NOT_FOUND")
 	if _, err := e.admin.SetPassword(ctx, &authv1.SetPasswordRequest{UserId: alice.GetId(), Password: "password9"}); err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +454,7 @@ func TestAdminUsers(t *testing.T) {
 		t.Fatalf("login with the new password: %v", err)
 	}
 	_, err = e.admin.SetUserActive(ctx, &authv1.SetUserActiveRequest{UserId: 999})
-	wantCode(t, err, codes.NotFound, server.ReasonUserNotFound)
+	wantCode(t, err, codes.NotFound, "USER_NOT_FOUND")
 	r, err := e.admin.SetUserActive(ctx, &authv1.SetUserActiveRequest{UserId: alice.GetId(), Active: false})
 	if err != nil || r.GetUser().GetActive() {
 		t.Fatalf("SetUserActive(false) = %v, %v", r, err)
@@ -488,20 +489,20 @@ func TestAdminSessions(t *testing.T) {
 		}
 		// A page token is bound to its user.
 		_, err = e.admin.ListSessions(ctx, &authv1.ListSessionsRequest{UserId: other.GetId(), PageToken: tok})
-		wantCode(t, err, codes.InvalidArgument, server.ReasonInvalidPageToken)
+		wantCode(t, err, codes.InvalidArgument, "INVALID_PAGE_TOKEN")
 	}
 	if len(seen) != 5 || seen[0] != logins[4].GetSession().GetId() {
 		t.Fatalf("sessions newest first = %v", seen)
 	}
 	_, err := e.admin.ListSessions(ctx, &authv1.ListSessionsRequest{UserId: 999})
-	wantCode(t, err, codes.NotFound, server.ReasonUserNotFound)
+	wantCode(t, err, codes.NotFound, "USER_NOT_FOUND")
 	_, err = e.admin.ListSessions(ctx, &authv1.ListSessionsRequest{UserId: u.GetId(), PageToken: "bm9wZQ"})
-	wantCode(t, err, codes.InvalidArgument, server.ReasonInvalidPageToken)
+	wantCode(t, err, codes.InvalidArgument, "INVALID_PAGE_TOKEN")
 
 	_, err = e.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{})
-	wantCode(t, err, codes.InvalidArgument, server.ReasonSessionIDRequired)
+	wantCode(t, err, codes.InvalidArgument, "SESSION_ID_REQUIRED")
 	_, err = e.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{SessionId: "nope"})
-	wantCode(t, err, codes.NotFound, server.ReasonSessionNotFound)
+	wantCode(t, err, codes.NotFound, "SESSION_NOT_FOUND")
 	if _, err := e.admin.RevokeSession(ctx, &authv1.RevokeSessionRequest{SessionId: logins[0].GetSession().GetId()}); err != nil {
 		t.Fatal(err)
 	}
@@ -513,12 +514,12 @@ func TestAdminSessions(t *testing.T) {
 		t.Fatalf("RevokeUserSessions = %v, %v; want 4", n, err)
 	}
 	_, err = e.admin.RevokeUserSessions(ctx, &authv1.RevokeUserSessionsRequest{UserId: 999})
-	wantCode(t, err, codes.NotFound, server.ReasonUserNotFound)
+	wantCode(t, err, codes.NotFound, "USER_NOT_FOUND")
 	_, err = e.admin.RevokeUserSessions(ctx, &authv1.RevokeUserSessionsRequest{UserId: -1})
-	wantCode(t, err, codes.InvalidArgument, server.ReasonInvalidUserID)
+	wantCode(t, err, codes.InvalidArgument, "INVALID_USER_ID")
 	for _, l := range logins {
 		_, err := e.auth.ValidateSession(t.Context(), &authv1.ValidateSessionRequest{Token: l.GetToken()})
-		if info := wantCode(t, err, codes.Unauthenticated, server.ReasonSessionRevoked); info.GetMetadata()["end_reason"] != "revoked" {
+		if info := wantCode(t, err, codes.Unauthenticated, "SESSION_REVOKED"); info.GetMetadata()["end_reason"] != "revoked" {
 			t.Fatalf("end_reason = %v, want revoked", info.GetMetadata())
 		}
 	}
@@ -545,7 +546,7 @@ func TestWatchSessionEvents(t *testing.T) {
 	t.Run("database connections dropped: stream ends UNAVAILABLE, resubscribe works", func(t *testing.T) {
 		terminateBackends(t, e.db)
 		_, err := stream.Recv()
-		wantCode(t, err, codes.Unavailable, server.ReasonEventsMissed)
+		wantCode(t, err, codes.Unavailable, "EVENTS_MISSED")
 		var s2 authv1.AuthService_WatchSessionEventsClient
 		deadline := time.Now().Add(10 * time.Second)
 		for s2 == nil {
@@ -640,7 +641,7 @@ func TestSyncSessionEvents(t *testing.T) {
 	t.Run("bad markers refused", func(t *testing.T) {
 		for _, m := range []string{"", strings.Repeat("m", 65)} {
 			_, err := a.auth.SyncSessionEvents(ctx, &authv1.SyncSessionEventsRequest{Marker: m})
-			wantCode(t, err, codes.InvalidArgument, server.ReasonMarkerInvalid)
+			wantCode(t, err, codes.InvalidArgument, "MARKER_INVALID")
 		}
 	})
 

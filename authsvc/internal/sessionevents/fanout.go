@@ -1,4 +1,6 @@
-package server
+// Package sessionevents fans the store's session-ended notifications (PostgreSQL
+// LISTEN) out to every WatchSessionEvents stream of the process.
+package sessionevents
 
 import (
 	"context"
@@ -9,35 +11,44 @@ import (
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
 )
 
-// Broker fans the store's session-ended notifications out to WatchSessionEvents
-// streams. While its LISTEN connection is down it refuses new subscribers, and when
-// the connection drops it ends every subscription, so no subscriber believes it saw
-// everything when it did not.
-type Broker struct {
+// Fanout fans the store's session-ended notifications out to subscribers. While its
+// LISTEN connection is down it refuses new subscribers, and when the connection drops
+// it ends every subscription, so no subscriber believes it saw everything when it did
+// not.
+type Fanout struct {
 	mu      sync.Mutex
 	live    bool
-	subs    map[*subscription]struct{}
+	subs    map[*Subscription]struct{}
 	changed chan struct{} // signalled when live changes
 }
 
-type subscription struct {
+// Subscription is one subscriber's feed.
+type Subscription struct {
 	markers bool // deliver SyncSessionEvents markers too
 	ch      chan store.Event
-	lost    chan struct{} // closed when events may have been missed
+	lost    chan struct{}
 }
+
+// Events delivers the events, in commit order.
+func (s *Subscription) Events() <-chan store.Event { return s.ch }
+
+// Lost is closed when the subscription has ended: events may have been missed from
+// then on (the subscriber fell behind, the LISTEN connection dropped, or it
+// unsubscribed).
+func (s *Subscription) Lost() <-chan struct{} { return s.lost }
 
 // subscriptionBuffer is how many events a slow stream may lag behind before it is
 // dropped (and told to resubscribe).
 const subscriptionBuffer = 4096
 
-// NewBroker returns a Broker that is not yet listening; call Run.
-func NewBroker() *Broker {
-	return &Broker{subs: map[*subscription]struct{}{}, changed: make(chan struct{}, 1)}
+// New returns a Fanout that is not yet listening; call Run.
+func New() *Fanout {
+	return &Fanout{subs: map[*Subscription]struct{}{}, changed: make(chan struct{}, 1)}
 }
 
 // Run listens for events until ctx ends, reconnecting with backoff (100 ms doubling to
 // 5 s) after a failure.
-func (b *Broker) Run(ctx context.Context, st *store.Store, log *slog.Logger) {
+func (b *Fanout) Run(ctx context.Context, st *store.Store, log *slog.Logger) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()
@@ -59,25 +70,25 @@ func (b *Broker) Run(ctx context.Context, st *store.Store, log *slog.Logger) {
 	}
 }
 
-func (b *Broker) setLive() {
+func (b *Fanout) setLive() {
 	b.mu.Lock()
 	b.live = true
 	b.mu.Unlock()
 	b.signal()
 }
 
-func (b *Broker) signal() {
+func (b *Fanout) signal() {
 	select {
 	case b.changed <- struct{}{}:
 	default:
 	}
 }
 
-// Changed is signalled (coalesced) whenever the broker starts or stops listening.
-func (b *Broker) Changed() <-chan struct{} { return b.changed }
+// Changed is signalled (coalesced) whenever the fanout starts or stops listening.
+func (b *Fanout) Changed() <-chan struct{} { return b.changed }
 
-// drop marks the broker not live and ends every subscription.
-func (b *Broker) drop() {
+// drop marks the fanout not live and ends every subscription.
+func (b *Fanout) drop() {
 	defer b.signal()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -88,7 +99,7 @@ func (b *Broker) drop() {
 	}
 }
 
-func (b *Broker) publish(ev store.Event) {
+func (b *Fanout) publish(ev store.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for sub := range b.subs {
@@ -104,28 +115,28 @@ func (b *Broker) publish(ev store.Event) {
 	}
 }
 
-// Live reports whether the broker is listening.
-func (b *Broker) Live() bool {
+// Live reports whether the fanout is listening.
+func (b *Fanout) Live() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.live
 }
 
-// Subscribe returns a new subscription, or nil if the broker is not listening.
+// Subscribe returns a new subscription, or nil if the fanout is not listening.
 // markers says whether it also receives the markers of SyncSessionEvents.
-func (b *Broker) Subscribe(markers bool) *subscription {
+func (b *Fanout) Subscribe(markers bool) *Subscription {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.live {
 		return nil
 	}
-	sub := &subscription{markers: markers, ch: make(chan store.Event, subscriptionBuffer), lost: make(chan struct{})}
+	sub := &Subscription{markers: markers, ch: make(chan store.Event, subscriptionBuffer), lost: make(chan struct{})}
 	b.subs[sub] = struct{}{}
 	return sub
 }
 
-// Unsubscribe ends sub; it is safe after the broker has dropped it.
-func (b *Broker) Unsubscribe(sub *subscription) {
+// Unsubscribe ends sub; it is safe after the fanout has dropped it.
+func (b *Fanout) Unsubscribe(sub *Subscription) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, ok := b.subs[sub]; ok {

@@ -237,7 +237,7 @@ func (a *Authority) revalidate(ctx context.Context, h Held, attempts int) {
 func reasonOf(err error) string {
 	e := Details(err)
 	switch e.Reason {
-	case "SESSION_REVOKED":
+	case authv1.ErrorReason_ERROR_REASON_SESSION_REVOKED.Reason():
 		r := e.Metadata["end_reason"]
 		for _, known := range endReasons {
 			if r == known {
@@ -245,9 +245,9 @@ func reasonOf(err error) string {
 			}
 		}
 		return "revoked"
-	case "SESSION_EXPIRED":
+	case authv1.ErrorReason_ERROR_REASON_SESSION_EXPIRED.Reason():
 		return "expired"
-	case "USER_INACTIVE":
+	case authv1.ErrorReason_ERROR_REASON_USER_INACTIVE.Reason():
 		return "user_disabled"
 	}
 	return "ended"
