@@ -14,7 +14,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPCURL_VERSION            := v1.9.4
 
-MODULES := gen authsvc edgesvc e2e bench
+MODULES := gen authsvc edgesvc e2e bench examples/go-room
 # Every package of every workspace module (go.work's root is not a module itself).
 PKGS = $$(go list -m -f '{{.Dir}}/...')
 

@@ -105,16 +105,19 @@ type proc struct {
 
 var listenRE = regexp.MustCompile(`listening.* addr=(\S+)`)
 
-// start runs bin with env, waits for its "listening" log line and returns it. The
-// process is stopped (SIGTERM) at the end of the test, and its log printed if the
-// test failed.
+// start runs bin (a name in binDir, or an absolute path) with env, waits for its
+// "listening" log line and returns it. The process is stopped (SIGTERM) at the end of
+// the test, and its log printed if the test failed.
 func start(t testing.TB, bin string, env ...string) *proc {
 	t.Helper()
-	p := &proc{name: bin, done: make(chan struct{})}
+	p := &proc{name: filepath.Base(bin), done: make(chan struct{})}
 	allProcs.Lock()
 	allProcs.list = append(allProcs.list, p)
 	allProcs.Unlock()
-	p.cmd = exec.Command(filepath.Join(binDir, bin))
+	if !filepath.IsAbs(bin) {
+		bin = filepath.Join(binDir, bin)
+	}
+	p.cmd = exec.Command(bin)
 	p.cmd.Env = append(os.Environ(), env...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -107,6 +108,27 @@ func (c *Conn) Close(code int, reason string) {
 		code = CloseInternal
 	}
 	c.sock.Close(code, reason)
+}
+
+// open runs the life of a connection the handshake authorised: the consumer's Connect
+// decides on it, then the upgrade, then serve on a goroutine of its own (net/http then
+// drops the request, its buffers and the handler goroutine's grown stack, about 8 KiB
+// a socket). feed is the session feed's generation when the handshake was authorised.
+func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, feed uint64) {
+	if err := c.consumer.Connect(r.Context(), c, r); err != nil {
+		c.sock.Discard()
+		s.refuseConnect(w, r, err)
+		return
+	}
+	c.connected = true
+	if err := c.sock.Upgrade(w, r); err != nil {
+		s.metrics.handshakes.WithLabelValues("bad_request").Inc() // Upgrade has answered 4xx
+		c.sock.Discard()
+		c.consumer.Disconnect(context.WithoutCancel(r.Context()), c, websocket.CloseAbnormalClosure)
+		return
+	}
+	s.metrics.handshakes.WithLabelValues("ok").Inc()
+	go s.serve(c, feed)
 }
 
 // serve registers an upgraded connection and runs it until it ends or parks. feed is

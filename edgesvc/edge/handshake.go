@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -68,26 +67,10 @@ func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.Han
 			http.Error(w, "not a WebSocket handshake: want Connection: Upgrade and Upgrade: websocket", http.StatusBadRequest)
 			return
 		}
-		c := &Conn{
+		s.open(w, r, &Conn{
 			srv: s, sock: s.rt.NewConn(), consumer: newConsumer(),
 			user: user, session: sess, token: tok, path: strings.Clone(r.URL.Path), // not a slice of the request line
-		}
-		if err := c.consumer.Connect(r.Context(), c, r); err != nil {
-			c.sock.Discard()
-			s.refuseConnect(w, r, err)
-			return
-		}
-		c.connected = true
-		if err := c.sock.Upgrade(w, r); err != nil {
-			s.metrics.handshakes.WithLabelValues("bad_request").Inc() // Upgrade has answered 4xx
-			c.sock.Discard()
-			c.consumer.Disconnect(context.WithoutCancel(r.Context()), c, websocket.CloseAbnormalClosure)
-			return
-		}
-		s.metrics.handshakes.WithLabelValues("ok").Inc()
-		// Run the socket on a goroutine of its own and return: net/http then drops the
-		// request, its buffers and this goroutine's grown stack (about 8 KiB a socket).
-		go s.serve(c, feed)
+		}, feed)
 	}
 }
 

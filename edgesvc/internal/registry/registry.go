@@ -28,9 +28,9 @@ type ended struct {
 	at     time.Time
 }
 
-// EndedTTL is how long an ended session is remembered: far longer than any
+// endedTTL is how long an ended session is remembered: far longer than any
 // handshake takes between its validation and its registration here.
-const EndedTTL = 5 * time.Minute
+const endedTTL = 5 * time.Minute
 
 // New returns an empty Registry.
 func New[C comparable]() *Registry[C] {
@@ -94,7 +94,7 @@ func (r *Registry[C]) End(session, reason string) []C {
 	now := time.Now()
 	if now.Sub(r.lastPrune) > time.Minute {
 		for id, e := range r.ended {
-			if now.Sub(e.at) > EndedTTL {
+			if now.Sub(e.at) > endedTTL {
 				delete(r.ended, id)
 			}
 		}
@@ -127,17 +127,6 @@ func (r *Registry[C]) OnePerSession() []C {
 		out = append(out, conns[0])
 	}
 	return out
-}
-
-// Len returns the number of live connections.
-func (r *Registry[C]) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, conns := range r.bySession {
-		n += len(conns)
-	}
-	return n
 }
 
 // Shutdown makes Add refuse every connection from now on and returns every live one.

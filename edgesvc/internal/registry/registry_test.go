@@ -57,8 +57,8 @@ func TestRegistryIndexes(t *testing.T) {
 	if _, ok := r.bySession["sc"]; ok {
 		t.Fatal("an empty session entry was kept")
 	}
-	if n := r.Len(); n != 2 {
-		t.Fatalf("Len = %d, want 2", n)
+	if n := len(r.Shutdown()); n != 2 {
+		t.Fatalf("%d connections left, want 2", n)
 	}
 }
 
@@ -78,12 +78,12 @@ func TestRegistryEndedSession(t *testing.T) {
 	if ok, _ := r.Add(b, 1, "other"); !ok {
 		t.Fatal("Add of another session refused")
 	}
-	// Ends are forgotten after EndedTTL (pruned at most once a minute).
-	r.ended["s"] = ended{reason: "revoked", at: time.Now().Add(-EndedTTL - time.Second)}
+	// Ends are forgotten after endedTTL (pruned at most once a minute).
+	r.ended["s"] = ended{reason: "revoked", at: time.Now().Add(-endedTTL - time.Second)}
 	r.lastPrune = time.Time{}
 	r.End("x", "logout")
 	if _, ok := r.ended["s"]; ok {
-		t.Fatal("an end older than EndedTTL was kept")
+		t.Fatal("an end older than endedTTL was kept")
 	}
 }
 
