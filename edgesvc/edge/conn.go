@@ -59,10 +59,7 @@ type Conn struct {
 	token    string // kept to re-validate the session after the event feed was interrupted
 	path     string
 
-	// Set before the socket runs, read when it ends.
-	connected  bool // Connect accepted the connection: Disconnect is due
-	registered bool // in the registry
-	expiry     *time.Timer
+	expiry *time.Timer // set before the socket runs, stopped when it ends
 }
 
 // User returns the connection's user.
@@ -90,19 +87,19 @@ func (c *Conn) Send(text string) error { return c.sock.Send(text) }
 // waits up to half of Config.WriteWait for room, so a client that sends fast but also
 // reads is slowed down (its messages are read no faster than it takes the answers)
 // rather than dropped. A client that stops reading for that long is closed with 1013
-// and Reply returns ErrClosed. Call it from Receive; when nothing is queued, the reply
-// is written at once from the calling goroutine.
+// and Reply returns ErrClosed. Call it from Receive: when nothing is queued, the
+// answer is written from the calling goroutine, sparing a hand-off.
 func (c *Conn) Reply(text string) error { return c.sock.Reply(text) }
 
 // Close closes the connection with code and reason (cut to 123 bytes): the client
 // receives what was sent before, then the close frame, if it takes them within a
-// second (else it is dropped). Messages sent after Close are not sent. code must be one a server
-// may send (1000–1003, 1007–1009, 1011–1014, 3000–4999); any other is sent as 1011. The
-// application's own codes are 4000–4999; 4401 means "session ended: sign in again".
-// Only the first Close has an effect; the consumer's Disconnect follows once the
-// connection has ended. Closing in Connect upgrades the connection and closes it at
-// once, so that a browser sees the code and reason; to refuse the handshake itself,
-// return an error from Connect.
+// second (else it is dropped); once Close has returned, Send and Reply return
+// ErrClosed. code must be one a server may send (1000–1003, 1007–1009, 1011–1014,
+// 3000–4999); any other is sent as 1011. The application's own codes are 4000–4999;
+// 4401 means "session ended: sign in again". Only the first Close has an effect; the
+// consumer's Disconnect follows once the connection has ended. Closing in Connect
+// upgrades the connection and closes it at once, so that a browser sees the code and
+// reason; to refuse the handshake itself, return an error from Connect.
 func (c *Conn) Close(code int, reason string) {
 	if !(1000 <= code && code <= 1003 || 1007 <= code && code <= 1014 && code != 1010 || 3000 <= code && code <= 4999) {
 		code = CloseInternal
@@ -115,16 +112,18 @@ func (c *Conn) Close(code int, reason string) {
 // drops the request, its buffers and the handler goroutine's grown stack, about 8 KiB
 // a socket). feed is the session feed's generation when the handshake was authorised.
 func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, feed uint64) {
-	if err := c.consumer.Connect(r.Context(), c, r); err != nil {
+	// A Connect that closed the connection and then met ErrClosed (sending after its
+	// own Close) has accepted it: the client sees the close.
+	if err := c.consumer.Connect(r.Context(), c, r); err != nil && !errors.Is(err, ErrClosed) {
 		c.sock.Discard()
+		s.conns.Remove(c, c.user.ID, c.session.ID) // its reservation
 		s.refuseConnect(w, r, err)
 		return
 	}
-	c.connected = true
 	if err := c.sock.Upgrade(w, r); err != nil {
 		s.metrics.handshakes.WithLabelValues("bad_request").Inc() // Upgrade has answered 4xx
 		c.sock.Discard()
-		c.consumer.Disconnect(context.WithoutCancel(r.Context()), c, websocket.CloseAbnormalClosure)
+		(*handler)(c).Ended(websocket.CloseAbnormalClosure)
 		return
 	}
 	s.metrics.handshakes.WithLabelValues("ok").Inc()
@@ -139,11 +138,10 @@ func (s *Server) serve(c *Conn, feed uint64) {
 	case !ok && reason == "":
 		c.sock.Close(CloseGoingAway, "server shutting down")
 	case !ok:
-		c.sock.Close(CloseSessionEnded, reason)
+		c.sock.CloseNow(CloseSessionEnded, reason)
 	default:
-		c.registered = true
 		s.auth.Registered(s.ctx, feed, auth.Held{Token: c.token, SessionID: c.session.ID})
-		c.expiry = time.AfterFunc(time.Until(c.session.ExpiresAt), func() { c.sock.Close(CloseSessionEnded, "expired") })
+		c.expiry = time.AfterFunc(time.Until(c.session.ExpiresAt), func() { c.sock.CloseNow(CloseSessionEnded, "expired") })
 	}
 	c.sock.Run((*handler)(c))
 }
@@ -167,16 +165,13 @@ func (h *handler) Message(binary bool, data []byte) {
 	}
 }
 
-// Ended tells the consumer the connection has ended and releases it.
+// Ended tells the consumer the connection has ended and releases it: Disconnect,
+// then out of the registry (so Shutdown's wait covers Disconnect).
 func (h *handler) Ended(code int) {
 	c := (*Conn)(h)
-	if c.connected {
-		c.consumer.Disconnect(context.WithoutCancel(c.Context()), c, code)
-	}
+	c.consumer.Disconnect(context.WithoutCancel(c.Context()), c, code)
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
-	if c.registered {
-		c.srv.conns.Remove(c, c.user.ID, c.session.ID)
-	}
+	c.srv.conns.Remove(c, c.user.ID, c.session.ID)
 }

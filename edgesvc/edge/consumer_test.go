@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +43,13 @@ func echo() Consumer { return Echo{} }
 // loopback gRPC listener, and returns its ws:// base URL.
 func newTestEdge(t *testing.T, route string, newConsumer func() Consumer) string {
 	t.Helper()
+	_, url := newTestServer(t, route, newConsumer)
+	return url
+}
+
+// newTestServer is newTestEdge that also returns the Server.
+func newTestServer(t *testing.T, route string, newConsumer func() Consumer) (*Server, string) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +67,7 @@ func newTestEdge(t *testing.T, route string, newConsumer func() Consumer) string
 	s.Handle(route, newConsumer)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	return "ws" + srv.URL[len("http"):]
+	return s, "ws" + srv.URL[len("http"):]
 }
 
 type failing struct {
@@ -276,5 +284,107 @@ func TestRouteWithoutUserID(t *testing.T) {
 	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, got, err := ws.ReadMessage(); err != nil || string(got) != "You said: hi" {
 		t.Fatalf("echo = %q, %v", got, err)
+	}
+}
+
+// eager hands its connection to another goroutine in Connect, which sends at once,
+// before the upgrade and while the socket starts: the messages arrive, in order.
+type eager struct{ Echo }
+
+func (eager) Connect(_ context.Context, c *Conn, _ *http.Request) error {
+	go func() {
+		for i := range 60 { // all fit the send queue (64), even if none goes out before the upgrade
+			var err error
+			if i%2 == 0 {
+				err = c.Send(strconv.Itoa(i))
+			} else {
+				err = c.Reply(strconv.Itoa(i))
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+func TestSendFromAnotherGoroutineWhileStarting(t *testing.T) {
+	url := newTestEdge(t, "/ws/eager/", func() Consumer { return eager{} }) + "/ws/eager/"
+	for range 20 {
+		ws := dialStub(t, url)
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for i := range 60 {
+			_, got, err := ws.ReadMessage()
+			if err != nil || string(got) != strconv.Itoa(i) {
+				t.Fatalf("message %d = %q, %v", i, got, err)
+			}
+		}
+		ws.Close()
+	}
+}
+
+// flooder pushes 64 KiB messages until the connection closes.
+type flooder struct{ Echo }
+
+func (flooder) Receive(_ context.Context, c *Conn, _ Message) error {
+	big := strings.Repeat("x", 64<<10)
+	for c.Send(big) == nil {
+	}
+	return nil
+}
+
+// TestSlowClientGets1013: a client that does not read while pushes pile up is closed
+// with 1013, and what was still queued is dropped, not sent ahead of the close.
+func TestSlowClientGets1013(t *testing.T) {
+	ws := dialStub(t, newTestEdge(t, "/ws/flood/", func() Consumer { return flooder{} })+"/ws/flood/")
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("go")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // not reading: the socket's buffers and the queue fill
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n := 0
+	for {
+		_, _, err := ws.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			if ce.Code != CloseTryAgainLater {
+				t.Fatalf("closed with %d after %d messages, want 1013", ce.Code, n)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d messages: %v, want close 1013", n, err)
+		}
+		n++
+	}
+	if n >= 64 {
+		t.Fatalf("read %d messages before the close: the full queue (64) was sent, not dropped", n)
+	}
+}
+
+// TestShutdownRefusesNewSockets: once Shutdown has begun, a handshake is refused with
+// 503 SHUTTING_DOWN before any consumer is made; open sockets get 1001.
+func TestShutdownRefusesNewSockets(t *testing.T) {
+	var made atomic.Int32
+	srv, base := newTestServer(t, "/ws/app/", func() Consumer { made.Add(1); return Echo{} })
+	open := dialStub(t, base+"/ws/app/")
+	if made.Load() != 1 {
+		t.Fatalf("%d consumers made for one socket", made.Load())
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(t.Context()) }()
+	if ce := readClose(t, open); ce.Code != CloseGoingAway {
+		t.Fatalf("open socket closed with %d, want 1001", ce.Code)
+	}
+	open.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	_, resp, err := websocket.DefaultDialer.Dial(base+"/ws/app/", http.Header{"Authorization": {"Bearer tok"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(ReasonHeader) != "SHUTTING_DOWN" {
+		t.Fatalf("dial after Shutdown = %v, %v; want 503 SHUTTING_DOWN", resp, err)
+	}
+	if made.Load() != 1 {
+		t.Fatal("a consumer was made for a handshake refused by Shutdown")
 	}
 }

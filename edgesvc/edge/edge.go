@@ -139,6 +139,8 @@ func (s *Server) Handle(pattern string, newConsumer func() Consumer) {
 	s.mux.Handle("GET "+pattern, s.handshake(newConsumer, strings.Contains(pattern, "{user_id}")))
 }
 
+// ServeHTTP serves the page and its sign-in routes, the WebSocket routes, /healthz,
+// /readyz (503 until authsvc serves and the session feed is live) and /metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // WatchSessions follows authsvc's session-ended events until ctx ends, closing the
@@ -147,8 +149,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // is closed too. Until it runs, /readyz answers 503 and the session cache is unused.
 func (s *Server) WatchSessions(ctx context.Context) { s.auth.Watch(ctx) }
 
-// Shutdown refuses new sockets, closes every open one with 1001, and waits until
-// they are gone (each consumer's Disconnect has returned) or ctx ends (its error).
+// Shutdown refuses new sockets (503 SHUTTING_DOWN, before any consumer hears of them),
+// closes every open one with 1001, and waits until they are gone and every consumer's
+// Disconnect has returned, handshakes in flight included, or ctx ends (its error).
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.cancel()
 	for _, c := range s.conns.Shutdown() {
@@ -172,7 +175,7 @@ type holder Server
 // session ended, for handshakes still in flight.
 func (h *holder) EndSession(id, reason string) {
 	for _, c := range h.conns.End(id, reason) {
-		c.sock.Close(CloseSessionEnded, reason)
+		c.sock.CloseNow(CloseSessionEnded, reason) // what is queued is for a session that ended
 	}
 }
 

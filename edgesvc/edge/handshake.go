@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/gorilla/websocket"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
@@ -18,7 +17,7 @@ import (
 // ReasonHeader carries the machine-readable reason of a refused request: authsvc's
 // ErrorInfo reason (SESSION_EXPIRED, SESSION_REVOKED, …), the edge's own
 // (NO_CREDENTIAL, ORIGIN_NOT_ALLOWED, WRONG_USER, NO_ROUTE, AUTH_UNAVAILABLE,
-// CONSUMER_ERROR) or a consumer's Refusal.Reason.
+// SHUTTING_DOWN, CONSUMER_ERROR) or a consumer's Refusal.Reason.
 const ReasonHeader = "Gatehouse-Reason"
 
 // handshake authorises a WebSocket request and lets the consumer decide on it before
@@ -46,14 +45,14 @@ func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.Han
 		feed := s.auth.Feed()
 		user, sess, err := s.auth.Authorize(r.Context(), tok)
 		if err != nil {
-			switch {
+			switch code, reason := auth.Refusal(err); {
 			case r.Context().Err() != nil: // the client went away; authsvc is not to blame
 				s.metrics.handshakes.WithLabelValues("canceled").Inc()
-			case status.Code(err) == codes.Unauthenticated:
-				s.refuse(w, "unauthenticated", http.StatusUnauthorized, auth.Details(err).Reason, "session not valid: "+status.Convert(err).Message())
+			case code == http.StatusUnauthorized:
+				s.refuse(w, "unauthenticated", code, reason, "session not valid: "+status.Convert(err).Message())
 			default:
 				s.log.WarnContext(r.Context(), "ValidateSession failed", "code", status.Code(err).String(), "err", err)
-				s.refuse(w, "unavailable", http.StatusServiceUnavailable, "AUTH_UNAVAILABLE", "authentication service unavailable")
+				s.refuse(w, "unavailable", code, reason, "authentication service unavailable")
 			}
 			return
 		}
@@ -65,6 +64,10 @@ func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.Han
 			// Answered before the consumer hears of it (gorilla would answer the same).
 			s.metrics.handshakes.WithLabelValues("bad_request").Inc()
 			http.Error(w, "not a WebSocket handshake: want Connection: Upgrade and Upgrade: websocket", http.StatusBadRequest)
+			return
+		}
+		if !s.conns.Reserve() {
+			s.refuse(w, "shutting_down", http.StatusServiceUnavailable, "SHUTTING_DOWN", "the edge is shutting down: connect again")
 			return
 		}
 		s.open(w, r, &Conn{

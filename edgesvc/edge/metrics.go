@@ -1,8 +1,6 @@
 package edge
 
 import (
-	"strconv"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -33,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "gatehouse_edge_messages_sent_total", Help: "Text messages written to clients.",
 	})
 	closes := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "gatehouse_edge_closes_total", Help: "Closed WebSocket connections by close code and by who closed.",
+		Name: "gatehouse_edge_closes_total", Help: "Closed WebSocket connections by close code (applications' own codes, 3000-4999 but 4401, as one) and by who closed.",
 	}, []string{"code", "by"})
 	validate := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "gatehouse_edge_validate_session_seconds",
@@ -48,11 +46,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}, []string{"outcome"})
 
 	// Expose every known series from the start, so dashboards see zeros, not gaps.
-	for _, o := range []string{"ok", "unauthenticated", "forbidden_user", "forbidden_origin", "not_found", "unavailable", "bad_request", "canceled", "refused", "consumer_error"} {
+	for _, o := range []string{"ok", "unauthenticated", "forbidden_user", "forbidden_origin", "not_found", "unavailable", "bad_request", "canceled", "refused", "consumer_error", "shutting_down"} {
 		handshakes.WithLabelValues(o)
 	}
-	for _, code := range []int{CloseGoingAway, CloseUnsupported, CloseInvalidPayload, CloseTooBig, CloseInternal, CloseTryAgainLater, CloseSessionEnded} {
-		closes.WithLabelValues(strconv.Itoa(code), "edge")
+	for _, code := range []int{CloseNormal, CloseGoingAway, CloseUnsupported, CloseInvalidPayload, CloseTooBig, CloseInternal, CloseTryAgainLater, 4000, CloseSessionEnded} {
+		closes.WithLabelValues(socket.CodeLabel(code), "edge")
 	}
 	for _, o := range []string{"granted", "refused", "failed"} {
 		leases.WithLabelValues(o)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -15,8 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
+	grpcstatus "google.golang.org/grpc/status"
 )
 
 // User is a signed-in user.
@@ -202,7 +204,7 @@ type ErrorDetails struct {
 // zero ErrorDetails for an error without them.
 func Details(err error) ErrorDetails {
 	var out ErrorDetails
-	for _, d := range status.Convert(err).Details() {
+	for _, d := range grpcstatus.Convert(err).Details() {
 		switch d := d.(type) {
 		case *errdetails.ErrorInfo:
 			out.Reason, out.Metadata = d.GetReason(), d.GetMetadata()
@@ -211,4 +213,14 @@ func Details(err error) ErrorDetails {
 		}
 	}
 	return out
+}
+
+// Refusal is how the edge answers a request whose Authorize failed with err: 401 and
+// authsvc's reason when the session is not valid, else 503 AUTH_UNAVAILABLE (authsvc
+// unreachable, too slow or failing: fail closed).
+func Refusal(err error) (status int, reason string) {
+	if grpcstatus.Code(err) == codes.Unauthenticated {
+		return http.StatusUnauthorized, Details(err).Reason
+	}
+	return http.StatusServiceUnavailable, "AUTH_UNAVAILABLE"
 }

@@ -20,7 +20,7 @@ type Registry[C comparable] struct {
 	ended     map[string]ended
 	lastPrune time.Time
 	closing   bool
-	wg        sync.WaitGroup // one per connection added and not yet removed
+	wg        sync.WaitGroup // one per reservation not yet removed
 }
 
 type ended struct {
@@ -37,9 +37,21 @@ func New[C comparable]() *Registry[C] {
 	return &Registry[C]{bySession: map[string][]C{}, byUser: map[int64][]C{}, ended: map[string]ended{}}
 }
 
-// Add registers c, of user and session. It returns false and a reason if c must be
-// closed at once instead: its session has ended (the end reason), or the registry is
-// shutting down ("").
+// Reserve admits a connection that is being set up: Wait waits for it until Remove.
+// It returns false once Shutdown has begun (admit nothing more).
+func (r *Registry[C]) Reserve() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return false
+	}
+	r.wg.Add(1)
+	return true
+}
+
+// Add registers c, of user and session, which holds a reservation. It returns false
+// and a reason if c must be closed at once instead: its session has ended (the end
+// reason), or the registry is shutting down ("").
 func (r *Registry[C]) Add(c C, user int64, session string) (bool, string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -51,19 +63,17 @@ func (r *Registry[C]) Add(c C, user int64, session string) (bool, string) {
 	}
 	r.bySession[session] = append(r.bySession[session], c)
 	r.byUser[user] = append(r.byUser[user], c)
-	r.wg.Add(1)
 	return true, ""
 }
 
-// Remove unregisters c, added with user and session; it does nothing if c is not
-// registered.
+// Remove unregisters c, of user and session, if it was added, and releases its
+// reservation: call it exactly once for each Reserve, when the connection is done.
 func (r *Registry[C]) Remove(c C, user int64, session string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !remove(r.bySession, session, c) {
-		return
+	if remove(r.bySession, session, c) {
+		remove(r.byUser, user, c)
 	}
-	remove(r.byUser, user, c)
 	r.wg.Done()
 }
 
@@ -141,7 +151,7 @@ func (r *Registry[C]) Shutdown() []C {
 	return out
 }
 
-// Wait waits until every connection has been removed, or ctx ends (its error).
+// Wait waits until every reservation has been removed, or ctx ends (its error).
 func (r *Registry[C]) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()

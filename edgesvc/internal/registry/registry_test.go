@@ -27,6 +27,7 @@ func TestRegistryIndexes(t *testing.T) {
 		user int64
 		sess string
 	}{{a1, 1, "sa"}, {a2, 1, "sa"}, {b1, 1, "sb"}, {c1, 2, "sc"}} {
+		r.Reserve()
 		if ok, reason := r.Add(add.c, add.user, add.sess); !ok {
 			t.Fatalf("Add %s refused (%q)", add.c.name, reason)
 		}
@@ -46,7 +47,6 @@ func TestRegistryIndexes(t *testing.T) {
 	}
 
 	r.Remove(a1, 1, "sa")
-	r.Remove(a1, 1, "sa") // twice: no effect
 	check("session sa after removing a1", r.Session("sa"), "a2")
 	check("user 1 after removing a1", r.User(1), "a2", "b1")
 	r.Remove(c1, 2, "sc")
@@ -65,6 +65,7 @@ func TestRegistryIndexes(t *testing.T) {
 func TestRegistryEndedSession(t *testing.T) {
 	r := New[*conn]()
 	a, b := &conn{"a"}, &conn{"b"}
+	r.Reserve()
 	r.Add(a, 1, "s")
 	got := r.End("s", "revoked")
 	if len(got) != 1 || got[0] != a {
@@ -89,26 +90,37 @@ func TestRegistryEndedSession(t *testing.T) {
 
 func TestRegistryShutdownWaits(t *testing.T) {
 	r := New[*conn]()
-	a, b := &conn{"a"}, &conn{"b"}
+	a, b, pending := &conn{"a"}, &conn{"b"}, &conn{"pending"}
+	for range 3 {
+		if !r.Reserve() {
+			t.Fatal("Reserve refused before Shutdown")
+		}
+	}
 	r.Add(a, 1, "s")
 	r.Add(b, 2, "t")
 	live := r.Shutdown()
 	if g := sorted(live); !slices.Equal(g, []string{"a", "b"}) {
 		t.Fatalf("Shutdown returned %v", g)
 	}
-	if ok, reason := r.Add(&conn{"late"}, 3, "u"); ok || reason != "" {
+	if r.Reserve() {
+		t.Fatal("Reserve admitted a connection during shutdown")
+	}
+	// A connection reserved before Shutdown and registering after it is refused.
+	if ok, reason := r.Add(pending, 3, "u"); ok || reason != "" {
 		t.Fatalf("Add during shutdown = %v, %q; want refused with no reason", ok, reason)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
 	defer cancel()
 	if err := r.Wait(ctx); err == nil {
-		t.Fatal("Wait returned with two connections still registered")
+		t.Fatal("Wait returned with three reservations held")
 	}
 	var wg sync.WaitGroup
-	for _, c := range live {
-		wg.Go(func() {
-			r.Remove(c, map[string]int64{"a": 1, "b": 2}[c.name], map[string]string{"a": "s", "b": "t"}[c.name])
-		})
+	for _, rm := range []struct {
+		c    *conn
+		user int64
+		sess string
+	}{{a, 1, "s"}, {b, 2, "t"}, {pending, 3, "u"}} {
+		wg.Go(func() { r.Remove(rm.c, rm.user, rm.sess) })
 	}
 	if err := r.Wait(t.Context()); err != nil {
 		t.Fatal(err)

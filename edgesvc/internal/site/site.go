@@ -99,14 +99,14 @@ func (s *Site) sessionUser(r *http.Request) (auth.User, auth.Session, int, strin
 		return auth.User{}, auth.Session{}, http.StatusUnauthorized, "NO_CREDENTIAL"
 	}
 	u, sess, err := s.auth.Authorize(r.Context(), tok)
-	switch {
-	case err == nil:
+	if err == nil {
 		return u, sess, http.StatusOK, ""
-	case status.Code(err) == codes.Unauthenticated:
-		return u, sess, http.StatusUnauthorized, auth.Details(err).Reason
 	}
-	s.log.WarnContext(r.Context(), "ValidateSession failed", "code", status.Code(err).String())
-	return u, sess, http.StatusServiceUnavailable, "AUTH_UNAVAILABLE"
+	code, reason := auth.Refusal(err)
+	if code != http.StatusUnauthorized {
+		s.log.WarnContext(r.Context(), "ValidateSession failed", "code", status.Code(err).String())
+	}
+	return u, sess, code, reason
 }
 
 func (s *Site) handlePage(w http.ResponseWriter, r *http.Request) {

@@ -28,12 +28,13 @@ type Conn struct {
 	cancel context.CancelFunc
 	w      writer
 
-	closeOnce sync.Once
-	code      int    // the close code sent or received; set once under closeOnce
-	closeMsg  []byte // the close frame to send, when the edge closes
-	pinger    *time.Timer
-	pingSent  int64        // unix ns of the last ping; only the pinger touches it
-	lastHeard atomic.Int64 // unix ns of the last pong or message from the client
+	closeOnce  sync.Once
+	code       int    // the close code sent or received; set once under closeOnce
+	closeMsg   []byte // the close frame to send, when the edge closes
+	dropQueued bool   // the close frame goes without what is queued
+	pinger     *time.Timer
+	pingSent   int64        // unix ns of the last ping; only the pinger touches it
+	lastHeard  atomic.Int64 // unix ns of the last pong or message from the client
 
 	// Reading. One goroutine at a time runs readLoop; a socket quiet for ParkAfter
 	// with nothing buffered is parked (readLoop returns) and the poller starts a new
@@ -96,26 +97,41 @@ func (c *Conn) Discard() {
 // Close closes the connection with code and reason (cut to 123 bytes). The writer
 // sends what was queued and then the close frame, allowing closeGrace for both, then
 // gives the client closeGrace to answer before dropping the connection. Only the
-// first Close (or end of the connection) has an effect.
-func (c *Conn) Close(code int, reason string) {
+// first Close, CloseNow (or end of the connection) has an effect.
+func (c *Conn) Close(code int, reason string) { c.close(code, reason, false) }
+
+// CloseNow is Close that drops what is still queued: for a client that does not keep
+// up (1013), or a session that has ended (4401), whose queued messages must not go out.
+func (c *Conn) CloseNow(code int, reason string) { c.close(code, reason, true) }
+
+func (c *Conn) close(code int, reason string, drop bool) {
 	c.closeOnce.Do(func() {
 		c.code = code
 		c.closeMsg = websocket.FormatCloseMessage(code, truncateUTF8(reason, 123))
+		c.dropQueued = drop
 		close(c.done)
 		c.cancel()
-		c.rt.metrics.Closes.WithLabelValues(strconv.Itoa(code), "edge").Inc()
+		c.rt.metrics.Closes.WithLabelValues(CodeLabel(code), "edge").Inc()
 	})
-	c.w.init(c.rt.cfg.SendQueue)
 	c.startWriter() // it sends the close frame
 }
 
 // CloseSoon is Close for a server going away: a write stuck on a client that does
-// not read gets closeGrace instead of WriteWait before the close frame goes out.
+// not read gets closeGrace instead of WriteWait before the close frame goes out. The
+// connection must have been upgraded.
 func (c *Conn) CloseSoon(code int, reason string) {
-	if c.ws != nil {
-		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
-	}
+	_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
 	c.Close(code, reason)
+}
+
+// CodeLabel is the metrics label of a close code: the code, except that the
+// applications' own codes (3000–4999, 4401 apart) share one label, "3000-4999", so a
+// consumer cannot grow the series without bound.
+func CodeLabel(code int) string {
+	if code >= 3000 && code != 4401 {
+		return "3000-4999"
+	}
+	return strconv.Itoa(code)
 }
 
 // closed records that the peer or the network ended the connection without a close
@@ -125,7 +141,7 @@ func (c *Conn) closed(code int) {
 		c.code = code
 		close(c.done)
 		c.cancel()
-		c.rt.metrics.Closes.WithLabelValues(strconv.Itoa(code), "client").Inc()
+		c.rt.metrics.Closes.WithLabelValues(CodeLabel(code), "client").Inc()
 	})
 }
 

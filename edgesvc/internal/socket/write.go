@@ -20,14 +20,41 @@ import (
 // frame whole; nothing is written after the close frame. The turn is held from NewConn
 // until Run, so nothing is written before the upgrade.
 type writer struct {
-	queue chan string // made on first use: a socket that only idles has none
-	once  sync.Once
-	turn  atomic.Bool
+	q    atomic.Pointer[chan string] // made on first use: a socket that only idles has none
+	turn atomic.Bool
 }
 
-// init makes the queue, once.
-func (w *writer) init(size int) {
-	w.once.Do(func() { w.queue = make(chan string, size) })
+// queue returns the queue, making it (with room for size messages) on first use. Any
+// goroutine may call it.
+func (w *writer) queue(size int) chan string {
+	if p := w.q.Load(); p != nil {
+		return *p
+	}
+	ch := make(chan string, size)
+	if w.q.CompareAndSwap(nil, &ch) {
+		return ch
+	}
+	return *w.q.Load()
+}
+
+// queued returns how many messages wait (0 before the queue exists).
+func (w *writer) queued() int {
+	if p := w.q.Load(); p != nil {
+		return len(*p)
+	}
+	return 0
+}
+
+// next returns a queued message, if there is one.
+func (w *writer) next() (string, bool) {
+	if p := w.q.Load(); p != nil {
+		select {
+		case msg := <-*p:
+			return msg, true
+		default:
+		}
+	}
+	return "", false
 }
 
 // take reports whether the caller got the turn.
@@ -36,11 +63,10 @@ func (w *writer) take() bool { return w.turn.CompareAndSwap(false, true) }
 // release gives the turn up, unless work arrived meanwhile (a message queued, or the
 // connection closing: done closed). Whoever brought that work may have seen the turn
 // held and left the write to its holder, so the holder takes the turn back. It reports
-// whether the caller holds the turn again and must write on. The queue may not exist
-// yet (nothing was ever queued).
+// whether the caller holds the turn again and must write on.
 func (w *writer) release(done <-chan struct{}) bool {
 	w.turn.Store(false)
-	if len(w.queue) == 0 {
+	if w.queued() == 0 {
 		select {
 		case <-done:
 		default:
@@ -53,18 +79,15 @@ func (w *writer) release(done <-chan struct{}) bool {
 // Send queues text to be written. It never blocks: when the queue is full the client
 // is not keeping up, so the connection is closed with 1013 and Send returns ErrClosed.
 func (c *Conn) Send(text string) error {
-	c.w.init(c.rt.cfg.SendQueue)
-	select {
-	case <-c.done:
+	if c.isClosing() {
 		return ErrClosed
-	default:
 	}
 	select {
-	case c.w.queue <- text:
+	case c.w.queue(c.rt.cfg.SendQueue) <- text:
 		c.startWriter()
 		return nil
 	default:
-		c.Close(websocket.CloseTryAgainLater, "send queue full: client too slow")
+		c.CloseNow(websocket.CloseTryAgainLater, "send queue full: client too slow")
 		return ErrClosed
 	}
 }
@@ -79,9 +102,15 @@ func (c *Conn) Send(text string) error {
 // the calling goroutine if the socket takes it at once, sparing the hand-off to the
 // writer goroutine; the guarantees above are unchanged.
 func (c *Conn) Reply(text string) error {
-	c.w.init(c.rt.cfg.SendQueue)
-	if c.sock != nil && len(c.w.queue) == 0 && !c.isClosing() && c.w.take() {
-		err := c.writeNow(text)
+	if c.isClosing() {
+		return ErrClosed
+	}
+	if c.w.queued() == 0 && c.w.take() {
+		// Holding the turn, Run has happened: sock is set (nil under TLS).
+		err := errWouldBlock
+		if c.sock != nil {
+			err = c.writeNow(text)
+		}
 		if c.w.release(c.done) {
 			go c.writeLoop()
 		}
@@ -89,8 +118,9 @@ func (c *Conn) Reply(text string) error {
 			return err
 		}
 	}
+	queue := c.w.queue(c.rt.cfg.SendQueue)
 	select {
-	case c.w.queue <- text:
+	case queue <- text:
 		c.startWriter()
 		return nil
 	case <-c.done:
@@ -100,13 +130,13 @@ func (c *Conn) Reply(text string) error {
 	t := time.NewTimer(c.rt.cfg.WriteWait / 2)
 	defer t.Stop()
 	select {
-	case c.w.queue <- text:
+	case queue <- text:
 		c.startWriter()
 		return nil
 	case <-c.done:
 		return ErrClosed
 	case <-t.C:
-		c.Close(websocket.CloseTryAgainLater, "send queue full: client too slow")
+		c.CloseNow(websocket.CloseTryAgainLater, "send queue full: client too slow")
 		return ErrClosed
 	}
 }
@@ -160,7 +190,7 @@ func (c *Conn) writeNow(text string) error {
 				if slowing == nil {
 					_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(wait))
 					slowing = time.AfterFunc(wait/2, func() {
-						c.Close(websocket.CloseTryAgainLater, "send queue full: client too slow")
+						c.CloseNow(websocket.CloseTryAgainLater, "send queue full: client too slow")
 					})
 				}
 				return false // wait for room, still holding the write lock
@@ -218,19 +248,21 @@ func (c *Conn) writeLoop() {
 	for {
 		if c.isClosing() {
 			if c.closeMsg != nil {
-				// What was queued goes first, then the close frame, all within
-				// closeGrace: a client that does not take them by then is dropped.
+				// Unless the close drops them, what was queued goes first, then the
+				// close frame, all within closeGrace: a client that does not take them
+				// by then is dropped.
 				deadline := time.Now().Add(closeGrace)
 				_ = c.ws.SetWriteDeadline(deadline)
-				c.flush()
+				if !c.dropQueued {
+					c.flush()
+				}
 				_ = c.ws.WriteControl(websocket.CloseMessage, c.closeMsg, deadline)
 				// The read loop ends when the client answers; stop waiting after closeGrace.
 				time.AfterFunc(closeGrace, c.closeNet)
 			}
 			return // the turn stays taken: nothing is written after the close frame
 		}
-		select {
-		case msg := <-c.w.queue:
+		if msg, ok := c.w.next(); ok {
 			_ = c.ws.SetWriteDeadline(time.Now().Add(c.rt.cfg.WriteWait))
 			if err := c.writeText(msg); err != nil {
 				c.closed(websocket.CloseAbnormalClosure)
@@ -238,10 +270,8 @@ func (c *Conn) writeLoop() {
 				return
 			}
 			c.rt.metrics.Sent.Inc()
-		default:
-			if !c.w.release(c.done) {
-				return
-			}
+		} else if !c.w.release(c.done) {
+			return
 		}
 	}
 }
@@ -249,15 +279,11 @@ func (c *Conn) writeLoop() {
 // flush writes the messages queued, until the queue is empty or a write fails.
 func (c *Conn) flush() {
 	for {
-		select {
-		case msg := <-c.w.queue:
-			if c.writeText(msg) != nil {
-				return
-			}
-			c.rt.metrics.Sent.Inc()
-		default:
+		msg, ok := c.w.next()
+		if !ok || c.writeText(msg) != nil {
 			return
 		}
+		c.rt.metrics.Sent.Inc()
 	}
 }
 
