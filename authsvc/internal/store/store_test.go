@@ -359,10 +359,17 @@ func TestListenDeliversEveryEnd(t *testing.T) {
 			t.Errorf("event for %s = %+v, want %+v", w.SessionID, got[w.SessionID], w)
 		}
 	}
+	// No extra event: a marker sent now comes back next (the feed is in commit order).
+	if err := st.Mark(ctx, "end-of-test"); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case e := <-events:
-		t.Fatalf("unexpected extra event %+v", e)
-	case <-time.After(200 * time.Millisecond):
+		if e.Marker != "end-of-test" {
+			t.Fatalf("unexpected extra event %+v", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the marker did not come back")
 	}
 }
 
@@ -430,10 +437,22 @@ func TestLoginWaitsForDeactivation(t *testing.T) {
 		}, "$argon2id$stub")
 		done <- err
 	}()
-	select {
-	case err := <-done:
-		t.Fatalf("login did not wait for the deactivation in progress: %v", err)
-	case <-time.After(300 * time.Millisecond):
+	// The login must wait: await it blocked on the user row's lock (or finishing,
+	// which fails the test).
+	for blocked := false; !blocked; {
+		select {
+		case err := <-done:
+			t.Fatalf("login did not wait for the deactivation in progress: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		// (conn is inside the transaction, where pg_stat_activity is a snapshot: clear it.)
+		if _, err := conn.Exec(t.Context(), "SELECT pg_stat_clear_snapshot()"); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.QueryRow(t.Context(), `SELECT count(*) > 0 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`).Scan(&blocked); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := tx.Exec(t.Context(), "UPDATE sessions SET revoked_at = now(), end_reason = 'user_disabled' WHERE user_id = $1 AND revoked_at IS NULL", u.ID); err != nil {
 		t.Fatal(err)
