@@ -186,7 +186,7 @@ func (c *Conn) closeNet() {
 // tells the handler.
 func (c *Conn) finish() {
 	c.finished.Do(func() {
-		c.rt.poller.forget(c.pollID)
+		c.rt.poller.Forget(c.pollID)
 		c.pinger.Stop()
 		c.h.Ended(c.code)
 		c.rt.metrics.Open.Dec()

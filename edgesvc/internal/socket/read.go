@@ -92,14 +92,14 @@ func (c *Conn) readLoop() {
 func (c *Conn) park() bool {
 	c.buf = bytes.Buffer{} // an idle socket keeps no message buffer
 	if c.pollID == 0 {
-		c.pollID = c.rt.poller.register(c)
+		c.pollID = c.rt.poller.Register((*sleeper)(c))
 	}
 	// Everything the next reader needs is set before parked: it may start as soon as
 	// the socket is armed.
 	id, add := c.pollID, !c.pollAdded
 	c.pollAdded = true
 	c.parked.Store(true)
-	if err := c.rt.poller.arm(id, c.sock, add); err != nil {
+	if err := c.rt.poller.Arm(id, c.sock, add); err != nil {
 		if c.parked.CompareAndSwap(true, false) {
 			c.parkable = false // read on this goroutine from now on
 			return false
@@ -107,6 +107,12 @@ func (c *Conn) park() bool {
 	}
 	return true
 }
+
+// sleeper is a Conn as the poller sees it.
+type sleeper Conn
+
+// Wake starts a reading goroutine for a parked socket; it does nothing otherwise.
+func (s *sleeper) Wake() { (*Conn)(s).wake() }
 
 // wake starts a reading goroutine for a parked socket; it does nothing otherwise.
 func (c *Conn) wake() {

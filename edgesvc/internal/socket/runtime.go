@@ -15,6 +15,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/epoll"
 )
 
 // Config holds the runtime's settings. Every field must be set (the edge's Config
@@ -61,7 +63,7 @@ type Handler interface {
 type Runtime struct {
 	cfg      Config
 	metrics  Metrics
-	poller   *poller // nil where sockets cannot be parked
+	poller   *epoll.Poller // nil where sockets cannot be parked
 	upgrader websocket.Upgrader
 	ctx      context.Context // parent of every connection's context
 }
@@ -71,7 +73,7 @@ type Runtime struct {
 // reading goroutine.
 func NewRuntime(ctx context.Context, cfg Config, m Metrics, log *slog.Logger) *Runtime {
 	rt := &Runtime{cfg: cfg, metrics: m, ctx: ctx}
-	if p, err := newPoller(ctx); err == nil {
+	if p, err := epoll.New(ctx); err == nil {
 		rt.poller = p
 	} else {
 		log.Warn("idle sockets cannot be parked; each keeps a goroutine", "err", err)

@@ -1,4 +1,7 @@
-package socket
+// Package epoll watches parked sockets, those quiet long enough to give up their
+// reading goroutine, with one epoll instance, and wakes each when data (or a hang-up)
+// arrives. It works on Linux; elsewhere New fails and sockets keep their goroutines.
+package epoll
 
 import (
 	"context"
@@ -7,33 +10,33 @@ import (
 	"syscall"
 )
 
-// sleeper is what the poller wakes: a parked socket.
-type sleeper interface{ wake() }
+// Sleeper is what the poller wakes: a parked socket. Wake is called from the
+// poller's goroutine and must not block.
+type Sleeper interface{ Wake() }
 
-// poller watches parked sockets, those quiet long enough to give up their reading
-// goroutine, with one epoll instance, and wakes each when data (or a hang-up) arrives.
-// Go's runtime keeps its own registration of the same descriptors; ours is one-shot
-// and separate.
-type poller struct {
+// Poller is one epoll instance. Go's runtime keeps its own registration of the same
+// descriptors; the poller's is one-shot and separate. A nil *Poller parks nothing.
+type Poller struct {
 	epfd  int
 	mu    sync.Mutex
-	conns map[uint64]sleeper
+	conns map[uint64]Sleeper
 	next  uint64
 }
 
-func newPoller(ctx context.Context) (*poller, error) {
+// New returns a Poller whose goroutine runs until ctx ends, or the epoll error.
+func New(ctx context.Context) (*Poller, error) {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
 	}
-	p := &poller{epfd: fd, conns: map[uint64]sleeper{}}
+	p := &Poller{epfd: fd, conns: map[uint64]Sleeper{}}
 	go p.run(ctx)
 	return p, nil
 }
 
-// register gives s an id for the poller's wake-ups (not the descriptor, which the
+// Register gives s an id for the poller's wake-ups (not the descriptor, which the
 // kernel may reuse after a close). It returns 0 on a nil poller.
-func (p *poller) register(s sleeper) uint64 {
+func (p *Poller) Register(s Sleeper) uint64 {
 	if p == nil {
 		return 0
 	}
@@ -44,12 +47,12 @@ func (p *poller) register(s sleeper) uint64 {
 	return p.next
 }
 
-// arm asks for one wake-up of the socket registered as id when it is readable (add:
+// Arm asks for one wake-up of the socket registered as id when it is readable (add:
 // the first time). It holds the socket's descriptor while it does, so the descriptor
-// cannot be closed and reused meanwhile. It touches no Conn: once a socket is marked
-// parked, another goroutine may already be reading it. It fails with
+// cannot be closed and reused meanwhile. It touches nothing of the socket's owner:
+// once a socket is marked parked, another goroutine may already be reading it. It fails with
 // errors.ErrUnsupported on a nil poller, a socket without descriptor or id 0.
-func (p *poller) arm(id uint64, sock syscall.RawConn, add bool) error {
+func (p *Poller) Arm(id uint64, sock syscall.RawConn, add bool) error {
 	if p == nil || sock == nil || id == 0 {
 		return errors.ErrUnsupported
 	}
@@ -64,9 +67,9 @@ func (p *poller) arm(id uint64, sock syscall.RawConn, add bool) error {
 	return errors.Join(err, opErr)
 }
 
-// forget drops id (0: nothing); the kernel drops its registration when the socket
+// Forget drops id (0: nothing); the kernel drops its registration when the socket
 // closes.
-func (p *poller) forget(id uint64) {
+func (p *Poller) Forget(id uint64) {
 	if p == nil || id == 0 {
 		return
 	}
@@ -75,7 +78,7 @@ func (p *poller) forget(id uint64) {
 	p.mu.Unlock()
 }
 
-func (p *poller) run(ctx context.Context) {
+func (p *Poller) run(ctx context.Context) {
 	defer syscall.Close(p.epfd)
 	events := make([]syscall.EpollEvent, 256)
 	for ctx.Err() == nil {
@@ -89,7 +92,7 @@ func (p *poller) run(ctx context.Context) {
 			s := p.conns[id]
 			p.mu.Unlock()
 			if s != nil {
-				s.wake()
+				s.Wake()
 			}
 		}
 	}

@@ -1,4 +1,4 @@
-package socket
+package epoll
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 // wakes records the poller's wake-ups.
 type wakes chan struct{}
 
-func (w wakes) wake() { w <- struct{}{} }
+func (w wakes) Wake() { w <- struct{}{} }
 
 func (w wakes) await(t *testing.T, what string) {
 	t.Helper()
@@ -47,17 +47,17 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn, syscall.RawConn) {
 }
 
 func TestPollerWakesParkedSockets(t *testing.T) {
-	p, err := newPoller(t.Context())
+	p, err := New(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, b, raw := tcpPair(t)
 	w := make(wakes, 4)
-	id := p.register(w)
+	id := p.Register(w)
 	if id == 0 {
 		t.Fatal("register returned 0")
 	}
-	if err := p.arm(id, raw, true); err != nil {
+	if err := p.Arm(id, raw, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Write([]byte("x")); err != nil {
@@ -65,7 +65,7 @@ func TestPollerWakesParkedSockets(t *testing.T) {
 	}
 	w.await(t, "when data arrived")
 	// One-shot: armed again (EPOLL_CTL_MOD), the unread byte wakes it again at once.
-	if err := p.arm(id, raw, false); err != nil {
+	if err := p.Arm(id, raw, false); err != nil {
 		t.Fatal(err)
 	}
 	w.await(t, "when re-armed with data unread")
@@ -73,16 +73,16 @@ func TestPollerWakesParkedSockets(t *testing.T) {
 	// A hang-up wakes a parked socket too, so its reader sees the end.
 	_, b2, raw2 := tcpPair(t)
 	w2 := make(wakes, 1)
-	id2 := p.register(w2)
-	if err := p.arm(id2, raw2, true); err != nil {
+	id2 := p.Register(w2)
+	if err := p.Arm(id2, raw2, true); err != nil {
 		t.Fatal(err)
 	}
 	b2.Close()
 	w2.await(t, "on hang-up")
 
-	p.forget(id)
-	p.forget(id2)
-	p.forget(0)
+	p.Forget(id)
+	p.Forget(id2)
+	p.Forget(0)
 	if n := len(p.conns); n != 0 {
 		t.Fatalf("%d sockets still registered after forget", n)
 	}
@@ -90,21 +90,21 @@ func TestPollerWakesParkedSockets(t *testing.T) {
 
 func TestPollerRefusals(t *testing.T) {
 	_, _, raw := tcpPair(t)
-	var none *poller
-	if id := none.register(make(wakes)); id != 0 {
+	var none *Poller
+	if id := none.Register(make(wakes)); id != 0 {
 		t.Fatalf("a nil poller registered id %d", id)
 	}
-	if err := none.arm(1, raw, true); !errors.Is(err, errors.ErrUnsupported) {
+	if err := none.Arm(1, raw, true); !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("nil poller arm: %v", err)
 	}
-	p, err := newPoller(t.Context())
+	p, err := New(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.arm(0, raw, true); !errors.Is(err, errors.ErrUnsupported) {
+	if err := p.Arm(0, raw, true); !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("arm of id 0: %v", err)
 	}
-	if err := p.arm(p.register(make(wakes)), nil, true); !errors.Is(err, errors.ErrUnsupported) {
+	if err := p.Arm(p.Register(make(wakes)), nil, true); !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("arm without a socket: %v", err)
 	}
 }
