@@ -75,6 +75,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&authCert, "auth-cert", env("EDGESVC_AUTH_CERT", ""), "PEM client certificate for mTLS to authsvc; needs -auth-key and -auth-ca (EDGESVC_AUTH_CERT)")
 	fs.StringVar(&authKey, "auth-key", env("EDGESVC_AUTH_KEY", ""), "PEM private key for -auth-cert (EDGESVC_AUTH_KEY)")
 	fs.StringVar(&authServerName, "auth-server-name", env("EDGESVC_AUTH_SERVER_NAME", ""), "name to verify in authsvc's certificate; default: the host of -auth-addr (EDGESVC_AUTH_SERVER_NAME)")
+	fs.StringVar(&cfg.NodeID, "node-id", env("EDGESVC_NODE_ID", ""), "this edge's name in connection ids (<node id>.<counter>), unique among edges: letters, digits, '-', '_', at most 64; default: the host name and a random suffix (EDGESVC_NODE_ID)")
 	var debugListen string
 	fs.StringVar(&debugListen, "debug-listen", env("EDGESVC_DEBUG_LISTEN", ""), "address for net/http/pprof (EDGESVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
 	if err := fs.Parse(args); err != nil {
@@ -82,6 +83,9 @@ func run(args []string, log *slog.Logger) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if cfg.NodeID != "" && !edge.ValidNodeID(cfg.NodeID) {
+		return fmt.Errorf("EDGESVC_NODE_ID (-node-id) %q: want 1 to 64 letters, digits, '-' or '_'", cfg.NodeID)
 	}
 	if cfg.CacheSize < 0 {
 		return fmt.Errorf("EDGESVC_SESSION_CACHE_SIZE (-session-cache-size) must not be negative, not %d", cfg.CacheSize)

@@ -7,9 +7,11 @@ import (
 	"net/http"
 	"time"
 
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gorilla/websocket"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
 )
 
@@ -54,13 +56,20 @@ type Conn struct {
 	srv      *Server
 	sock     *socket.Conn
 	consumer Consumer
+	id       string
 	user     User
 	session  Session
 	token    string // kept to re-validate the session after the event feed was interrupted
 	path     string
 
-	expiry *time.Timer // set before the socket runs, stopped when it ends
+	// Set when the connection is registered, before Connect; released when it ends.
+	entry  *registry.Entry[*Conn]
+	expiry *time.Timer
 }
+
+// ID returns the connection's id: unique across every edge and restart
+// ("<node id>.<counter>", see Config.NodeID). ToConnection(id) reaches it.
+func (c *Conn) ID() string { return c.id }
 
 // User returns the connection's user.
 func (c *Conn) User() User { return c.user }
@@ -70,6 +79,19 @@ func (c *Conn) Session() Session { return c.session }
 
 // Path returns the path of the handshake request, such as /ws/myapp/1/.
 func (c *Conn) Path() string { return c.path }
+
+// Join puts the connection in group, until it leaves or closes (joining again does
+// nothing). Sends to ToGroup(group) reach it from then on. It fails with
+// ErrInvalidGroup for a name that is not 1–100 characters of ASCII letters, digits,
+// '-', '_' and '.', and with ErrTooManyGroups past 100 groups. Join works in Connect
+// too: the connection is a member before its upgrade.
+func (c *Conn) Join(group string) error { return c.srv.conns.Join(c.entry, group) }
+
+// Leave takes the connection out of group; it does nothing if it is not a member.
+func (c *Conn) Leave(group string) { c.srv.conns.Leave(c.entry, group) }
+
+// Groups returns the groups the connection belongs to, sorted.
+func (c *Conn) Groups() []string { return c.srv.conns.Groups(c.entry) }
 
 // Context returns a context that ends when the connection starts closing (whoever
 // closes it). Work a consumer starts for a connection should end with it.
@@ -107,16 +129,32 @@ func (c *Conn) Close(code int, reason string) {
 	c.sock.Close(code, reason)
 }
 
-// open runs the life of a connection the handshake authorised: the consumer's Connect
-// decides on it, then the upgrade, then serve on a goroutine of its own (net/http then
-// drops the request, its buffers and the handler goroutine's grown stack, about 8 KiB
-// a socket). feed is the session feed's generation when the handshake was authorised.
-func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, feed uint64) {
+// open runs the life of a connection the handshake authorised: registration (it
+// takes pushes and may join groups from now on; what is sent to it waits for the
+// upgrade), the consumer's Connect, the upgrade, then the socket on a goroutine of its
+// own (net/http then drops the request, its buffers and the handler goroutine's grown
+// stack, about 8 KiB a socket). feed is the session feed's generation when the
+// handshake was authorised.
+func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsumer func() Consumer, feed uint64) {
+	e, reason := s.conns.Add(c, c.id, c.user.ID, c.session.ID)
+	if e == nil {
+		c.sock.Discard()
+		if reason == "" {
+			s.refuse(w, "shutting_down", http.StatusServiceUnavailable, "SHUTTING_DOWN", "the edge is shutting down: connect again")
+		} else { // the session ended since it was authorised
+			s.refuse(w, "unauthenticated", http.StatusUnauthorized, authv1.ErrorReason_ERROR_REASON_SESSION_REVOKED.Reason(), "session not valid: session ended: "+reason)
+		}
+		return
+	}
+	c.entry = e
+	s.auth.Registered(s.ctx, feed, auth.Held{Token: c.token, SessionID: c.session.ID})
+	c.expiry = time.AfterFunc(time.Until(c.session.ExpiresAt), func() { c.sock.CloseNow(CloseSessionEnded, "expired") })
+	c.consumer = newConsumer()
 	// A Connect that closed the connection and then met ErrClosed (sending after its
 	// own Close) has accepted it: the client sees the close.
 	if err := c.consumer.Connect(r.Context(), c, r); err != nil && !errors.Is(err, ErrClosed) {
 		c.sock.Discard()
-		s.conns.Remove(c, c.user.ID, c.session.ID) // its reservation
+		c.release()
 		s.refuseConnect(w, r, err)
 		return
 	}
@@ -127,23 +165,14 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, feed uint
 		return
 	}
 	s.metrics.handshakes.WithLabelValues("ok").Inc()
-	go s.serve(c, feed)
+	go c.sock.Run((*handler)(c))
 }
 
-// serve registers an upgraded connection and runs it until it ends or parks. feed is
-// the session feed's generation when the handshake was authorised.
-func (s *Server) serve(c *Conn, feed uint64) {
-	ok, reason := s.conns.Add(c, c.user.ID, c.session.ID)
-	switch {
-	case !ok && reason == "":
-		c.sock.Close(CloseGoingAway, "server shutting down")
-	case !ok:
-		c.sock.CloseNow(CloseSessionEnded, reason)
-	default:
-		s.auth.Registered(s.ctx, feed, auth.Held{Token: c.token, SessionID: c.session.ID})
-		c.expiry = time.AfterFunc(time.Until(c.session.ExpiresAt), func() { c.sock.CloseNow(CloseSessionEnded, "expired") })
-	}
-	c.sock.Run((*handler)(c))
+// release undoes the registration: out of the registry and every group (so Shutdown,
+// which waits for that, covers Disconnect), the expiry timer stopped.
+func (c *Conn) release() {
+	c.expiry.Stop()
+	c.srv.conns.Remove(c.entry)
 }
 
 // handler is a Conn as its socket sees it.
@@ -165,13 +194,9 @@ func (h *handler) Message(binary bool, data []byte) {
 	}
 }
 
-// Ended tells the consumer the connection has ended and releases it: Disconnect,
-// then out of the registry (so Shutdown's wait covers Disconnect).
+// Ended tells the consumer the connection has ended, then releases it.
 func (h *handler) Ended(code int) {
 	c := (*Conn)(h)
 	c.consumer.Disconnect(context.WithoutCancel(c.Context()), c, code)
-	if c.expiry != nil {
-		c.expiry.Stop()
-	}
-	c.srv.conns.Remove(c, c.user.ID, c.session.ID)
+	c.release()
 }

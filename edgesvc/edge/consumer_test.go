@@ -22,17 +22,23 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// stubAuth answers ValidateSession for one token with user 1. It stands in for
-// authsvc only in these tests of the consumer plumbing; the e2e tests run the real
-// authsvc on PostgreSQL for every handshake row.
+// stubAuth answers ValidateSession with user 1 (alice), session s1, for any token but
+// those shaped "u<user>s<session>", which get that user (named user<id>) and session.
+// It stands in for authsvc only in these tests of the consumer plumbing; the e2e tests
+// run the real authsvc on PostgreSQL for every handshake row.
 type stubAuth struct {
 	authv1.UnimplementedAuthServiceServer
 }
 
-func (stubAuth) ValidateSession(context.Context, *authv1.ValidateSessionRequest) (*authv1.ValidateSessionResponse, error) {
+func (stubAuth) ValidateSession(_ context.Context, r *authv1.ValidateSessionRequest) (*authv1.ValidateSessionResponse, error) {
+	user, name, sess := int64(1), "alice", "s1"
+	var u, s int
+	if n, _ := fmt.Sscanf(r.GetToken(), "u%ds%d", &u, &s); n == 2 {
+		user, name, sess = int64(u), fmt.Sprintf("user%d", u), fmt.Sprintf("s%d", s)
+	}
 	return &authv1.ValidateSessionResponse{
-		User:    &authv1.User{Id: 1, Username: "alice", Active: true},
-		Session: &authv1.Session{Id: "s1", UserId: 1, ExpiresAt: timestamppb.New(time.Now().Add(time.Hour))},
+		User:    &authv1.User{Id: user, Username: name, Active: true},
+		Session: &authv1.Session{Id: sess, UserId: user, ExpiresAt: timestamppb.New(time.Now().Add(time.Hour))},
 	}, nil
 }
 

@@ -10,9 +10,14 @@ package edge
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/site"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
@@ -55,6 +61,43 @@ type Config struct {
 	CacheSize int
 	// DisableCache turns the session cache off: every handshake asks authsvc.
 	DisableCache bool
+	// NodeID names this edge in connection ids ("<node id>.<counter>"); it must be
+	// unique among the edges that share a layer. Letters, digits, '-' and '_', at most
+	// 64 (others become '-'). Default: the host name and a random suffix, new at
+	// every start.
+	NodeID string
+}
+
+// ValidNodeID reports whether id can be used as Config.NodeID as it is.
+func ValidNodeID(id string) bool {
+	return id != "" && len(id) <= 64 && strings.Trim(id, nodeIDChars) == ""
+}
+
+const nodeIDChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+
+// defaultNodeID is the host name (made valid) and 8 random hex digits.
+func defaultNodeID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return cleanNodeID(host, 55) + "-" + hex.EncodeToString(b[:])
+}
+
+// cleanNodeID replaces characters a node id cannot hold with '-' and cuts it to max.
+func cleanNodeID(id string, max int) string {
+	out := []byte(id)
+	for i, c := range out {
+		if !strings.ContainsRune(nodeIDChars, rune(c)) {
+			out[i] = '-'
+		}
+	}
+	if len(out) > max {
+		out = out[:max]
+	}
+	if len(out) == 0 {
+		return "edge"
+	}
+	return string(out)
 }
 
 func (c Config) withDefaults() Config {
@@ -82,6 +125,11 @@ func (c Config) withDefaults() Config {
 	if c.DisableCache {
 		c.CacheSize = 0
 	}
+	if c.NodeID == "" {
+		c.NodeID = defaultNodeID()
+	} else {
+		c.NodeID = cleanNodeID(c.NodeID, 64)
+	}
 	origins := make([]string, len(c.AllowedOrigins))
 	for i, o := range c.AllowedOrigins {
 		origins[i] = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
@@ -98,7 +146,9 @@ type Server struct {
 	rt      *socket.Runtime
 	auth    *auth.Authority
 	conns   *registry.Registry[*Conn]
+	layer   layer.Layer
 	metrics *metrics
+	seq     atomic.Uint64 // the counter in connection ids
 
 	// ctx lives as long as the Server, for work not tied to one request.
 	ctx    context.Context
@@ -116,6 +166,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 		conns:   registry.New[*Conn](),
 		metrics: newMetrics(reg),
 	}
+	s.layer = layer.Local{Edge: (*local)(s)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rt = socket.NewRuntime(s.ctx, socket.Config{
 		ReadLimit: cfg.ReadLimit, SendQueue: cfg.SendQueue, PingPeriod: cfg.PingPeriod,
@@ -139,6 +190,14 @@ func (s *Server) Handle(pattern string, newConsumer func() Consumer) {
 	s.mux.Handle("GET "+pattern, s.handshake(newConsumer, strings.Contains(pattern, "{user_id}")))
 }
 
+// nextID returns a new connection id.
+func (s *Server) nextID() string {
+	return s.cfg.NodeID + "." + strconv.FormatUint(s.seq.Add(1), 10)
+}
+
+// NodeID returns the edge's node id (Config.NodeID, or the default it got).
+func (s *Server) NodeID() string { return s.cfg.NodeID }
+
 // ServeHTTP serves the page and its sign-in routes, the WebSocket routes, /healthz,
 // /readyz (503 until authsvc serves and the session feed is live) and /metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
@@ -154,8 +213,8 @@ func (s *Server) WatchSessions(ctx context.Context) { s.auth.Watch(ctx) }
 // Disconnect has returned, handshakes in flight included, or ctx ends (its error).
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.cancel()
-	for _, c := range s.conns.Shutdown() {
-		c.sock.CloseSoon(CloseGoingAway, "server shutting down")
+	for _, e := range s.conns.Shutdown() {
+		e.Conn.sock.CloseSoon(CloseGoingAway, "server shutting down")
 	}
 	return s.conns.Wait(ctx)
 }
@@ -174,17 +233,17 @@ type holder Server
 // EndSession closes every socket of the session with 4401 and remembers that the
 // session ended, for handshakes still in flight.
 func (h *holder) EndSession(id, reason string) {
-	for _, c := range h.conns.End(id, reason) {
-		c.sock.CloseNow(CloseSessionEnded, reason) // what is queued is for a session that ended
+	for _, e := range h.conns.End(id, reason) {
+		e.Conn.sock.CloseNow(CloseSessionEnded, reason) // what is queued is for a session that ended
 	}
 }
 
 // HeldSessions returns one live connection's credential per session.
 func (h *holder) HeldSessions() []auth.Held {
-	conns := h.conns.OnePerSession()
-	out := make([]auth.Held, len(conns))
-	for i, c := range conns {
-		out[i] = auth.Held{Token: c.token, SessionID: c.session.ID}
+	entries := h.conns.OnePerSession()
+	out := make([]auth.Held, len(entries))
+	for i, e := range entries {
+		out[i] = auth.Held{Token: e.Conn.token, SessionID: e.Session}
 	}
 	return out
 }

@@ -66,14 +66,10 @@ func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.Han
 			http.Error(w, "not a WebSocket handshake: want Connection: Upgrade and Upgrade: websocket", http.StatusBadRequest)
 			return
 		}
-		if !s.conns.Reserve() {
-			s.refuse(w, "shutting_down", http.StatusServiceUnavailable, "SHUTTING_DOWN", "the edge is shutting down: connect again")
-			return
-		}
 		s.open(w, r, &Conn{
-			srv: s, sock: s.rt.NewConn(), consumer: newConsumer(),
+			srv: s, sock: s.rt.NewConn(), id: s.nextID(),
 			user: user, session: sess, token: tok, path: strings.Clone(r.URL.Path), // not a slice of the request line
-		}, feed)
+		}, newConsumer, feed)
 	}
 }
 

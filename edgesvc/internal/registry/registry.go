@@ -1,26 +1,69 @@
-// Package registry keeps the edge's live connections, indexed by session and by user,
-// and remembers sessions that ended recently, so that a connection whose handshake
-// raced its session's end is still refused.
+// Package registry keeps the edge's live connections, indexed by id, session, user and
+// group, and remembers sessions that ended recently, so that a connection whose
+// handshake raced its session's end is still refused.
 package registry
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
 
-// Registry holds connections of type C (a pointer). Its methods are safe for
-// concurrent use; none calls anything on a connection, so callers close the ones it
-// returns outside its lock.
-type Registry[C comparable] struct {
+// MaxGroups is how many groups one connection may belong to.
+const MaxGroups = 100
+
+// ErrTooManyGroups is returned by Join for a connection already in MaxGroups groups.
+var ErrTooManyGroups = errors.New("the connection is in too many groups")
+
+// ErrInvalidGroup is returned for a group name that is not 1–100 characters of ASCII
+// letters, digits, '-', '_' and '.'.
+var ErrInvalidGroup = errors.New("group names are 1 to 100 characters of ASCII letters, digits, '-', '_' and '.'")
+
+// ValidGroup reports whether name is a valid group name (see ErrInvalidGroup).
+func ValidGroup(name string) bool {
+	if name == "" || len(name) > 100 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// Entry is one registered connection. Its fields are set by Add and never change.
+type Entry[C any] struct {
+	Conn    C
+	ID      string
+	User    int64
+	Session string
+	groups  []membership // guarded by the registry's lock
+}
+
+// membership is one group of an entry, and the entry's place in that group's list.
+type membership struct {
+	group string
+	index int
+}
+
+// Registry holds connections of type C. Its methods are safe for concurrent use; none
+// calls anything on a connection, so callers act on the ones it returns outside its
+// lock.
+type Registry[C any] struct {
 	mu        sync.Mutex
-	bySession map[string][]C // slices, not sets: a session or user has few sockets, and a map each costs ~300 B
-	byUser    map[int64][]C
+	byID      map[string]*Entry[C]
+	bySession map[string][]*Entry[C] // slices, not sets: a session or user has few sockets, and a map each costs ~300 B
+	byUser    map[int64][]*Entry[C]
+	byGroup   map[string][]*Entry[C] // each member knows its index, so leaving is O(1) in a large group
 	ended     map[string]ended
 	lastPrune time.Time
 	closing   bool
-	wg        sync.WaitGroup // one per reservation not yet removed
+	wg        sync.WaitGroup // one per entry not yet removed
 }
 
 type ended struct {
@@ -33,72 +76,143 @@ type ended struct {
 const endedTTL = 5 * time.Minute
 
 // New returns an empty Registry.
-func New[C comparable]() *Registry[C] {
-	return &Registry[C]{bySession: map[string][]C{}, byUser: map[int64][]C{}, ended: map[string]ended{}}
-}
-
-// Reserve admits a connection that is being set up: Wait waits for it until Remove.
-// It returns false once Shutdown has begun (admit nothing more).
-func (r *Registry[C]) Reserve() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closing {
-		return false
+func New[C any]() *Registry[C] {
+	return &Registry[C]{
+		byID: map[string]*Entry[C]{}, bySession: map[string][]*Entry[C]{}, byUser: map[int64][]*Entry[C]{},
+		byGroup: map[string][]*Entry[C]{}, ended: map[string]ended{},
 	}
-	r.wg.Add(1)
-	return true
 }
 
-// Add registers c, of user and session, which holds a reservation. It returns false
-// and a reason if c must be closed at once instead: its session has ended (the end
-// reason), or the registry is shutting down ("").
-func (r *Registry[C]) Add(c C, user int64, session string) (bool, string) {
+// Add registers c with its id (unique), user and session, and returns its entry. It
+// returns nil and a reason if c must be refused instead: its session has ended (the
+// end reason), or the registry is shutting down (""). Wait waits for every entry until
+// Remove.
+func (r *Registry[C]) Add(c C, id string, user int64, session string) (*Entry[C], string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closing {
-		return false, ""
+		return nil, ""
 	}
 	if e, ok := r.ended[session]; ok {
-		return false, e.reason
+		return nil, e.reason
 	}
-	r.bySession[session] = append(r.bySession[session], c)
-	r.byUser[user] = append(r.byUser[user], c)
-	return true, ""
+	e := &Entry[C]{Conn: c, ID: id, User: user, Session: session}
+	r.byID[id] = e
+	r.bySession[session] = append(r.bySession[session], e)
+	r.byUser[user] = append(r.byUser[user], e)
+	r.wg.Add(1)
+	return e, ""
 }
 
-// Remove unregisters c, of user and session, if it was added, and releases its
-// reservation: call it exactly once for each Reserve, when the connection is done.
-func (r *Registry[C]) Remove(c C, user int64, session string) {
+// Remove unregisters e and takes it out of every group. Call it once per entry.
+func (r *Registry[C]) Remove(e *Entry[C]) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if remove(r.bySession, session, c) {
-		remove(r.byUser, user, c)
+	if r.byID[e.ID] != e {
+		return
+	}
+	delete(r.byID, e.ID)
+	remove(r.bySession, e.Session, e)
+	remove(r.byUser, e.User, e)
+	for len(e.groups) > 0 {
+		r.leaveLocked(e, len(e.groups)-1)
 	}
 	r.wg.Done()
 }
 
-// remove takes c out of m[k] (order is not kept) and reports whether it was there.
-func remove[K comparable, C comparable](m map[K][]C, k K, c C) bool {
-	conns := m[k]
-	i := slices.Index(conns, c)
+// remove takes e out of m[k] (order is not kept).
+func remove[K comparable, C any](m map[K][]*Entry[C], k K, e *Entry[C]) {
+	list := m[k]
+	i := slices.Index(list, e)
 	if i < 0 {
-		return false
+		return
 	}
-	last := len(conns) - 1
-	conns[i] = conns[last]
-	var zero C
-	conns[last] = zero
+	last := len(list) - 1
+	list[i] = list[last]
+	list[last] = nil
 	if last == 0 {
 		delete(m, k)
 	} else {
-		m[k] = conns[:last]
+		m[k] = list[:last]
 	}
-	return true
+}
+
+// Join puts e in group; joining a group again does nothing. It fails with
+// ErrInvalidGroup or ErrTooManyGroups, and does nothing for an entry removed already.
+func (r *Registry[C]) Join(e *Entry[C], group string) error {
+	if !ValidGroup(group) {
+		return ErrInvalidGroup
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byID[e.ID] != e || slices.ContainsFunc(e.groups, func(m membership) bool { return m.group == group }) {
+		return nil
+	}
+	if len(e.groups) >= MaxGroups {
+		return ErrTooManyGroups
+	}
+	members := r.byGroup[group]
+	// Every member keeps the name: share one copy, never the caller's string, which
+	// may be a slice of a larger message.
+	if len(members) == 0 {
+		group = strings.Clone(group)
+	} else if i := slices.IndexFunc(members[0].groups, func(m membership) bool { return m.group == group }); i >= 0 {
+		group = members[0].groups[i].group
+	}
+	e.groups = append(e.groups, membership{group: group, index: len(members)})
+	r.byGroup[group] = append(members, e)
+	return nil
+}
+
+// Leave takes e out of group; it does nothing if e is not in it.
+func (r *Registry[C]) Leave(e *Entry[C], group string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if i := slices.IndexFunc(e.groups, func(m membership) bool { return m.group == group }); i >= 0 {
+		r.leaveLocked(e, i)
+	}
+}
+
+// leaveLocked takes e out of its i-th group: the group's last member moves into e's
+// place, and learns its new index.
+func (r *Registry[C]) leaveLocked(e *Entry[C], i int) {
+	m := e.groups[i]
+	members := r.byGroup[m.group]
+	last := len(members) - 1
+	if moved := members[last]; moved != e {
+		members[m.index] = moved
+		for j := range moved.groups {
+			if moved.groups[j].group == m.group {
+				moved.groups[j].index = m.index
+				break
+			}
+		}
+	}
+	members[last] = nil
+	if last == 0 {
+		delete(r.byGroup, m.group)
+	} else {
+		r.byGroup[m.group] = members[:last]
+	}
+	e.groups[i] = e.groups[len(e.groups)-1]
+	e.groups = e.groups[:len(e.groups)-1]
+}
+
+// Groups returns the groups e belongs to, sorted.
+func (r *Registry[C]) Groups(e *Entry[C]) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, len(e.groups))
+	for i, m := range e.groups {
+		out[i] = m.group
+	}
+	slices.Sort(out)
+	return out
 }
 
 // End records that session ended for reason (Add refuses its connections from now
 // on) and returns its live connections.
-func (r *Registry[C]) End(session, reason string) []C {
+func (r *Registry[C]) End(session, reason string) []*Entry[C] {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
@@ -114,44 +228,58 @@ func (r *Registry[C]) End(session, reason string) []C {
 	return slices.Clone(r.bySession[session])
 }
 
+// ByID returns the entry of connection id, or nil.
+func (r *Registry[C]) ByID(id string) *Entry[C] {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byID[id]
+}
+
 // Session returns the live connections of session.
-func (r *Registry[C]) Session(session string) []C {
+func (r *Registry[C]) Session(session string) []*Entry[C] {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.bySession[session])
 }
 
 // User returns the live connections of user.
-func (r *Registry[C]) User(user int64) []C {
+func (r *Registry[C]) User(user int64) []*Entry[C] {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.byUser[user])
 }
 
-// OnePerSession returns one live connection of each session.
-func (r *Registry[C]) OnePerSession() []C {
+// Group returns the members of group.
+func (r *Registry[C]) Group(group string) []*Entry[C] {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]C, 0, len(r.bySession))
-	for _, conns := range r.bySession {
-		out = append(out, conns[0])
+	return slices.Clone(r.byGroup[group])
+}
+
+// OnePerSession returns one live connection of each session.
+func (r *Registry[C]) OnePerSession() []*Entry[C] {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Entry[C], 0, len(r.bySession))
+	for _, list := range r.bySession {
+		out = append(out, list[0])
 	}
 	return out
 }
 
 // Shutdown makes Add refuse every connection from now on and returns every live one.
-func (r *Registry[C]) Shutdown() []C {
+func (r *Registry[C]) Shutdown() []*Entry[C] {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closing = true
-	var out []C
-	for _, conns := range r.bySession {
-		out = append(out, conns...)
+	out := make([]*Entry[C], 0, len(r.byID))
+	for _, e := range r.byID {
+		out = append(out, e)
 	}
 	return out
 }
 
-// Wait waits until every reservation has been removed, or ctx ends (its error).
+// Wait waits until every entry has been removed, or ctx ends (its error).
 func (r *Registry[C]) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()

@@ -2,7 +2,10 @@ package registry
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,75 +13,184 @@ import (
 
 type conn struct{ name string }
 
-func sorted(cs []*conn) []string {
+func names(es []*Entry[*conn]) []string {
 	var out []string
-	for _, c := range cs {
-		out = append(out, c.name)
+	for _, e := range es {
+		out = append(out, e.Conn.name)
 	}
 	slices.Sort(out)
 	return out
 }
 
+func mustAdd(t *testing.T, r *Registry[*conn], name string, user int64, session string) *Entry[*conn] {
+	t.Helper()
+	e, reason := r.Add(&conn{name}, "node."+name, user, session)
+	if e == nil {
+		t.Fatalf("Add %s refused (%q)", name, reason)
+	}
+	return e
+}
+
+func check(t *testing.T, what string, got []*Entry[*conn], want ...string) {
+	t.Helper()
+	if g := names(got); !slices.Equal(g, want) {
+		t.Fatalf("%s = %v, want %v", what, g, want)
+	}
+}
+
 func TestRegistryIndexes(t *testing.T) {
 	r := New[*conn]()
-	a1, a2, b1, c1 := &conn{"a1"}, &conn{"a2"}, &conn{"b1"}, &conn{"c1"}
-	for _, add := range []struct {
-		c    *conn
-		user int64
-		sess string
-	}{{a1, 1, "sa"}, {a2, 1, "sa"}, {b1, 1, "sb"}, {c1, 2, "sc"}} {
-		r.Reserve()
-		if ok, reason := r.Add(add.c, add.user, add.sess); !ok {
-			t.Fatalf("Add %s refused (%q)", add.c.name, reason)
-		}
+	a1 := mustAdd(t, r, "a1", 1, "sa")
+	mustAdd(t, r, "a2", 1, "sa")
+	mustAdd(t, r, "b1", 1, "sb")
+	c1 := mustAdd(t, r, "c1", 2, "sc")
+	check(t, "session sa", r.Session("sa"), "a1", "a2")
+	check(t, "user 1", r.User(1), "a1", "a2", "b1")
+	check(t, "user 2", r.User(2), "c1")
+	check(t, "user 3", r.User(3))
+	if e := r.ByID("node.b1"); e == nil || e.Conn.name != "b1" || e.User != 1 || e.Session != "sb" {
+		t.Fatalf("ByID(node.b1) = %+v", e)
 	}
-	check := func(what string, got []*conn, want ...string) {
-		t.Helper()
-		if g := sorted(got); !slices.Equal(g, want) {
-			t.Fatalf("%s = %v, want %v", what, g, want)
-		}
+	if r.ByID("node.zz") != nil {
+		t.Fatal("ByID found an unknown id")
 	}
-	check("session sa", r.Session("sa"), "a1", "a2")
-	check("user 1", r.User(1), "a1", "a2", "b1")
-	check("user 2", r.User(2), "c1")
-	check("user 3", r.User(3))
 	if n := len(r.OnePerSession()); n != 3 {
 		t.Fatalf("OnePerSession: %d connections, want one for each of 3 sessions", n)
 	}
 
-	r.Remove(a1, 1, "sa")
-	check("session sa after removing a1", r.Session("sa"), "a2")
-	check("user 1 after removing a1", r.User(1), "a2", "b1")
-	r.Remove(c1, 2, "sc")
-	check("user 2 after removing its only connection", r.User(2))
+	r.Remove(a1)
+	r.Remove(a1) // twice: no effect
+	check(t, "session sa after removing a1", r.Session("sa"), "a2")
+	check(t, "user 1 after removing a1", r.User(1), "a2", "b1")
+	if r.ByID("node.a1") != nil {
+		t.Fatal("a removed entry is still found by id")
+	}
+	r.Remove(c1)
+	check(t, "user 2 after removing its only connection", r.User(2))
 	if _, ok := r.byUser[2]; ok {
 		t.Fatal("an empty user entry was kept")
 	}
 	if _, ok := r.bySession["sc"]; ok {
 		t.Fatal("an empty session entry was kept")
 	}
-	if n := len(r.Shutdown()); n != 2 {
-		t.Fatalf("%d connections left, want 2", n)
+}
+
+func TestRegistryGroups(t *testing.T) {
+	r := New[*conn]()
+	a, b, c := mustAdd(t, r, "a", 1, "s1"), mustAdd(t, r, "b", 2, "s2"), mustAdd(t, r, "c", 3, "s3")
+	for _, e := range []*Entry[*conn]{a, b, c} {
+		if err := r.Join(e, "chat.lobby"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Join(a, "chat.lobby"); err != nil { // again: nothing changes
+		t.Fatal(err)
+	}
+	if err := r.Join(a, "news"); err != nil {
+		t.Fatal(err)
+	}
+	check(t, "chat.lobby", r.Group("chat.lobby"), "a", "b", "c")
+	check(t, "news", r.Group("news"), "a")
+	if g := r.Groups(a); !slices.Equal(g, []string{"chat.lobby", "news"}) {
+		t.Fatalf("Groups(a) = %v", g)
+	}
+
+	r.Leave(a, "chat.lobby") // a was first: c moves into its place
+	r.Leave(a, "chat.lobby") // not a member: nothing
+	check(t, "chat.lobby after a left", r.Group("chat.lobby"), "b", "c")
+	r.Leave(c, "chat.lobby") // the moved member can still leave
+	check(t, "chat.lobby after c left", r.Group("chat.lobby"), "b")
+
+	r.Remove(a) // removing a connection takes it out of every group
+	check(t, "news after a closed", r.Group("news"))
+	if _, ok := r.byGroup["news"]; ok {
+		t.Fatal("an empty group was kept")
+	}
+	if err := r.Join(a, "news"); err != nil || len(r.Group("news")) != 0 {
+		t.Fatalf("Join of a removed entry = %v, group %v; want nothing done", err, names(r.Group("news")))
+	}
+}
+
+func TestRegistryGroupRules(t *testing.T) {
+	r := New[*conn]()
+	a := mustAdd(t, r, "a", 1, "s")
+	for _, bad := range []string{"", strings.Repeat("x", 101), "a b", "room/1", "é", "a*", "x\x00"} {
+		if err := r.Join(a, bad); err != ErrInvalidGroup {
+			t.Errorf("Join(%q) = %v, want ErrInvalidGroup", bad, err)
+		}
+	}
+	if err := r.Join(a, strings.Repeat("x", 100)); err != nil {
+		t.Fatalf("a 100-character name: %v", err)
+	}
+	for i := 1; i < MaxGroups; i++ {
+		if err := r.Join(a, fmt.Sprintf("g%d", i)); err != nil {
+			t.Fatalf("group %d: %v", i+1, err)
+		}
+	}
+	if err := r.Join(a, "one-too-many"); err != ErrTooManyGroups {
+		t.Fatalf("group %d: %v, want ErrTooManyGroups", MaxGroups+1, err)
+	}
+	if err := r.Join(a, "g1"); err != nil {
+		t.Fatalf("re-joining a group at the limit: %v", err)
+	}
+	r.Leave(a, "g1")
+	if err := r.Join(a, "one-more"); err != nil {
+		t.Fatalf("after leaving one: %v", err)
+	}
+}
+
+// TestRegistryGroupIndexes: under random joins, leaves and removals, every group's
+// members and every entry's memberships agree.
+func TestRegistryGroupIndexes(t *testing.T) {
+	r := New[*conn]()
+	rng := rand.New(rand.NewPCG(1, 2))
+	var live []*Entry[*conn]
+	for i := range 2000 {
+		switch op := rng.IntN(10); {
+		case op < 3 || len(live) == 0:
+			live = append(live, mustAdd(t, r, fmt.Sprint(i), int64(rng.IntN(5)), fmt.Sprint(rng.IntN(20))))
+		case op < 7:
+			_ = r.Join(live[rng.IntN(len(live))], fmt.Sprint("g", rng.IntN(8)))
+		case op < 9:
+			r.Leave(live[rng.IntN(len(live))], fmt.Sprint("g", rng.IntN(8)))
+		default:
+			j := rng.IntN(len(live))
+			r.Remove(live[j])
+			live = slices.Delete(live, j, j+1)
+		}
+	}
+	n := 0
+	for g, members := range r.byGroup {
+		for i, e := range members {
+			k := slices.IndexFunc(e.groups, func(m membership) bool { return m.group == g })
+			if k < 0 || e.groups[k].index != i {
+				t.Fatalf("group %s member %d (%s): memberships %+v", g, i, e.Conn.name, e.groups)
+			}
+			n++
+		}
+	}
+	m := 0
+	for _, e := range live {
+		m += len(e.groups)
+	}
+	if n != m {
+		t.Fatalf("%d group slots, %d memberships", n, m)
 	}
 }
 
 func TestRegistryEndedSession(t *testing.T) {
 	r := New[*conn]()
-	a, b := &conn{"a"}, &conn{"b"}
-	r.Reserve()
-	r.Add(a, 1, "s")
+	a := mustAdd(t, r, "a", 1, "s")
 	got := r.End("s", "revoked")
 	if len(got) != 1 || got[0] != a {
-		t.Fatalf("End returned %v, want the live connection", sorted(got))
+		t.Fatalf("End returned %v, want the live connection", names(got))
 	}
 	// A handshake that validated before the end and registers after it is refused.
-	if ok, reason := r.Add(b, 1, "s"); ok || reason != "revoked" {
-		t.Fatalf("Add after End = %v, %q; want refused with the end reason", ok, reason)
+	if e, reason := r.Add(&conn{"b"}, "node.b", 1, "s"); e != nil || reason != "revoked" {
+		t.Fatalf("Add after End = %v, %q; want refused with the end reason", e, reason)
 	}
 	// Another session of the same user is not affected.
-	if ok, _ := r.Add(b, 1, "other"); !ok {
-		t.Fatal("Add of another session refused")
-	}
+	mustAdd(t, r, "c", 1, "other")
 	// Ends are forgotten after endedTTL (pruned at most once a minute).
 	r.ended["s"] = ended{reason: "revoked", at: time.Now().Add(-endedTTL - time.Second)}
 	r.lastPrune = time.Time{}
@@ -90,40 +202,38 @@ func TestRegistryEndedSession(t *testing.T) {
 
 func TestRegistryShutdownWaits(t *testing.T) {
 	r := New[*conn]()
-	a, b, pending := &conn{"a"}, &conn{"b"}, &conn{"pending"}
-	for range 3 {
-		if !r.Reserve() {
-			t.Fatal("Reserve refused before Shutdown")
-		}
-	}
-	r.Add(a, 1, "s")
-	r.Add(b, 2, "t")
+	a, b := mustAdd(t, r, "a", 1, "s"), mustAdd(t, r, "b", 2, "t")
 	live := r.Shutdown()
-	if g := sorted(live); !slices.Equal(g, []string{"a", "b"}) {
+	if g := names(live); !slices.Equal(g, []string{"a", "b"}) {
 		t.Fatalf("Shutdown returned %v", g)
 	}
-	if r.Reserve() {
-		t.Fatal("Reserve admitted a connection during shutdown")
-	}
-	// A connection reserved before Shutdown and registering after it is refused.
-	if ok, reason := r.Add(pending, 3, "u"); ok || reason != "" {
-		t.Fatalf("Add during shutdown = %v, %q; want refused with no reason", ok, reason)
+	if e, reason := r.Add(&conn{"late"}, "node.late", 3, "u"); e != nil || reason != "" {
+		t.Fatalf("Add during shutdown = %v, %q; want refused with no reason", e, reason)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
 	defer cancel()
 	if err := r.Wait(ctx); err == nil {
-		t.Fatal("Wait returned with three reservations held")
+		t.Fatal("Wait returned with two entries registered")
 	}
 	var wg sync.WaitGroup
-	for _, rm := range []struct {
-		c    *conn
-		user int64
-		sess string
-	}{{a, 1, "s"}, {b, 2, "t"}, {pending, 3, "u"}} {
-		wg.Go(func() { r.Remove(rm.c, rm.user, rm.sess) })
+	for _, e := range []*Entry[*conn]{a, b} {
+		wg.Go(func() { r.Remove(e) })
 	}
 	if err := r.Wait(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
+}
+
+func FuzzValidGroup(f *testing.F) {
+	for _, s := range []string{"chat.lobby", "", "a b", "x-y_z.0", strings.Repeat("a", 101)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		ok := ValidGroup(name)
+		want := len(name) >= 1 && len(name) <= 100 && strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == ""
+		if ok != want {
+			t.Fatalf("ValidGroup(%q) = %v, want %v", name, ok, want)
+		}
+	})
 }

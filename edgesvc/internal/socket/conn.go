@@ -20,13 +20,14 @@ var ErrClosed = errors.New("connection closed")
 
 // Conn is one WebSocket connection. Its exported methods are safe for concurrent use.
 type Conn struct {
-	rt     *Runtime
-	ws     *websocket.Conn // set by Upgrade
-	h      Handler         // set by Run
-	done   chan struct{}   // closed when the connection starts closing
-	ctx    context.Context
-	cancel context.CancelFunc
-	w      writer
+	rt      *Runtime
+	ws      *websocket.Conn // set by Upgrade
+	h       Handler         // set by Run
+	running atomic.Bool     // Run has begun
+	done    chan struct{}   // closed when the connection starts closing
+	ctx     context.Context
+	cancel  context.CancelFunc
+	w       writer
 
 	closeOnce  sync.Once
 	code       int    // the close code sent or received; set once under closeOnce
@@ -66,6 +67,7 @@ const newSocketLinger = 100 * time.Millisecond
 func (c *Conn) Run(h Handler) {
 	rt := c.rt
 	c.h = h
+	c.running.Store(true)
 	rt.metrics.Open.Inc()
 	c.lastHeard.Store(time.Now().UnixNano())
 	c.ws.SetReadLimit(rt.cfg.ReadLimit)
@@ -117,10 +119,11 @@ func (c *Conn) close(code int, reason string, drop bool) {
 }
 
 // CloseSoon is Close for a server going away: a write stuck on a client that does
-// not read gets closeGrace instead of WriteWait before the close frame goes out. The
-// connection must have been upgraded.
+// not read gets closeGrace instead of WriteWait before the close frame goes out.
 func (c *Conn) CloseSoon(code int, reason string) {
-	_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
+	if c.running.Load() { // ws is set before Run
+		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
+	}
 	c.Close(code, reason)
 }
 

@@ -1,0 +1,184 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
+)
+
+// Errors of the group and push methods.
+var (
+	// ErrInvalidGroup: a group name must be 1–100 characters of ASCII letters,
+	// digits, '-', '_' and '.'.
+	ErrInvalidGroup = registry.ErrInvalidGroup
+	// ErrTooManyGroups: a connection belongs to at most 100 groups.
+	ErrTooManyGroups = registry.ErrTooManyGroups
+	// ErrInvalidTarget: the target cannot be used here (an empty id, a user id that
+	// is not positive, or a group where connections are meant).
+	ErrInvalidTarget = errors.New("invalid target")
+	// ErrInvalidCloseCode: Disconnect takes 4000–4399 or 4402–4999 (0 means 4000).
+	ErrInvalidCloseCode = errors.New("close code must be 4000-4399 or 4402-4999 (0: 4000)")
+	// ErrReasonTooLong: a close reason is at most 120 bytes.
+	ErrReasonTooLong = errors.New("close reason over 120 bytes")
+)
+
+// Target selects connections, on every edge: a user's, a session's, one connection,
+// or a group's members. Make one with ToUser, ToSession, ToConnection or ToGroup.
+type Target struct{ t layer.Target }
+
+// ToUser targets every connection of user id (all their tabs and devices).
+func ToUser(id int64) Target { return Target{layer.Target{Kind: layer.User, User: id}} }
+
+// ToSession targets every connection opened with session id.
+func ToSession(id string) Target { return Target{layer.Target{Kind: layer.Session, ID: id}} }
+
+// ToConnection targets the connection whose Conn.ID is id.
+func ToConnection(id string) Target { return Target{layer.Target{Kind: layer.Connection, ID: id}} }
+
+// ToGroup targets every member of group.
+func ToGroup(name string) Target { return Target{layer.Target{Kind: layer.Group, ID: name}} }
+
+// check returns the error of an unusable target; groups are allowed only if
+// allowGroup.
+func (t Target) check(allowGroup bool) error {
+	switch t.t.Kind {
+	case layer.User:
+		if t.t.User > 0 {
+			return nil
+		}
+	case layer.Session, layer.Connection:
+		if t.t.ID != "" {
+			return nil
+		}
+	case layer.Group:
+		if !allowGroup {
+			return ErrInvalidTarget
+		}
+		if !registry.ValidGroup(t.t.ID) {
+			return ErrInvalidGroup
+		}
+		return nil
+	}
+	return ErrInvalidTarget
+}
+
+// Send sends text, as one text message, to every connection to matches except those
+// whose ids are in exclude, and returns without waiting for any client: delivery is
+// at most once, and a connection whose send queue is full is closed with 1013 rather
+// than waited for. Sends accepted by this edge reach every connection in the order
+// they were accepted: a Send that returned before another began is delivered first.
+// None matching is not an error. It fails with ErrInvalidTarget or ErrInvalidGroup.
+func (s *Server) Send(ctx context.Context, to Target, text string, exclude ...string) error {
+	if err := to.check(true); err != nil {
+		return err
+	}
+	return s.layer.Send(ctx, layer.Send{To: to.t, Text: text, Exclude: exclude})
+}
+
+// GroupAdd puts every connection to matches (a user, session or connection; not a
+// group: ErrInvalidTarget) in group, and returns once they are members: a Send that
+// begins after it returned reaches them. It fails with ErrInvalidGroup, or with
+// ErrTooManyGroups when one of them is in 100 groups already (the others join).
+func (s *Server) GroupAdd(ctx context.Context, group string, to Target) error {
+	if err := to.check(false); err != nil {
+		return err
+	}
+	if !registry.ValidGroup(group) {
+		return ErrInvalidGroup
+	}
+	return s.layer.GroupAdd(ctx, group, to.t)
+}
+
+// GroupDiscard takes every connection to matches (not a group: ErrInvalidTarget)
+// out of group. It fails with ErrInvalidGroup for a name that cannot be a group.
+func (s *Server) GroupDiscard(ctx context.Context, group string, to Target) error {
+	if err := to.check(false); err != nil {
+		return err
+	}
+	if !registry.ValidGroup(group) {
+		return ErrInvalidGroup
+	}
+	return s.layer.GroupDiscard(ctx, group, to.t)
+}
+
+// Disconnect closes every connection to matches with code and reason: an
+// application's code, 4000–4399 or 4402–4999 (0 means 4000; 4401 is the edge's
+// "session ended"), which tells the client not to reconnect. Connections close after
+// what was sent to them before. It fails with ErrInvalidTarget, ErrInvalidGroup,
+// ErrInvalidCloseCode or ErrReasonTooLong (over 120 bytes).
+func (s *Server) Disconnect(ctx context.Context, to Target, code int, reason string) error {
+	if err := to.check(true); err != nil {
+		return err
+	}
+	if code == 0 {
+		code = 4000
+	}
+	if code < 4000 || code > 4999 || code == CloseSessionEnded {
+		return ErrInvalidCloseCode
+	}
+	if len(reason) > 120 {
+		return ErrReasonTooLong
+	}
+	return s.layer.Disconnect(ctx, to.t, code, reason)
+}
+
+// local is the Server as the layer delivers to it: this edge's connections.
+type local Server
+
+var _ layer.Edge = (*local)(nil)
+
+// match returns this edge's connections that t matches.
+func (l *local) match(t layer.Target) []*registry.Entry[*Conn] {
+	switch t.Kind {
+	case layer.User:
+		return l.conns.User(t.User)
+	case layer.Session:
+		return l.conns.Session(t.ID)
+	case layer.Connection:
+		if e := l.conns.ByID(t.ID); e != nil {
+			return []*registry.Entry[*Conn]{e}
+		}
+	case layer.Group:
+		return l.conns.Group(t.ID)
+	}
+	return nil
+}
+
+// Deliver queues m on each matching connection; Send closes one that cannot take it.
+func (l *local) Deliver(m layer.Send) {
+	for _, e := range l.match(m.To) {
+		if len(m.Exclude) > 0 && slices.Contains(m.Exclude, e.ID) {
+			continue
+		}
+		_ = e.Conn.sock.Send(m.Text)
+	}
+}
+
+// GroupAdd joins every matching connection to group; it reports ErrTooManyGroups if
+// one could not join.
+func (l *local) GroupAdd(group string, to layer.Target) error {
+	var err error
+	for _, e := range l.match(to) {
+		if jerr := l.conns.Join(e, group); jerr != nil {
+			err = jerr
+		}
+	}
+	return err
+}
+
+// GroupDiscard takes every matching connection out of group.
+func (l *local) GroupDiscard(group string, to layer.Target) {
+	for _, e := range l.match(to) {
+		l.conns.Leave(e, group)
+	}
+}
+
+// Disconnect closes every matching connection, after what was queued for it.
+func (l *local) Disconnect(to layer.Target, code int, reason string) {
+	for _, e := range l.match(to) {
+		e.Conn.sock.Close(code, reason)
+	}
+}

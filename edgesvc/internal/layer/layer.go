@@ -1,0 +1,86 @@
+// Package layer carries what one edge asks of the connections of every edge — sends,
+// group changes, kicks — as Channels' channel layer does. Local is the layer of a
+// single edge (nothing to run); a layer between several edges implements the same
+// Layer interface, so consumers and the API do not change.
+package layer
+
+import "context"
+
+// Kind says what a Target names.
+type Kind uint8
+
+// The kinds of target.
+const (
+	User       Kind = iota + 1 // every connection of a user
+	Session                    // every connection of a session
+	Connection                 // one connection, by id
+	Group                      // every member of a group
+)
+
+// Target selects connections: Kind, with User for a user and ID for the others.
+type Target struct {
+	Kind Kind
+	User int64
+	ID   string
+}
+
+// Send is one text message for every connection To matches, except those whose ids
+// are in Exclude.
+type Send struct {
+	To      Target
+	Text    string
+	Exclude []string
+}
+
+// Edge is one edge's connections, as a layer delivers to them. Its methods never
+// block on a client: a connection that cannot take a message is closed (1013).
+type Edge interface {
+	// Deliver queues m on every matching local connection.
+	Deliver(m Send)
+	// GroupAdd puts every matching local connection (To is not a group) in group; it
+	// fails if one of them is in too many groups already (the others join).
+	GroupAdd(group string, to Target) error
+	// GroupDiscard takes every matching local connection out of group.
+	GroupDiscard(group string, to Target)
+	// Disconnect closes every matching local connection with code and reason.
+	Disconnect(to Target, code int, reason string)
+}
+
+// Layer reaches the connections of every edge. Sends made through one Layer reach
+// every connection in the order they were made; GroupAdd, GroupDiscard and Disconnect
+// return once every live edge has applied them.
+type Layer interface {
+	Send(ctx context.Context, m Send) error
+	GroupAdd(ctx context.Context, group string, to Target) error
+	GroupDiscard(ctx context.Context, group string, to Target) error
+	Disconnect(ctx context.Context, to Target, code int, reason string) error
+}
+
+// Local is the layer of one edge: every call is applied to that edge before it
+// returns, so order and "applied everywhere" hold trivially.
+type Local struct{ Edge Edge }
+
+var _ Layer = Local{}
+
+// Send delivers m to the edge's matching connections; it never fails.
+func (l Local) Send(_ context.Context, m Send) error {
+	l.Edge.Deliver(m)
+	return nil
+}
+
+// GroupAdd applies GroupAdd to the edge; it fails as Edge.GroupAdd does.
+func (l Local) GroupAdd(_ context.Context, group string, to Target) error {
+	return l.Edge.GroupAdd(group, to)
+}
+
+// GroupDiscard applies GroupDiscard to the edge; it never fails.
+func (l Local) GroupDiscard(_ context.Context, group string, to Target) error {
+	l.Edge.GroupDiscard(group, to)
+	return nil
+}
+
+// Disconnect applies Disconnect to the edge; it never fails.
+func (l Local) Disconnect(_ context.Context, to Target, code int, reason string) error {
+	l.Edge.Disconnect(to, code, reason)
+	return nil
+}
