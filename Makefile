@@ -78,19 +78,19 @@ generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerat
 	find gen -name '*.pb.go' -delete
 	buf generate
 
-# The released contract: buf breaking compares proto/ against this image, so a breaking
-# change fails `make lint` however many commits it spans. Refresh it with
-# `make contract` only when releasing (a breaking change also needs a new package,
-# gatehouse.auth.v2, rather than a refreshed image).
-CONTRACT := contract/gatehouse.auth.v1.json
+# The released contracts, one image per proto package: buf breaking compares proto/
+# against each, so a breaking change fails `make lint` however many commits it spans.
+# Refresh them with `make contract` only when releasing (a breaking change also needs a
+# new package, such as gatehouse.auth.v2, rather than a refreshed image).
+CONTRACT_PACKAGES := auth edge
 
 .PHONY: breaking
-breaking: $(BIN)/buf ## Fail if proto/ breaks the released contract (contract/*.json)
-	buf breaking proto --against $(CONTRACT)
+breaking: $(BIN)/buf ## Fail if proto/ breaks a released contract (contract/*.json)
+	@for p in $(CONTRACT_PACKAGES); do echo "buf breaking proto --against contract/gatehouse.$$p.v1.json"; buf breaking proto --against contract/gatehouse.$$p.v1.json || exit 1; done
 
 .PHONY: contract
-contract: $(BIN)/buf ## Record proto/ as the released contract (run when releasing)
-	buf build proto --exclude-source-info -o -#format=json | jq . > $(CONTRACT)
+contract: $(BIN)/buf ## Record proto/ as the released contracts (run when releasing)
+	for p in $(CONTRACT_PACKAGES); do buf build proto --path proto/gatehouse/$$p/v1 --exclude-source-info -o -#format=json | jq . > contract/gatehouse.$$p.v1.json; done
 
 .PHONY: lint
 lint: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## vet, gofmt, buf lint/format/breaking, generated-code drift, tidy

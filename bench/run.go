@@ -304,7 +304,7 @@ func runBench(args []string) error {
 		}
 		defer func() { _ = exec.Command("taskset", "-a", "-p", "-c", "0-63", strconv.Itoa(pids[0])).Run() }()
 	}
-	if w.edge, err = startPinned("edgesvc", append(edgeDebug, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR="+w.auth.addr),
+	if w.edge, err = startPinned("edgesvc", append(edgeDebug, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR="+w.auth.addr),
 		filepath.Join(*bin, "edgesvc")); err != nil {
 		return err
 	}
@@ -762,7 +762,7 @@ func (w *world) benchIdle(r *report) error {
 					url, pids = "ws://"+srv.addr+"/ws/myapp/1/", []int{srv.pid()}
 				}
 			} else {
-				env := []string{"EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR=" + w.auth.addr}
+				env := []string{"EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR=" + w.auth.addr}
 				if w.edgeDebug != "" {
 					env = append(env, "EDGESVC_DEBUG_LISTEN="+w.idleDebug())
 				}

@@ -35,6 +35,7 @@ import (
 )
 
 const (
+	apiToken     = "e2e-edge-api-token"
 	adminToken   = "e2e-admin-token"
 	testPassword = "correct horse battery"
 )
@@ -83,7 +84,7 @@ func checkLogsForSecrets() error {
 	defer allProcs.Unlock()
 	for _, p := range allProcs.list {
 		for _, line := range strings.Split(p.logs(), "\n") {
-			if secretRE.MatchString(line) || strings.Contains(line, adminToken) ||
+			if secretRE.MatchString(line) || strings.Contains(line, adminToken) || strings.Contains(line, apiToken) ||
 				strings.Contains(line, testPassword) || strings.Contains(line, "a new password") {
 				return fmt.Errorf("a secret reached the %s log: %s", p.name, line)
 			}
@@ -215,8 +216,22 @@ func authEnv(listen string, extra ...string) []string {
 func edgeEnv(authAddr string, extra ...string) []string {
 	return append([]string{
 		"EDGESVC_LISTEN=127.0.0.1:0",
+		"EDGESVC_API_LISTEN=127.0.0.1:0",
+		"EDGESVC_API_TOKEN=" + apiToken,
 		"EDGESVC_AUTH_ADDR=" + authAddr,
 	}, extra...)
+}
+
+var apiRE = regexp.MustCompile(`listening.* api=(\S+)`)
+
+// apiAddr is the address of the edge API of an edge started by startEdge.
+func (p *proc) apiAddr(t testing.TB) string {
+	t.Helper()
+	m := apiRE.FindStringSubmatch(p.logs())
+	if m == nil {
+		t.Fatalf("%s logged no api= address:\n%s", p.name, p.logs())
+	}
+	return m[1]
 }
 
 func startAuth(t testing.TB, extra ...string) *proc {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	edgev1 "github.com/gatehouse/gatehouse/gen/gatehouse/edge/v1"
 
 	"github.com/gatehouse/gatehouse/authsvc/pgtest"
 )
@@ -236,8 +237,8 @@ func runConsole(t *testing.T, dir, addr string, steps []consoleStep) [][]string 
 	return got
 }
 
-// TestReadmeListsEveryErrorReason: every gatehouse.auth.v1.ErrorReason has a row in
-// the README's error table, spelled as it goes on the wire.
+// TestReadmeListsEveryErrorReason: every gatehouse.auth.v1 and gatehouse.edge.v1
+// ErrorReason has a row in the README's error tables, spelled as it goes on the wire.
 func TestReadmeListsEveryErrorReason(t *testing.T) {
 	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
 	if err != nil {
@@ -250,6 +251,12 @@ func TestReadmeListsEveryErrorReason(t *testing.T) {
 		}
 		if !bytes.Contains(readme, []byte("| `"+r.Reason()+"` |")) {
 			t.Errorf("README's error table has no row for %s (%s)", r.Reason(), r)
+		}
+	}
+	for n := range edgev1.ErrorReason_name {
+		r := edgev1.ErrorReason(n)
+		if r != edgev1.ErrorReason_ERROR_REASON_UNSPECIFIED && !bytes.Contains(readme, []byte("`"+r.Reason()+"`")) {
+			t.Errorf("README's edge API error table has no row for %s (%s)", r.Reason(), r)
 		}
 	}
 }

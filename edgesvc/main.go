@@ -55,6 +55,7 @@ func run(args []string, log *slog.Logger) error {
 		authServerName            string
 		cfg                       edge.Config
 		shutdownTimeout           time.Duration
+		api                       apiConfig
 		errs                      []error
 	)
 	fs := flag.NewFlagSet("edgesvc", flag.ContinueOnError)
@@ -76,12 +77,20 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&authKey, "auth-key", env("EDGESVC_AUTH_KEY", ""), "PEM private key for -auth-cert (EDGESVC_AUTH_KEY)")
 	fs.StringVar(&authServerName, "auth-server-name", env("EDGESVC_AUTH_SERVER_NAME", ""), "name to verify in authsvc's certificate; default: the host of -auth-addr (EDGESVC_AUTH_SERVER_NAME)")
 	fs.StringVar(&cfg.NodeID, "node-id", env("EDGESVC_NODE_ID", ""), "this edge's name in connection ids (<node id>.<counter>), unique among edges: letters, digits, '-', '_', at most 64; default: the host name and a random suffix (EDGESVC_NODE_ID)")
+	fs.StringVar(&api.listen, "api-listen", env("EDGESVC_API_LISTEN", "127.0.0.1:50052"), "gRPC listen address of the edge API, gatehouse.edge.v1.EdgeService (EDGESVC_API_LISTEN)")
+	fs.StringVar(&api.tokenFile, "api-token-file", env("EDGESVC_API_TOKEN_FILE", ""), "file holding the edge API's bearer token (EDGESVC_API_TOKEN_FILE; or set EDGESVC_API_TOKEN)")
+	fs.StringVar(&api.tlsCert, "api-tls-cert", env("EDGESVC_API_TLS_CERT", ""), "PEM certificate to serve the edge API with TLS; needs -api-tls-key (EDGESVC_API_TLS_CERT)")
+	fs.StringVar(&api.tlsKey, "api-tls-key", env("EDGESVC_API_TLS_KEY", ""), "PEM private key for -api-tls-cert (EDGESVC_API_TLS_KEY)")
+	fs.StringVar(&api.tlsClientCA, "api-tls-client-ca", env("EDGESVC_API_TLS_CLIENT_CA", ""), "PEM CA bundle: callers of the edge API may present a client certificate signed by it instead of the token (mTLS); needs -api-tls-cert (EDGESVC_API_TLS_CLIENT_CA)")
 	var debugListen string
 	fs.StringVar(&debugListen, "debug-listen", env("EDGESVC_DEBUG_LISTEN", ""), "address for net/http/pprof (EDGESVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := api.loadToken(); err != nil {
 		return err
 	}
 	if cfg.NodeID != "" && !edge.ValidNodeID(cfg.NodeID) {
@@ -133,7 +142,7 @@ func run(args []string, log *slog.Logger) error {
 		return err
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2) // the HTTP and the API servers
 	if (tlsCert == "") != (tlsKey == "") {
 		return errors.New("EDGESVC_TLS_CERT and EDGESVC_TLS_KEY go together")
 	}
@@ -146,8 +155,17 @@ func run(args []string, log *slog.Logger) error {
 		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 		lis = tls.NewListener(lis, hs.TLSConfig)
 	}
+	g, apiLis, err := api.serve(srv, log)
+	if err != nil {
+		return err
+	}
 	go func() { errc <- hs.Serve(lis) }()
-	log.Info("edgesvc listening", "addr", lis.Addr().String(), "tls", tlsCert != "", "authsvc", authAddr, "auth_tls", authCA != "")
+	go func() { errc <- g.Serve(apiLis) }()
+	log.Info("edgesvc listening", "addr", lis.Addr().String(), "tls", tlsCert != "", "api", apiLis.Addr().String(),
+		"api_tls", api.tlsCert != "", "api_mtls", api.tlsClientCA != "", "authsvc", authAddr, "auth_tls", authCA != "", "node", srv.NodeID())
+	if api.token == "" && api.tlsClientCA == "" {
+		log.Warn("no edge API token configured: EdgeService answers UNAUTHENTICATED API_DISABLED (set EDGESVC_API_TOKEN or EDGESVC_API_TOKEN_FILE)")
+	}
 
 	select {
 	case err := <-errc:
@@ -159,10 +177,17 @@ func run(args []string, log *slog.Logger) error {
 	defer cancel()
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- hs.Shutdown(sctx) }() // stop accepting; finish plain requests
+	apiDone := make(chan struct{})
+	go func() { g.GracefulStop(); close(apiDone) }() // finish calls in flight
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("sockets still open at shutdown timeout", "err", err)
 	}
 	<-httpDone
+	select {
+	case <-apiDone:
+	case <-sctx.Done():
+		g.Stop()
+	}
 	return nil
 }
 

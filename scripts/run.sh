@@ -17,10 +17,13 @@ export DATABASE_URL
 # so they stay the same from run to run until `make clean`.
 newsecret() { head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
 [ -s .run/admin-token ] || { newsecret >.run/admin-token; chmod 600 .run/admin-token; }
+[ -s .run/api-token ] || { newsecret >.run/api-token; chmod 600 .run/api-token; }
 export AUTHSVC_ADMIN_TOKEN=${AUTHSVC_ADMIN_TOKEN:-$(cat .run/admin-token)}
 export AUTHSVC_LISTEN=${AUTHSVC_LISTEN:-127.0.0.1:50051}
 export EDGESVC_LISTEN=${EDGESVC_LISTEN:-127.0.0.1:8000}
 export EDGESVC_AUTH_ADDR=${EDGESVC_AUTH_ADDR:-$AUTHSVC_LISTEN}
+export EDGESVC_API_LISTEN=${EDGESVC_API_LISTEN:-127.0.0.1:50052}
+[ -n "${EDGESVC_API_TOKEN:-}" ] || export EDGESVC_API_TOKEN_FILE=${EDGESVC_API_TOKEN_FILE:-.run/api-token}
 
 bin/authsvc migrate 2>/dev/null
 [ -s .run/demo-password ] || { newsecret | head -c 16 >.run/demo-password; chmod 600 .run/demo-password; }
@@ -65,6 +68,7 @@ cat <<MSG
     sign in as $demo
     admin      AUTHSVC_ADMIN_TOKEN=$AUTHSVC_ADMIN_TOKEN
     grpcurl    grpcurl -plaintext -H "authorization: Bearer \$(cat .run/admin-token)" $AUTHSVC_LISTEN list
+    edge API   grpcurl -plaintext -H "authorization: Bearer \$(cat .run/api-token)" $EDGESVC_API_LISTEN list
     database   $DATABASE_URL${pgdir:+
                (the private cluster: its data and socket are in $pgdir)}
 

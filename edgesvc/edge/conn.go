@@ -63,8 +63,9 @@ type Conn struct {
 	path     string
 
 	// Set when the connection is registered, before Connect; released when it ends.
-	entry  *registry.Entry[*Conn]
-	expiry *time.Timer
+	entry       *registry.Entry[*Conn]
+	expiry      *time.Timer
+	connectedAt time.Time
 }
 
 // ID returns the connection's id: unique across every edge and restart
@@ -136,6 +137,7 @@ func (c *Conn) Close(code int, reason string) {
 // stack, about 8 KiB a socket). feed is the session feed's generation when the
 // handshake was authorised.
 func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsumer func() Consumer, feed uint64) {
+	c.connectedAt = time.Now() // before Add: listings read it from then on
 	e, reason := s.conns.Add(c, c.id, c.user.ID, c.session.ID)
 	if e == nil {
 		c.sock.Discard()

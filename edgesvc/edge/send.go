@@ -23,6 +23,9 @@ var (
 	ErrInvalidCloseCode = errors.New("close code must be 4000-4399 or 4402-4999 (0: 4000)")
 	// ErrReasonTooLong: a close reason is at most 120 bytes.
 	ErrReasonTooLong = errors.New("close reason over 120 bytes")
+	// ErrPayloadTooLarge: a message sent is at most Config.ReadLimit bytes, as one
+	// received is.
+	ErrPayloadTooLarge = errors.New("message over the edge's read limit")
 )
 
 // Target selects connections, on every edge: a user's, a session's, one connection,
@@ -70,12 +73,26 @@ func (t Target) check(allowGroup bool) error {
 // at most once, and a connection whose send queue is full is closed with 1013 rather
 // than waited for. Sends accepted by this edge reach every connection in the order
 // they were accepted: a Send that returned before another began is delivered first.
-// None matching is not an error. It fails with ErrInvalidTarget or ErrInvalidGroup.
+// None matching is not an error. It fails with ErrInvalidTarget, ErrInvalidGroup or
+// ErrPayloadTooLarge (over Config.ReadLimit).
 func (s *Server) Send(ctx context.Context, to Target, text string, exclude ...string) error {
+	return s.send(ctx, to, false, text, exclude)
+}
+
+// SendBinary is Send for one binary message; data is copied once, whatever the
+// number of connections.
+func (s *Server) SendBinary(ctx context.Context, to Target, data []byte, exclude ...string) error {
+	return s.send(ctx, to, true, string(data), exclude)
+}
+
+func (s *Server) send(ctx context.Context, to Target, binary bool, data string, exclude []string) error {
 	if err := to.check(true); err != nil {
 		return err
 	}
-	return s.layer.Send(ctx, layer.Send{To: to.t, Text: text, Exclude: exclude})
+	if int64(len(data)) > s.cfg.ReadLimit {
+		return ErrPayloadTooLarge
+	}
+	return s.layer.Send(ctx, layer.Send{To: to.t, Data: data, Binary: binary, Exclude: exclude})
 }
 
 // GroupAdd puts every connection to matches (a user, session or connection; not a
@@ -153,7 +170,7 @@ func (l *local) Deliver(m layer.Send) {
 		if len(m.Exclude) > 0 && slices.Contains(m.Exclude, e.ID) {
 			continue
 		}
-		_ = e.Conn.sock.Send(m.Text)
+		_ = e.Conn.sock.Push(m.Binary, m.Data)
 	}
 }
 

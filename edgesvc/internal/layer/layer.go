@@ -4,7 +4,10 @@
 // Layer interface, so consumers and the API do not change.
 package layer
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Kind says what a Target names.
 type Kind uint8
@@ -24,11 +27,12 @@ type Target struct {
 	ID   string
 }
 
-// Send is one text message for every connection To matches, except those whose ids
-// are in Exclude.
+// Send is one message — text, or binary if Binary — for every connection To matches,
+// except those whose ids are in Exclude.
 type Send struct {
 	To      Target
-	Text    string
+	Data    string
+	Binary  bool
 	Exclude []string
 }
 
@@ -44,16 +48,23 @@ type Edge interface {
 	GroupDiscard(group string, to Target)
 	// Disconnect closes every matching local connection with code and reason.
 	Disconnect(to Target, code int, reason string)
+	// List returns up to q.Limit of the edge's connections q matches, in order.
+	List(q ListQuery) []ConnInfo
+	// Presence returns the users with connections in group, ordered by id.
+	Presence(group string) []PresentUser
 }
 
 // Layer reaches the connections of every edge. Sends made through one Layer reach
 // every connection in the order they were made; GroupAdd, GroupDiscard and Disconnect
-// return once every live edge has applied them.
+// return once every live edge has applied them. List and Presence gather every edge's
+// answer; partial reports that an edge did not answer in time.
 type Layer interface {
 	Send(ctx context.Context, m Send) error
 	GroupAdd(ctx context.Context, group string, to Target) error
 	GroupDiscard(ctx context.Context, group string, to Target) error
 	Disconnect(ctx context.Context, to Target, code int, reason string) error
+	List(ctx context.Context, q ListQuery) (conns []ConnInfo, partial bool, err error)
+	Presence(ctx context.Context, group string) (users []PresentUser, partial bool, err error)
 }
 
 // Local is the layer of one edge: every call is applied to that edge before it
@@ -83,4 +94,58 @@ func (l Local) GroupDiscard(_ context.Context, group string, to Target) error {
 func (l Local) Disconnect(_ context.Context, to Target, code int, reason string) error {
 	l.Edge.Disconnect(to, code, reason)
 	return nil
+}
+
+// Cursor is a place in the order of connections: by ConnectedAt, then ID. The zero
+// Cursor is before the first.
+type Cursor struct {
+	At time.Time
+	ID string
+}
+
+// Before reports whether c comes before d.
+func (c Cursor) Before(d Cursor) bool {
+	if !c.At.Equal(d.At) {
+		return c.At.Before(d.At)
+	}
+	return c.ID < d.ID
+}
+
+// ListQuery asks for up to Limit connections that To matches (nil: all), after After.
+type ListQuery struct {
+	To    *Target
+	After Cursor
+	Limit int
+}
+
+// ConnInfo describes one connection.
+type ConnInfo struct {
+	ID          string
+	User        int64
+	Username    string
+	Session     string
+	Path        string
+	Groups      []string
+	ConnectedAt time.Time
+	Edge        string
+}
+
+// Cursor returns the connection's place in the order.
+func (i ConnInfo) Cursor() Cursor { return Cursor{At: i.ConnectedAt, ID: i.ID} }
+
+// PresentUser is a user with Count connections in a group.
+type PresentUser struct {
+	ID       int64
+	Username string
+	Count    int
+}
+
+// List returns the edge's answer; it never fails.
+func (l Local) List(_ context.Context, q ListQuery) ([]ConnInfo, bool, error) {
+	return l.Edge.List(q), false, nil
+}
+
+// Presence returns the edge's answer; it never fails.
+func (l Local) Presence(_ context.Context, group string) ([]PresentUser, bool, error) {
+	return l.Edge.Presence(group), false, nil
 }

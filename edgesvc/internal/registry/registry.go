@@ -256,6 +256,17 @@ func (r *Registry[C]) Group(group string) []*Entry[C] {
 	return slices.Clone(r.byGroup[group])
 }
 
+// All returns every live connection.
+func (r *Registry[C]) All() []*Entry[C] {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Entry[C], 0, len(r.byID))
+	for _, e := range r.byID {
+		out = append(out, e)
+	}
+	return out
+}
+
 // OnePerSession returns one live connection of each session.
 func (r *Registry[C]) OnePerSession() []*Entry[C] {
 	r.mu.Lock()
@@ -270,13 +281,9 @@ func (r *Registry[C]) OnePerSession() []*Entry[C] {
 // Shutdown makes Add refuse every connection from now on and returns every live one.
 func (r *Registry[C]) Shutdown() []*Entry[C] {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.closing = true
-	out := make([]*Entry[C], 0, len(r.byID))
-	for _, e := range r.byID {
-		out = append(out, e)
-	}
-	return out
+	r.mu.Unlock()
+	return r.All()
 }
 
 // Wait waits until every entry has been removed, or ctx ends (its error).

@@ -20,17 +20,17 @@ import (
 // frame whole; nothing is written after the close frame. The turn is held from NewConn
 // until Run, so nothing is written before the upgrade.
 type writer struct {
-	q    atomic.Pointer[chan string] // made on first use: a socket that only idles has none
+	q    atomic.Pointer[chan message] // made on first use: a socket that only idles has none
 	turn atomic.Bool
 }
 
 // queue returns the queue, making it (with room for size messages) on first use. Any
 // goroutine may call it.
-func (w *writer) queue(size int) chan string {
+func (w *writer) queue(size int) chan message {
 	if p := w.q.Load(); p != nil {
 		return *p
 	}
-	ch := make(chan string, size)
+	ch := make(chan message, size)
 	if w.q.CompareAndSwap(nil, &ch) {
 		return ch
 	}
@@ -46,7 +46,7 @@ func (w *writer) queued() int {
 }
 
 // next returns a queued message, if there is one.
-func (w *writer) next() (string, bool) {
+func (w *writer) next() (message, bool) {
 	if p := w.q.Load(); p != nil {
 		select {
 		case msg := <-*p:
@@ -54,7 +54,7 @@ func (w *writer) next() (string, bool) {
 		default:
 		}
 	}
-	return "", false
+	return message{}, false
 }
 
 // take reports whether the caller got the turn.
@@ -76,14 +76,24 @@ func (w *writer) release(done <-chan struct{}) bool {
 	return w.take()
 }
 
+// message is one queued data message: text, or binary (in a string, so that one
+// broadcast shares it between connections).
+type message struct {
+	data   string
+	binary bool
+}
+
 // Send queues text to be written. It never blocks: when the queue is full the client
 // is not keeping up, so the connection is closed with 1013 and Send returns ErrClosed.
-func (c *Conn) Send(text string) error {
+func (c *Conn) Send(text string) error { return c.Push(false, text) }
+
+// Push is Send for a text (binary false) or binary message; data is not copied.
+func (c *Conn) Push(binary bool, data string) error {
 	if c.isClosing() {
 		return ErrClosed
 	}
 	select {
-	case c.w.queue(c.rt.cfg.SendQueue) <- text:
+	case c.w.queue(c.rt.cfg.SendQueue) <- message{data, binary}:
 		c.startWriter()
 		return nil
 	default:
@@ -120,7 +130,7 @@ func (c *Conn) Reply(text string) error {
 	}
 	queue := c.w.queue(c.rt.cfg.SendQueue)
 	select {
-	case queue <- text:
+	case queue <- message{data: text}:
 		c.startWriter()
 		return nil
 	case <-c.done:
@@ -130,7 +140,7 @@ func (c *Conn) Reply(text string) error {
 	t := time.NewTimer(c.rt.cfg.WriteWait / 2)
 	defer t.Stop()
 	select {
-	case queue <- text:
+	case queue <- message{data: text}:
 		c.startWriter()
 		return nil
 	case <-c.done:
@@ -264,7 +274,7 @@ func (c *Conn) writeLoop() {
 		}
 		if msg, ok := c.w.next(); ok {
 			_ = c.ws.SetWriteDeadline(time.Now().Add(c.rt.cfg.WriteWait))
-			if err := c.writeText(msg); err != nil {
+			if err := c.writeMessage(msg); err != nil {
 				c.closed(websocket.CloseAbnormalClosure)
 				c.closeNet()
 				return
@@ -280,20 +290,24 @@ func (c *Conn) writeLoop() {
 func (c *Conn) flush() {
 	for {
 		msg, ok := c.w.next()
-		if !ok || c.writeText(msg) != nil {
+		if !ok || c.writeMessage(msg) != nil {
 			return
 		}
 		c.rt.metrics.Sent.Inc()
 	}
 }
 
-// writeText writes one text message without copying it to a []byte first.
-func (c *Conn) writeText(msg string) error {
-	w, err := c.ws.NextWriter(websocket.TextMessage)
+// writeMessage writes one message without copying it to a []byte first.
+func (c *Conn) writeMessage(msg message) error {
+	mt := websocket.TextMessage
+	if msg.binary {
+		mt = websocket.BinaryMessage
+	}
+	w, err := c.ws.NextWriter(mt)
 	if err != nil {
 		return err
 	}
-	if _, err := io.WriteString(w, msg); err != nil {
+	if _, err := io.WriteString(w, msg.data); err != nil {
 		_ = w.Close()
 		return err
 	}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/gatehouse/gatehouse/edgesvc/edge"
+	"github.com/gatehouse/gatehouse/edgesvc/edgeapi"
+)
+
+// apiConfig is the edge API's listener and credentials.
+type apiConfig struct {
+	listen, token, tokenFile     string
+	tlsCert, tlsKey, tlsClientCA string
+}
+
+// loadToken reads the token from EDGESVC_API_TOKEN or the token file (not both). The
+// token is never a flag: flags show in /proc/*/cmdline.
+func (c *apiConfig) loadToken() error {
+	c.token = os.Getenv("EDGESVC_API_TOKEN")
+	if c.tokenFile == "" {
+		return nil
+	}
+	if c.token != "" {
+		return errors.New("set the edge API token once: EDGESVC_API_TOKEN or EDGESVC_API_TOKEN_FILE (-api-token-file), not both")
+	}
+	b, err := os.ReadFile(c.tokenFile)
+	if err != nil {
+		return fmt.Errorf("edge API token file: %w", err)
+	}
+	if c.token = strings.TrimSpace(string(b)); c.token == "" {
+		return fmt.Errorf("edge API token file %s is empty", c.tokenFile)
+	}
+	return nil
+}
+
+// serve builds the edge API's gRPC server (EdgeService, health, reflection) and its
+// listener.
+func (c *apiConfig) serve(srv *edge.Server, log *slog.Logger) (*grpc.Server, net.Listener, error) {
+	creds, err := c.credentials()
+	if err != nil {
+		return nil, nil, err
+	}
+	g := grpc.NewServer(append(edgeapi.Auth(c.token, c.tlsClientCA != ""), creds)...)
+	edgeapi.New(srv, log).Register(g)
+	hs := health.NewServer()
+	hs.SetServingStatus("gatehouse.edge.v1.EdgeService", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, hs)
+	reflection.Register(g)
+	lis, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("edge API (EDGESVC_API_LISTEN): %w", err)
+	}
+	return g, lis, nil
+}
+
+// credentials returns TLS (with optional client certificates) when a certificate is
+// configured, plaintext otherwise.
+func (c *apiConfig) credentials() (grpc.ServerOption, error) {
+	if c.tlsCert == "" && c.tlsKey == "" {
+		if c.tlsClientCA != "" {
+			return nil, errors.New("EDGESVC_API_TLS_CLIENT_CA needs EDGESVC_API_TLS_CERT and EDGESVC_API_TLS_KEY")
+		}
+		return grpc.EmptyServerOption{}, nil
+	}
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return nil, errors.New("EDGESVC_API_TLS_CERT and EDGESVC_API_TLS_KEY go together")
+	}
+	cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("edge API TLS certificate: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.tlsClientCA != "" {
+		pem, err := os.ReadFile(c.tlsClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("edge API client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("edge API client CA %s: no PEM certificates", c.tlsClientCA)
+		}
+		// A certificate is optional: callers without one use the token.
+		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	return grpc.Creds(credentials.NewTLS(tc)), nil
+}
