@@ -64,6 +64,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&origins, "allowed-origins", env("EDGESVC_ALLOWED_ORIGINS", ""), "comma-separated origins allowed, besides the edge's own host, to open sockets and post forms (EDGESVC_ALLOWED_ORIGINS)")
 	fs.Int64Var(&cfg.ReadLimit, "read-limit", int64(envInt("EDGESVC_READ_LIMIT", 1<<20, &errs)), "largest client message in bytes; larger closes with 1009 (EDGESVC_READ_LIMIT)")
 	fs.IntVar(&cfg.SendQueue, "send-queue", envInt("EDGESVC_SEND_QUEUE", 64, &errs), "outgoing messages queued per socket before closing with 1013 (EDGESVC_SEND_QUEUE)")
+	fs.Int64Var(&cfg.SendBuffer, "send-buffer", int64(envInt("EDGESVC_SEND_BUFFER", 4<<20, &errs)), "bytes of outgoing messages queued per socket: a push that does not fit closes with 1013, a reply waits up to half the write timeout; at least twice the read limit (EDGESVC_SEND_BUFFER)")
 	fs.DurationVar(&cfg.AuthTimeout, "auth-timeout", envDuration("EDGESVC_AUTH_TIMEOUT", 2*time.Second, &errs), "deadline for each authsvc call in a handshake; past it the answer is 503 (EDGESVC_AUTH_TIMEOUT)")
 	fs.DurationVar(&cfg.PingPeriod, "ping-period", envDuration("EDGESVC_PING_PERIOD", 30*time.Second, &errs), "how often each socket is pinged (EDGESVC_PING_PERIOD)")
 	fs.DurationVar(&cfg.WriteWait, "write-timeout", envDuration("EDGESVC_WRITE_TIMEOUT", 10*time.Second, &errs), "bound on each write to a client, and on how long a reply waits for room in a full send queue before closing with 1013 (EDGESVC_WRITE_TIMEOUT)")
@@ -89,6 +90,9 @@ func run(args []string, log *slog.Logger) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if cfg.SendBuffer < 2*cfg.ReadLimit {
+		return fmt.Errorf("EDGESVC_SEND_BUFFER (-send-buffer) is %d bytes: it must be at least twice EDGESVC_READ_LIMIT (%d), so an echo of a largest message always fits", cfg.SendBuffer, cfg.ReadLimit)
 	}
 	if err := api.loadToken(); err != nil {
 		return err

@@ -56,6 +56,12 @@ func newTestEdge(t *testing.T, route string, newConsumer func() Consumer) string
 // newTestServer is newTestEdge that also returns the Server.
 func newTestServer(t *testing.T, route string, newConsumer func() Consumer) (*Server, string) {
 	t.Helper()
+	return newTestServerConfig(t, Config{}, route, newConsumer)
+}
+
+// newTestServerConfig is newTestServer with a Config.
+func newTestServerConfig(t *testing.T, cfg Config, route string, newConsumer func() Consumer) (*Server, string) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +75,7 @@ func newTestServer(t *testing.T, route string, newConsumer func() Consumer) (*Se
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	s := New(cc, Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := New(cc, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.Handle(route, newConsumer)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)

@@ -44,6 +44,12 @@ type Config struct {
 	// SendQueue is how many outgoing messages may wait for a slow client before its
 	// connection is closed with 1013. Default 64.
 	SendQueue int
+	// SendBuffer bounds the bytes of outgoing messages waiting for a client: a push
+	// that does not fit closes the connection with 1013; a reply that does not fit
+	// waits (reading from that client paused) up to half of WriteWait, then closes it
+	// with 1013. One message always fits an empty buffer. Default 4 MiB; at least
+	// twice ReadLimit (a smaller value is raised to that).
+	SendBuffer int64
 	// AuthTimeout bounds each call to authsvc during a handshake; past it the answer
 	// is 503. Default 2 s.
 	AuthTimeout time.Duration
@@ -107,6 +113,10 @@ func (c Config) withDefaults() Config {
 	if c.SendQueue <= 0 {
 		c.SendQueue = 64
 	}
+	if c.SendBuffer <= 0 {
+		c.SendBuffer = 4 << 20
+	}
+	c.SendBuffer = max(c.SendBuffer, 2*c.ReadLimit)
 	if c.AuthTimeout <= 0 {
 		c.AuthTimeout = 2 * time.Second
 	}
@@ -169,7 +179,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	s.layer = layer.Local{Edge: (*local)(s)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rt = socket.NewRuntime(s.ctx, socket.Config{
-		ReadLimit: cfg.ReadLimit, SendQueue: cfg.SendQueue, PingPeriod: cfg.PingPeriod,
+		ReadLimit: cfg.ReadLimit, SendQueue: cfg.SendQueue, SendBuffer: cfg.SendBuffer, PingPeriod: cfg.PingPeriod,
 		WriteWait: cfg.WriteWait, ParkAfter: cfg.ParkAfter, CheckOrigin: s.originAllowed,
 	}, s.metrics.socket, log)
 	s.auth = auth.New(cc, auth.Config{Timeout: cfg.AuthTimeout, CacheSize: cfg.CacheSize}, (*holder)(s), s.metrics.auth, log)

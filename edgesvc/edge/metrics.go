@@ -33,6 +33,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	closes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatehouse_edge_closes_total", Help: "Closed WebSocket connections by close code (applications' own codes, 3000-4999 but 4401, as one) and by who closed.",
 	}, []string{"code", "by"})
+	slow := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_edge_slow_closes_total", Help: "Connections closed with 1013 because the client did not keep up, by reason: push_overflow (a push did not fit its send buffer), reply_timeout (a reply waited half the write timeout for room), write_stalled (a frame begun could not be finished).",
+	}, []string{"reason"})
 	validate := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "gatehouse_edge_validate_session_seconds",
 		Help:    "Latency of ValidateSession calls made by the edge.",
@@ -55,11 +58,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, o := range []string{"granted", "refused", "failed"} {
 		leases.WithLabelValues(o)
 	}
-	reg.MustRegister(open, handshakes, validate, received, sent, closes, cache, leases,
+	for _, r := range []string{"push_overflow", "reply_timeout", "write_stalled"} {
+		slow.WithLabelValues(r)
+	}
+	reg.MustRegister(open, handshakes, validate, received, sent, closes, slow, cache, leases,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return &metrics{
 		handshakes: handshakes,
-		socket:     socket.Metrics{Open: open, Received: received, Sent: sent, Closes: closes},
+		socket:     socket.Metrics{Open: open, Received: received, Sent: sent, Closes: closes, SlowCloses: slow},
 		auth: auth.Metrics{
 			Validate: validate, Leases: leases,
 			// Resolved once: they count every handshake.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
 )
 
 // Errors of the group and push methods.
@@ -164,13 +165,22 @@ func (l *local) match(t layer.Target) []*registry.Entry[*Conn] {
 	return nil
 }
 
-// Deliver queues m on each matching connection; Send closes one that cannot take it.
+// Deliver queues m on each matching connection (a push that does not fit closes that
+// connection). For more than one, the frame is encoded once and shared.
 func (l *local) Deliver(m layer.Send) {
-	for _, e := range l.match(m.To) {
-		if len(m.Exclude) > 0 && slices.Contains(m.Exclude, e.ID) {
-			continue
+	entries := l.match(m.To)
+	if len(m.Exclude) > 0 {
+		entries = slices.DeleteFunc(entries, func(e *registry.Entry[*Conn]) bool { return slices.Contains(m.Exclude, e.ID) })
+	}
+	switch len(entries) {
+	case 0:
+	case 1:
+		_ = entries[0].Conn.sock.Push(m.Binary, m.Data)
+	default:
+		p := socket.Prepare(m.Binary, m.Data)
+		for _, e := range entries {
+			_ = e.Conn.sock.PushPrepared(p)
 		}
-		_ = e.Conn.sock.Push(m.Binary, m.Data)
 	}
 }
 

@@ -27,6 +27,9 @@ type Config struct {
 	ReadLimit int64
 	// SendQueue is how many outgoing messages may wait for a slow client.
 	SendQueue int
+	// SendBuffer is how many bytes of outgoing messages may wait (one message is
+	// always taken when none waits).
+	SendBuffer int64
 	// PingPeriod is how often each client is pinged; a client that has sent nothing
 	// (no pong, no message) by the next ping is dropped.
 	PingPeriod time.Duration
@@ -45,6 +48,10 @@ type Metrics struct {
 	Received prometheus.Counter     // messages read from clients
 	Sent     prometheus.Counter     // data messages written to clients
 	Closes   *prometheus.CounterVec // labels: code, by ("edge" or "client")
+	// SlowCloses counts 1013 closes by reason: push_overflow (a push did not fit),
+	// reply_timeout (a reply waited half of WriteWait for room), write_stalled (a
+	// frame begun could not be finished within half of WriteWait).
+	SlowCloses *prometheus.CounterVec
 }
 
 // Handler receives what arrives on one connection. Its methods are called from one

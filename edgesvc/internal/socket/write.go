@@ -20,27 +20,31 @@ import (
 // frame whole; nothing is written after the close frame. The turn is held from NewConn
 // until Run, so nothing is written before the upgrade.
 type writer struct {
-	q    atomic.Pointer[chan message] // made on first use: a socket that only idles has none
-	turn atomic.Bool
+	q     atomic.Pointer[queue] // made on first use: a socket that only idles has none
+	bytes atomic.Int64          // bytes queued or being written by writeLoop
+	turn  atomic.Bool
+}
+
+// queue is a connection's outgoing messages, and a signal of room made in it.
+type queue struct {
+	msgs chan message
+	room chan struct{} // signalled (coalesced) when writeLoop has written a message
 }
 
 // queue returns the queue, making it (with room for size messages) on first use. Any
 // goroutine may call it.
-func (w *writer) queue(size int) chan message {
+func (w *writer) queue(size int) *queue {
 	if p := w.q.Load(); p != nil {
-		return *p
+		return p
 	}
-	ch := make(chan message, size)
-	if w.q.CompareAndSwap(nil, &ch) {
-		return ch
-	}
-	return *w.q.Load()
+	w.q.CompareAndSwap(nil, &queue{msgs: make(chan message, size), room: make(chan struct{}, 1)})
+	return w.q.Load()
 }
 
 // queued returns how many messages wait (0 before the queue exists).
 func (w *writer) queued() int {
 	if p := w.q.Load(); p != nil {
-		return len(*p)
+		return len(p.msgs)
 	}
 	return 0
 }
@@ -49,12 +53,37 @@ func (w *writer) queued() int {
 func (w *writer) next() (message, bool) {
 	if p := w.q.Load(); p != nil {
 		select {
-		case msg := <-*p:
+		case msg := <-p.msgs:
 			return msg, true
 		default:
 		}
 	}
 	return message{}, false
+}
+
+// reserve counts n more bytes as queued if they fit in limit; a message always fits
+// when nothing is queued, however large.
+func (w *writer) reserve(n, limit int64) bool {
+	for {
+		cur := w.bytes.Load()
+		if cur > 0 && cur+n > limit {
+			return false
+		}
+		if w.bytes.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}
+
+// written uncounts a message's n bytes and signals the room made.
+func (w *writer) written(n int64) {
+	w.bytes.Add(-n)
+	if p := w.q.Load(); p != nil {
+		select {
+		case p.room <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // take reports whether the caller got the turn.
@@ -76,30 +105,68 @@ func (w *writer) release(done <-chan struct{}) bool {
 	return w.take()
 }
 
-// message is one queued data message: text, or binary (in a string, so that one
-// broadcast shares it between connections).
+// message is one queued data message: text or binary, either in data (in a string,
+// so that connections can share it) or already framed, for a broadcast.
 type message struct {
-	data   string
-	binary bool
+	data     string
+	binary   bool
+	prepared *websocket.PreparedMessage // when set, the frame to write; data is empty
+	size     int64
 }
 
-// Send queues text to be written. It never blocks: when the queue is full the client
-// is not keeping up, so the connection is closed with 1013 and Send returns ErrClosed.
-func (c *Conn) Send(text string) error { return c.Push(false, text) }
+// Prepared is a message framed once for many connections (a broadcast): each
+// connection writes the same frame bytes.
+type Prepared struct {
+	pm   *websocket.PreparedMessage
+	size int64
+}
+
+// Prepare frames data (binary or text) once, for PushPrepared on many connections.
+func Prepare(binary bool, data string) *Prepared {
+	mt := websocket.TextMessage
+	if binary {
+		mt = websocket.BinaryMessage
+	}
+	pm, err := websocket.NewPreparedMessage(mt, []byte(data))
+	if err != nil { // cannot happen: framing without compression does not fail
+		panic(err)
+	}
+	return &Prepared{pm: pm, size: int64(len(data))}
+}
+
+// QueuedBytes returns the bytes of messages queued or being written by the writer.
+func (c *Conn) QueuedBytes() int64 { return c.w.bytes.Load() }
+
+// Send queues text to be written. It never blocks: when the send buffer (SendBuffer
+// bytes, SendQueue messages) is full the client is not keeping up, so the connection
+// is closed with 1013 and Send returns ErrClosed.
+func (c *Conn) Send(text string) error { return c.push(message{data: text, size: int64(len(text))}) }
 
 // Push is Send for a text (binary false) or binary message; data is not copied.
 func (c *Conn) Push(binary bool, data string) error {
+	return c.push(message{data: data, binary: binary, size: int64(len(data))})
+}
+
+// PushPrepared is Send for a message framed once for many connections.
+func (c *Conn) PushPrepared(p *Prepared) error { return c.push(message{prepared: p.pm, size: p.size}) }
+
+func (c *Conn) push(m message) error {
 	if c.isClosing() {
 		return ErrClosed
 	}
-	select {
-	case c.w.queue(c.rt.cfg.SendQueue) <- message{data, binary}:
-		c.startWriter()
-		return nil
-	default:
-		c.CloseNow(websocket.CloseTryAgainLater, "send queue full: client too slow")
-		return ErrClosed
+	q := c.w.queue(c.rt.cfg.SendQueue)
+	if c.w.reserve(m.size, c.rt.cfg.SendBuffer) {
+		select {
+		case q.msgs <- m:
+			c.startWriter()
+			return nil
+		default:
+			c.w.bytes.Add(-m.size)
+		}
 	}
+	c.rt.metrics.SlowCloses.WithLabelValues("push_overflow").Inc()
+	c.CloseNow(websocket.CloseTryAgainLater, "send buffer full: client too slow")
+	return ErrClosed
 }
 
 // Reply queues text like Send, but when the queue is full it waits up to half of
@@ -128,26 +195,33 @@ func (c *Conn) Reply(text string) error {
 			return err
 		}
 	}
-	queue := c.w.queue(c.rt.cfg.SendQueue)
-	select {
-	case queue <- message{data: text}:
-		c.startWriter()
-		return nil
-	case <-c.done:
-		return ErrClosed
-	default:
-	}
-	t := time.NewTimer(c.rt.cfg.WriteWait / 2)
-	defer t.Stop()
-	select {
-	case queue <- message{data: text}:
-		c.startWriter()
-		return nil
-	case <-c.done:
-		return ErrClosed
-	case <-t.C:
-		c.CloseNow(websocket.CloseTryAgainLater, "send queue full: client too slow")
-		return ErrClosed
+	// Queue it, waiting for room up to half of WriteWait: meanwhile nothing is read
+	// from this client.
+	q, m := c.w.queue(c.rt.cfg.SendQueue), message{data: text, size: int64(len(text))}
+	var t *time.Timer
+	for {
+		if c.w.reserve(m.size, c.rt.cfg.SendBuffer) {
+			select {
+			case q.msgs <- m:
+				c.startWriter()
+				return nil
+			default:
+				c.w.bytes.Add(-m.size)
+			}
+		}
+		if t == nil {
+			t = time.NewTimer(c.rt.cfg.WriteWait / 2)
+			defer t.Stop()
+		}
+		select {
+		case <-q.room:
+		case <-c.done:
+			return ErrClosed
+		case <-t.C:
+			c.rt.metrics.SlowCloses.WithLabelValues("reply_timeout").Inc()
+			c.CloseNow(websocket.CloseTryAgainLater, "send buffer full: client too slow")
+			return ErrClosed
+		}
 	}
 }
 
@@ -200,7 +274,8 @@ func (c *Conn) writeNow(text string) error {
 				if slowing == nil {
 					_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(wait))
 					slowing = time.AfterFunc(wait/2, func() {
-						c.CloseNow(websocket.CloseTryAgainLater, "send queue full: client too slow")
+						c.rt.metrics.SlowCloses.WithLabelValues("write_stalled").Inc()
+						c.CloseNow(websocket.CloseTryAgainLater, "client too slow: a message could not be written")
 					})
 				}
 				return false // wait for room, still holding the write lock
@@ -274,7 +349,9 @@ func (c *Conn) writeLoop() {
 		}
 		if msg, ok := c.w.next(); ok {
 			_ = c.ws.SetWriteDeadline(time.Now().Add(c.rt.cfg.WriteWait))
-			if err := c.writeMessage(msg); err != nil {
+			err := c.writeMessage(msg)
+			c.w.written(msg.size)
+			if err != nil {
 				c.closed(websocket.CloseAbnormalClosure)
 				c.closeNet()
 				return
@@ -290,7 +367,12 @@ func (c *Conn) writeLoop() {
 func (c *Conn) flush() {
 	for {
 		msg, ok := c.w.next()
-		if !ok || c.writeMessage(msg) != nil {
+		if !ok {
+			return
+		}
+		err := c.writeMessage(msg)
+		c.w.written(msg.size)
+		if err != nil {
 			return
 		}
 		c.rt.metrics.Sent.Inc()
@@ -299,6 +381,9 @@ func (c *Conn) flush() {
 
 // writeMessage writes one message without copying it to a []byte first.
 func (c *Conn) writeMessage(msg message) error {
+	if msg.prepared != nil {
+		return c.ws.WritePreparedMessage(msg.prepared)
+	}
 	mt := websocket.TextMessage
 	if msg.binary {
 		mt = websocket.BinaryMessage
