@@ -105,3 +105,52 @@ func runNode(t *testing.T, node, dir, addr string, s *system, extra []string) {
 		t.Fatalf("node exit: %v; stderr:\n%s", err, stderr.String())
 	}
 }
+
+// TestNodePush runs examples/node/push.js against the built edge's API: the
+// notification and the room message reach the user's open socket, and what it prints
+// (presence, the listing, two refusals' reasons) matches.
+func TestNodePush(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: the polyglot example needs Node.js 20")
+	}
+	dir, _ := filepath.Abs(filepath.Join("..", "examples", "node"))
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@grpc", "grpc-js")); err != nil {
+		t.Fatal("examples/node has no node_modules: run `npm ci` there (make test does)")
+	}
+	s := newSystem(t, nil, nil)
+	u, pw := s.newUser(t)
+	ws := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+
+	cmd := exec.CommandContext(t.Context(), node, "push.js")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GATEHOUSE_EDGE_API_ADDR="+s.edge.apiAddr(t), "GATEHOUSE_API_TOKEN="+apiToken,
+		"GATEHOUSE_USER_ID="+itoa(u.GetId()), "GATEHOUSE_ROOM=lobby")
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("push.js: %v\n%s%s", err, out, stderr)
+	}
+	want := []*regexp.Regexp{
+		regexp.MustCompile(`^sent: a notification to user ` + itoa(u.GetId()) + `$`),
+		regexp.MustCompile(`^presence of lobby: 1 connections; users: ` + regexp.QuoteMeta(u.GetUsername()) + ` \(1\)$`),
+		regexp.MustCompile(`^sent: a message to lobby$`),
+		regexp.MustCompile(`^connection \S+\.\d+: /ws/myapp/` + itoa(u.GetId()) + `/ in \[lobby\] on \S+$`),
+		regexp.MustCompile(`^bad group: INVALID_ARGUMENT INVALID_GROUP \(edge\.gatehouse\.dev\)$`),
+		regexp.MustCompile(`^no token: UNAUTHENTICATED API_TOKEN_REQUIRED \(edge\.gatehouse\.dev\)$`),
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("push.js printed %d lines, want %d:\n%s", len(lines), len(want), out)
+	}
+	for i, re := range want {
+		if !re.MatchString(lines[i]) {
+			t.Errorf("line %d: %q, want %s", i+1, lines[i], re)
+		}
+	}
+	readText(t, ws, `{"type":"notification","text":"Your report is ready"}`)
+	readText(t, ws, "hello, lobby")
+}

@@ -12,69 +12,10 @@
 //   GATEHOUSE_CA, GATEHOUSE_CERT, GATEHOUSE_KEY
 //                          PEM files: TLS to authsvc (CA), and mTLS (cert and key)
 
-const fs = require('node:fs');
-const path = require('node:path');
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const protobuf = require('protobufjs');
+const { grpc, env, load, errorInfo, credentials, call } = require('./common');
 
-const repo = path.resolve(__dirname, '..', '..');
-const includeDirs = [path.join(repo, 'proto'), path.join(repo, 'third_party', 'proto')];
-
-function env(name, def) {
-  const v = process.env[name];
-  if (v) return v;
-  if (def !== undefined) return def;
-  console.error(`set ${name}`);
-  process.exit(2);
-}
-
-// gRPC stubs, generated at run time from the contract.
-const definition = protoLoader.loadSync(
-  ['gatehouse/auth/v1/auth.proto', 'gatehouse/auth/v1/admin.proto', 'grpc/health/v1/health.proto'],
-  { includeDirs, keepCase: false, longs: String, enums: String, defaults: true, oneofs: true },
-);
-const loaded = grpc.loadPackageDefinition(definition);
+const loaded = load(['gatehouse/auth/v1/auth.proto', 'gatehouse/auth/v1/admin.proto', 'grpc/health/v1/health.proto']);
 const v1 = loaded.gatehouse.auth.v1;
-
-// google.rpc.Status and its details, to read why a call failed.
-const rpcRoot = new protobuf.Root();
-rpcRoot.resolvePath = (_origin, target) => {
-  for (const dir of includeDirs) {
-    const p = path.join(dir, target);
-    if (fs.existsSync(p)) return p;
-  }
-  return target; // well-known types are built into protobufjs
-};
-rpcRoot.loadSync(['google/rpc/status.proto', 'google/rpc/error_details.proto']);
-const Status = rpcRoot.lookupType('google.rpc.Status');
-
-// errorInfo returns {reason, domain, metadata} from a gRPC error's details, or null.
-function errorInfo(err) {
-  const raw = err.metadata && err.metadata.get('grpc-status-details-bin')[0];
-  if (!raw) return null;
-  const st = Status.decode(raw);
-  for (const any of st.details) {
-    if (any.type_url === 'type.googleapis.com/google.rpc.ErrorInfo') {
-      return rpcRoot.lookupType('google.rpc.ErrorInfo').decode(any.value);
-    }
-  }
-  return null;
-}
-
-function credentials() {
-  const ca = process.env.GATEHOUSE_CA;
-  if (!ca) return grpc.credentials.createInsecure();
-  const cert = process.env.GATEHOUSE_CERT;
-  const key = process.env.GATEHOUSE_KEY;
-  return grpc.credentials.createSsl(fs.readFileSync(ca),
-    key ? fs.readFileSync(key) : null, cert ? fs.readFileSync(cert) : null);
-}
-
-const call = (client, method, req, md) => new Promise((resolve, reject) => {
-  client[method](req, md || new grpc.Metadata(), { deadline: Date.now() + 10000 },
-    (err, resp) => (err ? reject(err) : resolve(resp)));
-});
 
 async function main() {
   const addr = env('GATEHOUSE_AUTH_ADDR', '127.0.0.1:50051');
