@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	edgev1 "github.com/gatehouse/gatehouse/gen/gatehouse/edge/v1"
 )
 
 // The browser tests drive Debian's Chromium (headless) with chromedp, against the
@@ -420,4 +422,93 @@ func TestBrowserOverWSS(t *testing.T) {
 	if errs := b.consoleErrors(); len(errs) > 0 {
 		t.Fatalf("console errors: %v", errs)
 	}
+}
+
+// TestBrowserChat: two users in one room in headless Chromium see each other in the
+// members list and each other's messages; one leaving shows; a tab an operator kicks
+// (EdgeService.Disconnect, 4003) says why and stays closed.
+func TestBrowserChat(t *testing.T) {
+	s := newSystem(t, nil, nil)
+	base := "http://" + s.edge.addr
+	api := edgeAPI(t, s)
+	alice, apw := s.newUser(t)
+	bob, bpw := s.newUser(t)
+	room := fmt.Sprint("room-", time.Now().UnixNano())
+
+	a := newBrowser(t)
+	a.signIn(t, base, alice.GetUsername(), apw)
+	if href := a.attr(t, "#lobby-link", "href"); !strings.HasSuffix(href, "/chat/lobby/") {
+		t.Fatalf("the home page links to %q, want the lobby", href)
+	}
+	a.do(t, chromedp.Navigate(base+"/chat/"+room+"/"))
+	a.waitFor(t, "alice's chat socket", `document.querySelector('#conn-state').dataset.state === 'open'`, 10*time.Second)
+	members := func(tb *tab, names ...string) {
+		t.Helper()
+		js := fmt.Sprintf(`JSON.stringify([...document.querySelectorAll('#members li')].map(e => e.textContent)) === %q`, jsonList(names))
+		tb.waitFor(t, "members "+strings.Join(names, ", "), js, 10*time.Second)
+	}
+	members(a, alice.GetUsername())
+
+	b := newBrowser(t)
+	b.signIn(t, base, bob.GetUsername(), bpw)
+	b.do(t, chromedp.Navigate(base+"/chat/"+room+"/"))
+	b.waitFor(t, "bob's chat socket", `document.querySelector('#conn-state').dataset.state === 'open'`, 10*time.Second)
+	members(b, alice.GetUsername(), bob.GetUsername())
+	members(a, alice.GetUsername(), bob.GetUsername())
+	a.waitFor(t, "bob's arrival", fmt.Sprintf(`[...document.querySelectorAll('#log li.sys .text')].some(e => e.textContent === %q)`, bob.GetUsername()+" joined."), 10*time.Second)
+
+	say := func(from *tab, text string, readers ...*tab) {
+		t.Helper()
+		from.do(t, chromedp.SendKeys(chromedp.CSS("#message"), text+"\r"))
+		for _, r := range readers {
+			r.waitFor(t, "the message "+text, fmt.Sprintf(`[...document.querySelectorAll('#log li .text')].some(e => e.textContent.endsWith(%q))`, ": "+text), 10*time.Second)
+		}
+	}
+	say(b, "hello from bob", a, b)
+	say(a, "<b>hi</b> bob", a, b)
+	if n := a.count(t, "#log li b"); n != 0 {
+		t.Fatal("a message was rendered as HTML")
+	}
+	a.screenshot(t, "chat")
+
+	// An operator kicks bob: his page says why and does not reconnect.
+	if _, err := api.Disconnect(apiCtx(t.Context()), &edgev1.DisconnectRequest{Target: userTarget(bob.GetId()), Code: 4003, Reason: "kicked by an operator"}); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor(t, "bob's page to show the kick", `document.querySelector('#conn-state').textContent.includes('4003') && document.querySelector('#conn-state').dataset.state === 'closed'`, 10*time.Second)
+	a.waitFor(t, "bob's departure", fmt.Sprintf(`[...document.querySelectorAll('#log li.sys .text')].some(e => e.textContent === %q)`, bob.GetUsername()+" left."), 10*time.Second)
+	members(a, alice.GetUsername())
+	before := handshakes(t, s.edge.addr)
+	time.Sleep(3 * time.Second) // several backoff periods
+	if after := handshakes(t, s.edge.addr); after != before {
+		t.Fatalf("%d handshakes after the kick: the page reconnects", after-before)
+	}
+	for _, tb := range []*tab{a, b} {
+		if errs := tb.consoleErrors(); len(errs) > 0 {
+			t.Fatalf("console errors: %v", errs)
+		}
+	}
+}
+
+func jsonList(names []string) string {
+	b, _ := json.Marshal(names)
+	return string(b)
+}
+
+func (b *tab) attr(t *testing.T, sel, name string) string {
+	t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](fmt.Sprintf(`document.querySelector(%q).getAttribute(%q) || ""`, sel, name)))
+	if err != nil {
+		t.Fatalf("read %s's %s: %v", sel, name, err)
+	}
+	return v
+}
+
+func (b *tab) count(t *testing.T, sel string) int {
+	t.Helper()
+	n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
+	if err != nil {
+		t.Fatalf("count %s: %v", sel, err)
+	}
+	return n
 }

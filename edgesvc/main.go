@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/gatehouse/gatehouse/edgesvc/edge"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/chat"
 )
 
 func main() {
@@ -134,6 +135,7 @@ func run(args []string, log *slog.Logger) error {
 	}
 	srv := edge.New(cc, cfg, log)
 	srv.Handle("/ws/myapp/{user_id}/", func() edge.Consumer { return edge.Echo{} })
+	srv.Handle("/ws/chat/{room}/", chat.New(srv))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

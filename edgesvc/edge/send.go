@@ -29,6 +29,10 @@ var (
 	ErrPayloadTooLarge = errors.New("message over the edge's read limit")
 )
 
+// ValidGroup reports whether name is a valid group name: 1–100 characters of ASCII
+// letters, digits, '-', '_' and '.'.
+func ValidGroup(name string) bool { return registry.ValidGroup(name) }
+
 // Target selects connections, on every edge: a user's, a session's, one connection,
 // or a group's members. Make one with ToUser, ToSession, ToConnection or ToGroup.
 type Target struct{ t layer.Target }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
 )
 
 // Site is the pages' handler set.
@@ -45,13 +46,17 @@ func (s *Site) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /login", s.handleLogin)
 	mux.HandleFunc("POST /logout", s.handleLogout)
 	mux.HandleFunc("GET /api/session", s.handleAPISession)
+	mux.HandleFunc("GET /chat/{room}/{$}", s.handleChat)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(static)))
 }
 
 //go:embed web
 var webFS embed.FS
 
-var pageTmpl = template.Must(template.ParseFS(webFS, "web/index.html"))
+var (
+	pageTmpl = template.Must(template.ParseFS(webFS, "web/index.html"))
+	chatTmpl = template.Must(template.ParseFS(webFS, "web/chat.html"))
+)
 
 type pageData struct {
 	User     *auth.User
@@ -86,6 +91,34 @@ func (s *Site) render(w http.ResponseWriter, code int, d pageData) {
 	w.WriteHeader(code)
 	if err := pageTmpl.Execute(w, d); err != nil {
 		s.log.Error("render page", "err", err)
+	}
+}
+
+// handleChat shows a chat room to a signed-in user; others go to the sign-in page. A
+// room name outside the rule (1–95 of ASCII letters, digits, '-', '_', '.') is 404.
+func (s *Site) handleChat(w http.ResponseWriter, r *http.Request) {
+	room := r.PathValue("room")
+	if len(room) > 95 || !registry.ValidGroup("chat."+room) {
+		w.Header().Set("Gatehouse-Reason", "NO_ROUTE")
+		http.Error(w, "no such room: names are 1 to 95 characters of ASCII letters, digits, '-', '_' and '.'", http.StatusNotFound)
+		return
+	}
+	u, _, code, _ := s.sessionUser(r)
+	switch code {
+	case http.StatusOK:
+		securityHeaders(w.Header())
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if err := chatTmpl.Execute(w, struct {
+			User *auth.User
+			Room string
+		}{&u, room}); err != nil {
+			s.log.Error("render chat page", "err", err)
+		}
+	case http.StatusUnauthorized:
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+	default:
+		s.render(w, code, pageData{Error: "The sign-in service is unavailable right now. Try again shortly."})
 	}
 }
 

@@ -78,10 +78,10 @@
   const pad2 = (n) => String(n).padStart(2, '0');
   const hhmmss = (d) => `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
 
-  function addLog(kind, text) {
+  function addLog(kind, text, when) {
     if (!logEl) return;
     const nearBottom = logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight < 48;
-    const now = new Date();
+    const now = when instanceof Date && !isNaN(when) ? when : new Date();
 
     const li = document.createElement('li');
     li.className = `entry ${kind}`;
@@ -139,14 +139,63 @@
     return why ? `${code}: ${why}` : String(code);
   }
 
+  // ---- Chat rooms ----------------------------------------------------------------
+  // On a chat page (data-kind="chat") frames are JSON: the members list, who joins and
+  // leaves, messages with who and when, and errors about what we sent.
+  const isChat = app.dataset.kind === 'chat';
+  const membersEl = document.getElementById('members');
+  const members = new Map(); // user id -> username
+
+  function renderMembers() {
+    if (!membersEl) return;
+    const items = [...members.entries()].sort((a, b) => a[0] - b[0]).map(([id, name]) => {
+      const li = document.createElement('li');
+      li.dataset.userId = String(id);
+      li.textContent = name;
+      return li;
+    });
+    membersEl.replaceChildren(...items);
+  }
+
+  function chatFrame(data) {
+    let f;
+    try { f = JSON.parse(data); } catch { addLog('in', data); return; }
+    switch (f && f.type) {
+      case 'chat.members':
+        members.clear();
+        for (const u of f.users || []) members.set(u.id, u.username);
+        renderMembers();
+        break;
+      case 'chat.join':
+        members.set(f.user.id, f.user.username);
+        renderMembers();
+        addLog('sys', `${f.user.username} joined.`);
+        break;
+      case 'chat.leave':
+        members.delete(f.user.id);
+        renderMembers();
+        addLog('sys', `${f.user.username} left.`);
+        break;
+      case 'chat.message': {
+        const mine = String(f.user.id) === app.dataset.userId;
+        addLog(mine ? 'out' : 'in', `${f.user.username}: ${f.message}`, f.sent_at ? new Date(f.sent_at) : undefined);
+        break;
+      }
+      case 'error':
+        addLog('sys', `Not sent: ${f.error}`);
+        break;
+      default:
+        addLog('in', data); // a push from a service, shown as it came
+    }
+  }
+
   // ---- Connection --------------------------------------------------------------
-  const userId = app.dataset.userId || '';
-  if (!/^\d+$/.test(userId)) {
-    setState('closed', 'closed (no user id)');
+  const socketPath = app.dataset.socket || '';
+  if (!/^\/ws\/[A-Za-z0-9._\/-]+\/$/.test(socketPath)) {
+    setState('closed', 'closed (no socket for this page)');
     return;
   }
-  const wsURL = (location.protocol === 'https:' ? 'wss://' : 'ws://') +
-    location.host + '/ws/myapp/' + userId + '/';
+  const wsURL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + socketPath;
 
   let ws = null;
   let attempt = 0;
@@ -188,8 +237,9 @@
 
     sock.addEventListener('message', (ev) => {
       if (sock !== ws) return;
-      if (typeof ev.data === 'string') addLog('in', ev.data);
-      else addLog('sys', `Ignored a binary message (${ev.data.byteLength} bytes).`);
+      if (typeof ev.data !== 'string') addLog('sys', `Ignored a binary message (${ev.data.byteLength} bytes).`);
+      else if (isChat) chatFrame(ev.data);
+      else addLog('in', ev.data);
     });
 
     sock.addEventListener('close', (ev) => {
@@ -245,6 +295,13 @@
       return;
     }
 
+    if (code >= 4000 && code <= 4999) { // closed by the application or an operator
+      stopped = true;
+      setState('closed', `closed (${desc})`);
+      addLog('sys', `Closed by the server (${desc}). Not reconnecting; reload the page to try again.`);
+      return;
+    }
+
     if (FATAL_CODES.has(code)) {
       stopped = true;
       setState('closed', `closed (${desc})`);
@@ -279,12 +336,12 @@
       const text = input.value;
       if (!text || !ws || ws.readyState !== WebSocket.OPEN) return;
       try {
-        ws.send(text);
+        ws.send(isChat ? JSON.stringify({ message: text }) : text);
       } catch (err) {
         addLog('sys', `Send failed: ${err && err.message ? err.message : err}`);
         return;
       }
-      addLog('out', text);
+      if (!isChat) addLog('out', text); // a chat message shows when the room sends it back
       input.value = '';
       input.focus();
     });
