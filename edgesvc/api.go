@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -29,7 +30,7 @@ type apiConfig struct {
 // loadToken reads the token from EDGESVC_API_TOKEN or the token file (not both). The
 // token is never a flag: flags show in /proc/*/cmdline.
 func (c *apiConfig) loadToken() error {
-	c.token = os.Getenv("EDGESVC_API_TOKEN")
+	c.token = strings.TrimSpace(os.Getenv("EDGESVC_API_TOKEN")) // as the presented token is
 	if c.tokenFile == "" {
 		return nil
 	}
@@ -46,14 +47,16 @@ func (c *apiConfig) loadToken() error {
 	return nil
 }
 
-// serve builds the edge API's gRPC server (EdgeService, health, reflection) and its
-// listener.
-func (c *apiConfig) serve(srv *edge.Server, log *slog.Logger) (*grpc.Server, net.Listener, error) {
+// serve builds the edge API's gRPC server (EdgeService, health, reflection), its
+// health server and its listener. readLimit is the largest message the edge sends, so
+// a larger Send is answered PAYLOAD_TOO_LARGE rather than cut off by gRPC.
+func (c *apiConfig) serve(srv *edge.Server, readLimit int64, log *slog.Logger) (*grpc.Server, *health.Server, net.Listener, error) {
 	creds, err := c.credentials()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	g := grpc.NewServer(append(edgeapi.Auth(c.token, c.tlsClientCA != ""), creds)...)
+	opts := append(edgeapi.Auth(c.token, c.tlsClientCA != ""), creds, grpc.MaxRecvMsgSize(int(readLimit)+64<<10))
+	g := grpc.NewServer(opts...)
 	edgeapi.New(srv, log).Register(g)
 	hs := health.NewServer()
 	hs.SetServingStatus("gatehouse.edge.v1.EdgeService", healthpb.HealthCheckResponse_SERVING)
@@ -61,9 +64,14 @@ func (c *apiConfig) serve(srv *edge.Server, log *slog.Logger) (*grpc.Server, net
 	reflection.Register(g)
 	lis, err := net.Listen("tcp", c.listen)
 	if err != nil {
-		return nil, nil, fmt.Errorf("edge API (EDGESVC_API_LISTEN): %w", err)
+		return nil, nil, nil, fmt.Errorf("edge API (EDGESVC_API_LISTEN): %w", err)
 	}
-	return g, lis, nil
+	if c.tlsCert == "" {
+		if ap, err := netip.ParseAddrPort(lis.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+			log.Warn("the edge API listens on a non-loopback address without TLS: its token crosses the network in clear (set EDGESVC_API_TLS_CERT and EDGESVC_API_TLS_KEY)", "addr", lis.Addr().String())
+		}
+	}
+	return g, hs, lis, nil
 }
 
 // credentials returns TLS (with optional client certificates) when a certificate is

@@ -161,7 +161,7 @@ func run(args []string, log *slog.Logger) error {
 		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 		lis = tls.NewListener(lis, hs.TLSConfig)
 	}
-	g, apiLis, err := api.serve(srv, log)
+	g, apiHealth, apiLis, err := api.serve(srv, cfg.ReadLimit, log)
 	if err != nil {
 		return err
 	}
@@ -183,6 +183,7 @@ func run(args []string, log *slog.Logger) error {
 	defer cancel()
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- hs.Shutdown(sctx) }() // stop accepting; finish plain requests
+	apiHealth.Shutdown()                          // NOT_SERVING: callers move to another edge
 	apiDone := make(chan struct{})
 	go func() { g.GracefulStop(); close(apiDone) }() // finish calls in flight
 	if err := srv.Shutdown(sctx); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
@@ -66,6 +67,7 @@ type Conn struct {
 	entry       *registry.Entry[*Conn]
 	expiry      *time.Timer
 	connectedAt time.Time
+	accepted    atomic.Bool // Connect accepted it: pushes and listings include it
 }
 
 // ID returns the connection's id: unique across every edge and restart
@@ -103,7 +105,8 @@ func (c *Conn) Context() context.Context { return c.sock.Context() }
 // the connection's send queue is full the client is not keeping up, so the connection
 // is closed with 1013 and Send returns ErrClosed. It returns ErrClosed on a
 // connection that is closing. Messages are sent in the order Send and Reply were
-// called. Before the upgrade (in Connect) it queues the message to go first.
+// called. In Connect it queues the message to go first, right after the upgrade:
+// pushes from elsewhere reach a connection only once Connect has accepted it.
 func (c *Conn) Send(text string) error { return c.sock.Send(text) }
 
 // Reply is Send for an answer to the client's message: when the send queue is full it
@@ -130,14 +133,16 @@ func (c *Conn) Close(code int, reason string) {
 	c.sock.Close(code, reason)
 }
 
-// open runs the life of a connection the handshake authorised: registration (it
-// takes pushes and may join groups from now on; what is sent to it waits for the
-// upgrade), the consumer's Connect, the upgrade, then the socket on a goroutine of its
-// own (net/http then drops the request, its buffers and the handler goroutine's grown
-// stack, about 8 KiB a socket). feed is the session feed's generation when the
-// handshake was authorised.
+// open runs the life of a connection the handshake authorised: registration (it may
+// join groups from now on), the consumer's Connect, acceptance (pushes reach it from
+// then on; what is sent to it waits for the upgrade), the upgrade, then the socket on a
+// goroutine of its own (net/http then drops the request, its buffers and the handler
+// goroutine's grown stack, about 8 KiB a socket). feed is the session feed's
+// generation when the handshake was authorised.
 func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsumer func() Consumer, feed uint64) {
-	c.connectedAt = time.Now() // before Add: listings read it from then on
+	// Wall time only: page tokens carry it, so comparisons must not use the monotonic
+	// clock. Set before Add: listings read it from then on.
+	c.connectedAt = time.Now().Round(0)
 	e, reason := s.conns.Add(c, c.id, c.user.ID, c.session.ID)
 	if e == nil {
 		c.sock.Discard()
@@ -151,6 +156,16 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsum
 	c.entry = e
 	s.auth.Registered(s.ctx, feed, auth.Held{Token: c.token, SessionID: c.session.ID})
 	c.expiry = time.AfterFunc(time.Until(c.session.ExpiresAt), func() { c.sock.CloseNow(CloseSessionEnded, "expired") })
+	running := false
+	defer func() { // a consumer that panics must not leave the connection registered
+		if !running {
+			if p := recover(); p != nil {
+				c.sock.Discard()
+				c.release()
+				panic(p)
+			}
+		}
+	}()
 	c.consumer = newConsumer()
 	// A Connect that closed the connection and then met ErrClosed (sending after its
 	// own Close) has accepted it: the client sees the close.
@@ -160,6 +175,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsum
 		s.refuseConnect(w, r, err)
 		return
 	}
+	c.accepted.Store(true)
 	if err := c.sock.Upgrade(w, r); err != nil {
 		s.metrics.handshakes.WithLabelValues("bad_request").Inc() // Upgrade has answered 4xx
 		c.sock.Discard()
@@ -167,6 +183,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsum
 		return
 	}
 	s.metrics.handshakes.WithLabelValues("ok").Inc()
+	running = true
 	go c.sock.Run((*handler)(c))
 }
 

@@ -239,3 +239,72 @@ func TestJoinLimit(t *testing.T) {
 		t.Fatalf("dial with a bad group = %v, %v", resp, err)
 	}
 }
+
+// holdingConnect holds Connect until release is closed, then greets.
+type holdingConnect struct {
+	Echo
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h holdingConnect) Connect(_ context.Context, c *Conn, _ *http.Request) error {
+	close(h.entered)
+	<-h.release
+	return c.Send("first")
+}
+
+// TestPushesWaitForConnect: a push made while Connect runs does not reach the
+// connection (it is not live yet), so what Connect sends comes first; pushes after it
+// accepted arrive.
+func TestPushesWaitForConnect(t *testing.T) {
+	h := holdingConnect{entered: make(chan struct{}), release: make(chan struct{})}
+	srv, base := newTestServer(t, "/ws/hold/", func() Consumer { return h })
+	dialed := make(chan *websocket.Conn, 1)
+	go func() {
+		ws, _, err := websocket.DefaultDialer.Dial(base+"/ws/hold/", http.Header{"Authorization": {"Bearer u1s1"}})
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- ws
+	}()
+	<-h.entered
+	if err := srv.Send(t.Context(), ToUser(1), "during connect"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := srv.ListConnections(t.Context(), nil, nil, 0); err != nil || len(p.Connections) != 0 {
+		t.Fatalf("listed %v, %v while Connect runs; want nothing", p.Connections, err)
+	}
+	close(h.release)
+	ws := <-dialed
+	if ws == nil {
+		t.FailNow()
+	}
+	defer ws.Close()
+	if err := srv.Send(t.Context(), ToUser(1), "after"); err != nil {
+		t.Fatal(err)
+	}
+	c := &client{Conn: ws, id: "hold"}
+	c.expect(t, "first", "after")
+}
+
+// panicky panics in Connect.
+type panicky struct{ Echo }
+
+func (panicky) Connect(context.Context, *Conn, *http.Request) error { panic("consumer bug") }
+
+// TestConnectPanicReleases: a consumer that panics in Connect leaves nothing
+// registered, so Shutdown does not wait for it.
+func TestConnectPanicReleases(t *testing.T) {
+	srv, base := newTestServer(t, "/ws/panic/", func() Consumer { return panicky{} })
+	if _, _, err := websocket.DefaultDialer.Dial(base+"/ws/panic/", http.Header{"Authorization": {"Bearer u1s1"}}); err == nil {
+		t.Fatal("a handshake whose consumer panicked was upgraded")
+	}
+	if n := len(srv.conns.All()); n != 0 {
+		t.Fatalf("%d connections registered after the panic", n)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown after a panicking Connect: %v", err)
+	}
+}

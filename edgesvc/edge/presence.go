@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
 )
 
 // ErrInvalidPageSize: a page of connections holds 0 (the default, 100) to 1000.
@@ -100,13 +101,18 @@ func (s *Server) GroupPresence(ctx context.Context, group string) (Presence, err
 
 // List returns up to q.Limit of this edge's connections q matches, in order.
 func (l *local) List(q layer.ListQuery) []layer.ConnInfo {
-	entries := l.conns.All()
+	var entries []*registry.Entry[*Conn]
 	if q.To != nil {
 		entries = l.match(*q.To)
+	} else {
+		entries = l.conns.All()
 	}
 	out := make([]layer.ConnInfo, 0, min(q.Limit, len(entries)))
 	for _, e := range entries {
 		c := e.Conn
+		if !c.accepted.Load() {
+			continue
+		}
 		info := layer.ConnInfo{
 			ID: e.ID, User: c.user.ID, Username: c.user.Username, Session: c.session.ID,
 			Path: c.path, ConnectedAt: c.connectedAt, Edge: l.cfg.NodeID,

@@ -169,13 +169,27 @@ func (l *local) match(t layer.Target) []*registry.Entry[*Conn] {
 	return nil
 }
 
-// Deliver queues m on each matching connection (a push that does not fit closes that
-// connection). For more than one, the frame is encoded once and shared.
+// Deliver queues m on each matching connection that its consumer has accepted (a push
+// that does not fit closes that connection). For more than one, the frame is encoded
+// once and shared.
 func (l *local) Deliver(m layer.Send) {
 	entries := l.match(m.To)
-	if len(m.Exclude) > 0 {
-		entries = slices.DeleteFunc(entries, func(e *registry.Entry[*Conn]) bool { return slices.Contains(m.Exclude, e.ID) })
+	var exclude map[string]bool
+	if len(m.Exclude) > 8 {
+		exclude = make(map[string]bool, len(m.Exclude))
+		for _, id := range m.Exclude {
+			exclude[id] = true
+		}
 	}
+	entries = slices.DeleteFunc(entries, func(e *registry.Entry[*Conn]) bool {
+		if !e.Conn.accepted.Load() {
+			return true
+		}
+		if exclude != nil {
+			return exclude[e.ID]
+		}
+		return len(m.Exclude) > 0 && slices.Contains(m.Exclude, e.ID)
+	})
 	switch len(entries) {
 	case 0:
 	case 1:

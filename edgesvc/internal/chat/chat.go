@@ -9,8 +9,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"hash/fnv"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/gatehouse/gatehouse/edgesvc/edge"
@@ -21,8 +23,21 @@ const MaxMessage = 4096
 
 // ValidRoom reports whether name can be a room: 1–95 characters of ASCII letters,
 // digits, '-', '_' and '.' (its group, "chat." + name, is then a valid group).
+// "." and ".." are not rooms: HTTP routing treats them as path steps.
 func ValidRoom(name string) bool {
-	return len(name) >= 1 && len(name) <= 95 && edge.ValidGroup("chat."+name)
+	return len(name) >= 1 && len(name) <= 95 && edge.ValidGroup("chat."+name) && name != "." && name != ".."
+}
+
+// locks serialise, per room (by hash), a member's arrival (presence, members list,
+// join, announcement) and departure (leave, presence, announcement), so that two of
+// them never interleave: "first connection joins, last one leaves" then holds on one
+// edge.
+var locks [64]sync.Mutex
+
+func lockRoom(group string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(group))
+	return &locks[h.Sum32()%uint32(len(locks))]
 }
 
 // New returns the consumer factory for srv's chat route (a pattern with {room}).
@@ -53,6 +68,9 @@ func (r *room) Connect(ctx context.Context, c *edge.Conn, req *http.Request) err
 			Message: "no such room: names are 1 to 95 characters of ASCII letters, digits, '-', '_' and '.'"}
 	}
 	r.group = "chat." + r.name
+	mu := lockRoom(r.group)
+	mu.Lock()
+	defer mu.Unlock()
 	p, err := r.srv.GroupPresence(ctx, r.group)
 	if err != nil {
 		return err
@@ -105,6 +123,9 @@ func (r *room) Disconnect(ctx context.Context, c *edge.Conn, _ int) {
 	if r.group == "" {
 		return
 	}
+	mu := lockRoom(r.group)
+	mu.Lock()
+	defer mu.Unlock()
 	c.Leave(r.group)
 	p, err := r.srv.GroupPresence(ctx, r.group)
 	if err != nil {

@@ -41,7 +41,7 @@ func TestParseMessage(t *testing.T) {
 func TestValidRoom(t *testing.T) {
 	for name, want := range map[string]bool{
 		"lobby": true, "a": true, "room-1_b.c": true, strings.Repeat("r", 95): true,
-		"": false, strings.Repeat("r", 96): false, "a b": false, "é": false, "a/b": false,
+		"": false, strings.Repeat("r", 96): false, "a b": false, "é": false, "a/b": false, ".": false, "..": false, "...": true,
 	} {
 		if ValidRoom(name) != want {
 			t.Errorf("ValidRoom(%q) = %v", name, !want)

@@ -98,7 +98,7 @@ func (s *Site) render(w http.ResponseWriter, code int, d pageData) {
 // room name outside the rule (1–95 of ASCII letters, digits, '-', '_', '.') is 404.
 func (s *Site) handleChat(w http.ResponseWriter, r *http.Request) {
 	room := r.PathValue("room")
-	if len(room) > 95 || !registry.ValidGroup("chat."+room) {
+	if len(room) > 95 || !registry.ValidGroup("chat."+room) || room == "." || room == ".." {
 		w.Header().Set("Gatehouse-Reason", "NO_ROUTE")
 		http.Error(w, "no such room: names are 1 to 95 characters of ASCII letters, digits, '-', '_' and '.'", http.StatusNotFound)
 		return

@@ -105,13 +105,20 @@ func (w *writer) release(done <-chan struct{}) bool {
 	return w.take()
 }
 
-// message is one queued data message: text or binary, either in data (in a string,
-// so that connections can share it) or already framed, for a broadcast.
+// message is one queued data message: a text message in data (a string, so that
+// connections can share it), or, when p is set, a framed one (a broadcast, or binary).
+// It is kept small: a queue holds SendQueue of them.
 type message struct {
-	data     string
-	binary   bool
-	prepared *websocket.PreparedMessage // when set, the frame to write; data is empty
-	size     int64
+	data string
+	p    *Prepared
+}
+
+// size is the message's payload in bytes, as the send buffer counts them.
+func (m message) size() int64 {
+	if m.p != nil {
+		return m.p.size
+	}
+	return int64(len(m.data))
 }
 
 // Prepared is a message framed once for many connections (a broadcast): each
@@ -140,28 +147,31 @@ func (c *Conn) QueuedBytes() int64 { return c.w.bytes.Load() }
 // Send queues text to be written. It never blocks: when the send buffer (SendBuffer
 // bytes, SendQueue messages) is full the client is not keeping up, so the connection
 // is closed with 1013 and Send returns ErrClosed.
-func (c *Conn) Send(text string) error { return c.push(message{data: text, size: int64(len(text))}) }
+func (c *Conn) Send(text string) error { return c.push(message{data: text}) }
 
-// Push is Send for a text (binary false) or binary message; data is not copied.
+// Push is Send for a text (binary false) or binary message; text is not copied.
 func (c *Conn) Push(binary bool, data string) error {
-	return c.push(message{data: data, binary: binary, size: int64(len(data))})
+	if binary {
+		return c.push(message{p: Prepare(true, data)})
+	}
+	return c.push(message{data: data})
 }
 
 // PushPrepared is Send for a message framed once for many connections.
-func (c *Conn) PushPrepared(p *Prepared) error { return c.push(message{prepared: p.pm, size: p.size}) }
+func (c *Conn) PushPrepared(p *Prepared) error { return c.push(message{p: p}) }
 
 func (c *Conn) push(m message) error {
 	if c.isClosing() {
 		return ErrClosed
 	}
-	q := c.w.queue(c.rt.cfg.SendQueue)
-	if c.w.reserve(m.size, c.rt.cfg.SendBuffer) {
+	q, size := c.w.queue(c.rt.cfg.SendQueue), m.size()
+	if c.w.reserve(size, c.rt.cfg.SendBuffer) {
 		select {
 		case q.msgs <- m:
 			c.startWriter()
 			return nil
 		default:
-			c.w.bytes.Add(-m.size)
+			c.w.bytes.Add(-size)
 		}
 	}
 	c.rt.metrics.SlowCloses.WithLabelValues("push_overflow").Inc()
@@ -197,16 +207,16 @@ func (c *Conn) Reply(text string) error {
 	}
 	// Queue it, waiting for room up to half of WriteWait: meanwhile nothing is read
 	// from this client.
-	q, m := c.w.queue(c.rt.cfg.SendQueue), message{data: text, size: int64(len(text))}
+	q, m, size := c.w.queue(c.rt.cfg.SendQueue), message{data: text}, int64(len(text))
 	var t *time.Timer
 	for {
-		if c.w.reserve(m.size, c.rt.cfg.SendBuffer) {
+		if c.w.reserve(size, c.rt.cfg.SendBuffer) {
 			select {
 			case q.msgs <- m:
 				c.startWriter()
 				return nil
 			default:
-				c.w.bytes.Add(-m.size)
+				c.w.bytes.Add(-size)
 			}
 		}
 		if t == nil {
@@ -350,7 +360,7 @@ func (c *Conn) writeLoop() {
 		if msg, ok := c.w.next(); ok {
 			_ = c.ws.SetWriteDeadline(time.Now().Add(c.rt.cfg.WriteWait))
 			err := c.writeMessage(msg)
-			c.w.written(msg.size)
+			c.w.written(msg.size())
 			if err != nil {
 				c.closed(websocket.CloseAbnormalClosure)
 				c.closeNet()
@@ -371,7 +381,7 @@ func (c *Conn) flush() {
 			return
 		}
 		err := c.writeMessage(msg)
-		c.w.written(msg.size)
+		c.w.written(msg.size())
 		if err != nil {
 			return
 		}
@@ -381,14 +391,10 @@ func (c *Conn) flush() {
 
 // writeMessage writes one message without copying it to a []byte first.
 func (c *Conn) writeMessage(msg message) error {
-	if msg.prepared != nil {
-		return c.ws.WritePreparedMessage(msg.prepared)
+	if msg.p != nil {
+		return c.ws.WritePreparedMessage(msg.p.pm)
 	}
-	mt := websocket.TextMessage
-	if msg.binary {
-		mt = websocket.BinaryMessage
-	}
-	w, err := c.ws.NextWriter(mt)
+	w, err := c.ws.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err
 	}
