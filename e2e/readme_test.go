@@ -10,9 +10,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	edgev1 "github.com/gatehouse/gatehouse/gen/gatehouse/edge/v1"
+	"github.com/gorilla/websocket"
 
 	"github.com/gatehouse/gatehouse/authsvc/pgtest"
 )
@@ -117,10 +119,10 @@ func TestReadmeGrpcurl(t *testing.T) {
 	for bi := range blocks {
 		b := &blocks[bi]
 		t.Run(fmt.Sprintf("%s block at line %d", b.mode, b.start), func(t *testing.T) {
-			dir, addr := readmeWorld(t, b.mode)
-			got := runConsole(t, dir, addr, b.steps)
+			dir, addrs, after := readmeWorld(t, b.mode)
+			got := runConsole(t, dir, addrs, b.steps)
 			for i, st := range b.steps {
-				for _, m := range regexp.MustCompile(`gatehouse\.auth\.v1\.\w+/(\w+)|grpc\.health\.v1\.Health/Check|\b(list|describe)\b`).FindAllString(st.cmd, -1) {
+				for _, m := range regexp.MustCompile(`gatehouse\.(auth|edge)\.v1\.\w+/(\w+)|grpc\.health\.v1\.Health/Check|\b(list|describe)\b`).FindAllString(st.cmd, -1) {
 					covered[m] = true
 				}
 				if *update {
@@ -131,12 +133,15 @@ func TestReadmeGrpcurl(t *testing.T) {
 					t.Errorf("README command:\n$ %s\nprinted:\n%s\nthe README shows:\n%s", st.cmd, strings.Join(got[i], "\n"), strings.Join(st.want, "\n"))
 				}
 			}
+			after(t)
 		})
 	}
 	for _, m := range []string{"list", "describe", "grpc.health.v1.Health/Check",
 		"AdminService/CreateUser", "AuthService/Login", "AuthService/ValidateSession", "AdminService/ListUsers",
 		"AdminService/ListSessions", "AdminService/RevokeSession", "AdminService/RevokeUserSessions",
-		"AdminService/SetPassword", "AdminService/SetUserActive", "AuthService/WatchSessionEvents"} {
+		"AdminService/SetPassword", "AdminService/SetUserActive", "AuthService/WatchSessionEvents",
+		"EdgeService/Send", "EdgeService/GroupAdd", "EdgeService/GroupPresence", "EdgeService/ListConnections",
+		"EdgeService/Disconnect"} {
 		found := false
 		for c := range covered {
 			if strings.HasSuffix(c, m) {
@@ -167,9 +172,11 @@ func TestReadmeGrpcurl(t *testing.T) {
 
 // readmeWorld sets up what the README assumes after `make run`: a working directory
 // with bin/grpcurl, .run/admin-token, a database whose first user is demo (id 1), and
-// authsvc listening (with mTLS and certs/ for the mtls block). It returns the
-// directory and authsvc's address.
-func readmeWorld(t *testing.T, mode string) (string, string) {
+// authsvc listening (with mTLS and certs/ for the mtls block; for the edge block, an
+// edge too, with .run/api-token, node id edge-1, and demo's page open in two tabs). It
+// returns the directory, the README's addresses mapped to the real ones, and a check
+// to run after the block.
+func readmeWorld(t *testing.T, mode string) (string, map[string]string, func(*testing.T)) {
 	t.Helper()
 	dir := t.TempDir()
 	for _, d := range []string{"bin", ".run"} {
@@ -200,17 +207,45 @@ func readmeWorld(t *testing.T, mode string) (string, string) {
 		env = append(env, "AUTHSVC_TLS_CERT="+filepath.Join(c, "server.pem"), "AUTHSVC_TLS_KEY="+filepath.Join(c, "server-key.pem"),
 			"AUTHSVC_TLS_CLIENT_CA="+filepath.Join(c, "ca.pem"))
 	}
-	return dir, start(t, "authsvc", env...).addr
+	auth := start(t, "authsvc", env...)
+	addrs := map[string]string{"127.0.0.1:50051": auth.addr}
+	if mode != "edge" {
+		return dir, addrs, func(*testing.T) {}
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".run", "api-token"), []byte(apiToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	edge := startEdge(t, auth.addr, "EDGESVC_NODE_ID=edge-1")
+	addrs["127.0.0.1:50052"] = edge.apiAddr(t)
+	l, err := authv1.NewAuthServiceClient(dial(t, auth.addr)).Login(t.Context(), &authv1.LoginRequest{Username: "demo", Password: "demo-password"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, edge.addr)
+	tabs := []*websocket.Conn{mustOpen(t, edge.addr, l), mustOpen(t, edge.addr, l)}
+	return dir, addrs, func(t *testing.T) {
+		// What the block did reached demo's page: the push, the room message, the kick.
+		for _, ws := range tabs {
+			readText(t, ws, "Hello from grpcurl")
+			readText(t, ws, "Breaking news")
+			expectClose(t, ws, 4001, "maintenance: back in 5 minutes", 5*time.Second)
+		}
+	}
 }
 
-// runConsole runs the steps in one bash, in dir, with the README's authsvc address
-// replaced by addr, and returns each step's output lines (stdout and stderr).
-func runConsole(t *testing.T, dir, addr string, steps []consoleStep) [][]string {
+// runConsole runs the steps in one bash, in dir, with the README's addresses
+// replaced by the real ones (addrs), and returns each step's output lines (stdout and
+// stderr).
+func runConsole(t *testing.T, dir string, addrs map[string]string, steps []consoleStep) [][]string {
 	t.Helper()
 	var script strings.Builder
 	script.WriteString("exec 2>&1\n")
 	for i, st := range steps {
-		fmt.Fprintf(&script, "%s\necho '@@step %d done'\n", strings.ReplaceAll(st.cmd, "127.0.0.1:50051", addr), i)
+		cmd := st.cmd
+		for readme, real := range addrs {
+			cmd = strings.ReplaceAll(cmd, readme, real)
+		}
+		fmt.Fprintf(&script, "%s\necho '@@step %d done'\n", cmd, i)
 	}
 	cmd := exec.CommandContext(t.Context(), "bash", "--noprofile", "--norc")
 	cmd.Dir = dir
@@ -228,7 +263,10 @@ func runConsole(t *testing.T, dir, addr string, steps []consoleStep) [][]string 
 			continue
 		}
 		if i < len(got) {
-			got[i] = append(got[i], strings.ReplaceAll(line, addr, "127.0.0.1:50051"))
+			for readme, real := range addrs {
+				line = strings.ReplaceAll(line, real, readme)
+			}
+			got[i] = append(got[i], line)
 		}
 	}
 	if i != len(steps) {
