@@ -172,10 +172,10 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	reg := prometheus.NewRegistry()
 	s := &Server{
 		cfg: cfg, log: log,
-		mux:     http.NewServeMux(),
-		conns:   registry.New[*Conn](),
-		metrics: newMetrics(reg),
+		mux:   http.NewServeMux(),
+		conns: registry.New[*Conn](),
 	}
+	s.metrics = newMetrics(reg, s.conns.Stats)
 	s.layer = layer.Local{Edge: (*local)(s)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rt = socket.NewRuntime(s.ctx, socket.Config{

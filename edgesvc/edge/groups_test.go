@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -307,4 +308,36 @@ func TestConnectPanicReleases(t *testing.T) {
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown after a panicking Connect: %v", err)
 	}
+}
+
+// TestSendMetrics: sends are counted by target kind, and groups and memberships are
+// visible at scrape time.
+func TestSendMetrics(t *testing.T) {
+	srv, base := newTestServer(t, "/ws/g/{group}/", func() Consumer { return member{} })
+	a, b := dialAs(t, base, "room", "u1s1"), dialAs(t, base, "room", "u2s2")
+	_ = dialAs(t, base, "other", "u2s2")
+	for _, to := range []Target{ToUser(1), ToGroup("room"), ToGroup("room"), ToConnection(b.id), ToSession("s1")} {
+		if err := srv.Send(t.Context(), to, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.expect(t, "x", "x", "x", "x")
+	body := scrape(t, srv)
+	for _, want := range []string{
+		`gatehouse_edge_sends_total{target="user"} 1`, `gatehouse_edge_sends_total{target="group"} 2`,
+		`gatehouse_edge_sends_total{target="connection"} 1`, `gatehouse_edge_sends_total{target="session"} 1`,
+		`gatehouse_edge_groups 2`, `gatehouse_edge_group_memberships 3`,
+		`gatehouse_edge_send_buffer_bytes_count`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
+}
+
+func scrape(t *testing.T, srv *Server) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
 }

@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
 )
 
@@ -12,12 +13,14 @@ import (
 // authority count theirs through the parts handed to them.
 type metrics struct {
 	handshakes *prometheus.CounterVec
+	sends      [5]prometheus.Counter // by layer.Kind
 	socket     socket.Metrics
 	auth       auth.Metrics
 }
 
 // newMetrics registers the edge's metrics, and the Go and process collectors, on reg.
-func newMetrics(reg prometheus.Registerer) *metrics {
+// stats reports the registry's groups and memberships at each scrape.
+func newMetrics(reg prometheus.Registerer, stats func() (groups, memberships int)) *metrics {
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatehouse_edge_handshakes_total", Help: "WebSocket handshakes by outcome.",
 	}, []string{"outcome"})
@@ -28,8 +31,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "gatehouse_edge_messages_received_total", Help: "Messages (text and binary) received from clients.",
 	})
 	sent := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "gatehouse_edge_messages_sent_total", Help: "Text messages written to clients.",
+		Name: "gatehouse_edge_messages_sent_total", Help: "Messages written to clients (replies and pushes, one per connection reached).",
 	})
+	sends := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_edge_sends_total", Help: "Sends accepted (Server.Send, EdgeService.Send, consumers), by target kind: user, session, connection, group.",
+	}, []string{"target"})
+	queued := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "gatehouse_edge_send_buffer_bytes",
+		Help:    "Bytes waiting for a client, observed after each push it takes: how close connections come to EDGESVC_SEND_BUFFER.",
+		Buckets: prometheus.ExponentialBuckets(1024, 4, 9), // 1 KiB to 64 MiB
+	})
+	groups := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gatehouse_edge_groups", Help: "Groups with at least one member on this edge.",
+	}, func() float64 { g, _ := stats(); return float64(g) })
+	memberships := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gatehouse_edge_group_memberships", Help: "Group memberships of this edge's connections.",
+	}, func() float64 { _, m := stats(); return float64(m) })
 	closes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatehouse_edge_closes_total", Help: "Closed WebSocket connections by close code (applications' own codes, 3000-4999 but 4401, as one) and by who closed.",
 	}, []string{"code", "by"})
@@ -61,15 +78,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{"push_overflow", "reply_timeout", "write_stalled"} {
 		slow.WithLabelValues(r)
 	}
-	reg.MustRegister(open, handshakes, validate, received, sent, closes, slow, cache, leases,
+	reg.MustRegister(open, handshakes, validate, received, sent, sends, queued, groups, memberships, closes, slow, cache, leases,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &metrics{
+	m := &metrics{
 		handshakes: handshakes,
-		socket:     socket.Metrics{Open: open, Received: received, Sent: sent, Closes: closes, SlowCloses: slow},
+		socket:     socket.Metrics{Open: open, Received: received, Sent: sent, Closes: closes, SlowCloses: slow, Queued: queued},
 		auth: auth.Metrics{
 			Validate: validate, Leases: leases,
 			// Resolved once: they count every handshake.
 			CacheHit: cache.WithLabelValues("hit"), CacheMiss: cache.WithLabelValues("miss"),
 		},
 	}
+	for kind, name := range map[layer.Kind]string{layer.User: "user", layer.Session: "session", layer.Connection: "connection", layer.Group: "group"} {
+		m.sends[kind] = sends.WithLabelValues(name)
+	}
+	return m
 }

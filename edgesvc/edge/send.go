@@ -97,7 +97,11 @@ func (s *Server) send(ctx context.Context, to Target, binary bool, data string, 
 	if int64(len(data)) > s.cfg.ReadLimit {
 		return ErrPayloadTooLarge
 	}
-	return s.layer.Send(ctx, layer.Send{To: to.t, Data: data, Binary: binary, Exclude: exclude})
+	if err := s.layer.Send(ctx, layer.Send{To: to.t, Data: data, Binary: binary, Exclude: exclude}); err != nil {
+		return err
+	}
+	s.metrics.sends[to.t.Kind].Inc()
+	return nil
 }
 
 // GroupAdd puts every connection to matches (a user, session or connection; not a

@@ -286,6 +286,16 @@ func (r *Registry[C]) Shutdown() []*Entry[C] {
 	return r.All()
 }
 
+// Stats returns how many groups have members, and how many memberships there are.
+func (r *Registry[C]) Stats() (groups, memberships int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, members := range r.byGroup {
+		memberships += len(members)
+	}
+	return len(r.byGroup), memberships
+}
+
 // Wait waits until every entry has been removed, or ctx ends (its error).
 func (r *Registry[C]) Wait(ctx context.Context) error {
 	done := make(chan struct{})

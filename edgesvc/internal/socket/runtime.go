@@ -52,6 +52,8 @@ type Metrics struct {
 	// reply_timeout (a reply waited half of WriteWait for room), write_stalled (a
 	// frame begun could not be finished within half of WriteWait).
 	SlowCloses *prometheus.CounterVec
+	// Queued observes a connection's queued bytes after each push it takes.
+	Queued prometheus.Observer
 }
 
 // Handler receives what arrives on one connection. Its methods are called from one

@@ -168,6 +168,7 @@ func (c *Conn) push(m message) error {
 	if c.w.reserve(size, c.rt.cfg.SendBuffer) {
 		select {
 		case q.msgs <- m:
+			c.rt.metrics.Queued.Observe(float64(c.w.bytes.Load()))
 			c.startWriter()
 			return nil
 		default:
