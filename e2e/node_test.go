@@ -18,14 +18,7 @@ import (
 // real authsvc, plaintext and with mTLS, and checks what it prints, including a
 // session event caused while it watches.
 func TestNodeClient(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not installed: the polyglot example needs Node.js 20")
-	}
-	dir, _ := filepath.Abs(filepath.Join("..", "examples", "node"))
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@grpc", "grpc-js")); err != nil {
-		t.Fatal("examples/node has no node_modules: run `npm ci` there (make test does)")
-	}
+	node, dir := nodeExample(t)
 	t.Run("plaintext", func(t *testing.T) {
 		auth := startAuth(t)
 		cc := dial(t, auth.addr)
@@ -39,6 +32,20 @@ func TestNodeClient(t *testing.T) {
 		s := &system{authC: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc)}
 		runNode(t, node, dir, auth.addr, s, []string{"GATEHOUSE_CA=" + f["ca.pem"], "GATEHOUSE_CERT=" + f["client.pem"], "GATEHOUSE_KEY=" + f["client-key.pem"]})
 	})
+}
+
+// nodeExample returns the node binary and examples/node, ready to run.
+func nodeExample(t *testing.T) (node, dir string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: the polyglot example needs Node.js 20")
+	}
+	dir, _ = filepath.Abs(filepath.Join("..", "examples", "node"))
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@grpc", "grpc-js")); err != nil {
+		t.Fatal("examples/node has no node_modules: run `npm ci` there (make test does)")
+	}
+	return node, dir
 }
 
 // runNode runs client.js for a new user and checks each line it prints.
@@ -110,14 +117,7 @@ func runNode(t *testing.T, node, dir, addr string, s *system, extra []string) {
 // notification and the room message reach the user's open socket, and what it prints
 // (presence, the listing, two refusals' reasons) matches.
 func TestNodePush(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not installed: the polyglot example needs Node.js 20")
-	}
-	dir, _ := filepath.Abs(filepath.Join("..", "examples", "node"))
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@grpc", "grpc-js")); err != nil {
-		t.Fatal("examples/node has no node_modules: run `npm ci` there (make test does)")
-	}
+	node, dir := nodeExample(t)
 	s := newSystem(t, nil, nil)
 	u, pw := s.newUser(t)
 	ws := mustOpen(t, s.edge.addr, s.login(t, u, pw))
