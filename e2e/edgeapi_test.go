@@ -2,8 +2,13 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -310,5 +316,77 @@ func TestEdgeAPIDisabled(t *testing.T) {
 	wantReason(t, "no token configured", err, codes.Unauthenticated, "API_DISABLED")
 	if !strings.Contains(status.Convert(err).Message(), "EDGESVC_API_TOKEN") {
 		t.Fatalf("the refusal does not say how to enable the API: %v", err)
+	}
+}
+
+// TestEdgeAPITLS: served with TLS and a client CA, the edge API admits a caller with a
+// client certificate from that CA and no token; one without a certificate needs the
+// token; a certificate from another CA is refused (the client does not even offer it:
+// the server names the CAs it accepts).
+func TestEdgeAPITLS(t *testing.T) {
+	f := tlsFiles(t, t.TempDir())
+	tlsEnv := []string{"EDGESVC_API_TLS_CERT=" + f["server.pem"], "EDGESVC_API_TLS_KEY=" + f["server-key.pem"], "EDGESVC_API_TLS_CLIENT_CA=" + f["ca.pem"]}
+	send := func(cc *grpc.ClientConn, ctx context.Context) error {
+		_, err := edgev1.NewEdgeServiceClient(cc).Send(ctx, &edgev1.SendRequest{Target: userTarget(1), Payload: &edgev1.SendRequest_Text{Text: "x"}})
+		return err
+	}
+	tlsOnly := func(t *testing.T, addr string) *grpc.ClientConn {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(mustRead(t, f["ca.pem"]))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+
+	t.Run("certificate instead of a token", func(t *testing.T) {
+		s := newSystem(t, nil, append([]string{"EDGESVC_API_TOKEN="}, tlsEnv...))
+		addr := s.edge.apiAddr(t)
+		if err := send(mtlsConn(t, addr, f), t.Context()); err != nil {
+			t.Fatalf("a client certificate from the CA: %v", err)
+		}
+		err := send(tlsOnly(t, addr), t.Context())
+		wantReason(t, "no certificate, no token configured", err, codes.Unauthenticated, "API_TOKEN_REQUIRED")
+		rogue := map[string]string{"ca.pem": f["ca.pem"], "client.pem": f["rogue.pem"], "client-key.pem": f["rogue-key.pem"]}
+		if err := send(mtlsConn(t, addr, rogue), t.Context()); status.Code(err) != codes.Unavailable {
+			wantReason(t, "a certificate from another CA", err, codes.Unauthenticated, "API_TOKEN_REQUIRED")
+		}
+	})
+	t.Run("token without a certificate", func(t *testing.T) {
+		s := newSystem(t, nil, tlsEnv)
+		if err := send(tlsOnly(t, s.edge.apiAddr(t)), apiCtx(t.Context())); err != nil {
+			t.Fatalf("TLS with the token: %v", err)
+		}
+	})
+}
+
+// TestEdgeAPIConfigRefused: the edge refuses to start with an API configuration that
+// cannot work, saying what is wrong.
+func TestEdgeAPIConfigRefused(t *testing.T) {
+	f := tlsFiles(t, t.TempDir())
+	empty := filepath.Join(t.TempDir(), "empty-token")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  []string
+		says string
+	}{
+		{[]string{"EDGESVC_API_TLS_CLIENT_CA=" + f["ca.pem"]}, "EDGESVC_API_TLS_CLIENT_CA needs EDGESVC_API_TLS_CERT"},
+		{[]string{"EDGESVC_API_TLS_CERT=" + f["server.pem"]}, "EDGESVC_API_TLS_CERT and EDGESVC_API_TLS_KEY go together"},
+		{[]string{"EDGESVC_API_TOKEN=", "EDGESVC_API_TOKEN_FILE=" + empty}, "is empty"},
+		{[]string{"EDGESVC_API_TOKEN=", "EDGESVC_API_TOKEN_FILE=" + empty + "-missing"}, "edge API token file"},
+		{[]string{"EDGESVC_API_TOKEN_FILE=" + f["ca.pem"]}, "not both"}, // EDGESVC_API_TOKEN is set too
+		{[]string{"EDGESVC_SEND_BUFFER=1000"}, "at least twice EDGESVC_READ_LIMIT"},
+		{[]string{"EDGESVC_NODE_ID=no.dots"}, "EDGESVC_NODE_ID"},
+	} {
+		cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "edgesvc"))
+		cmd.Env = append(os.Environ(), edgeEnv("127.0.0.1:1", tc.env...)...)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.says) {
+			t.Errorf("edgesvc with %v: %v\n%s\nwant a refusal saying %q", tc.env, err, out, tc.says)
+		}
 	}
 }

@@ -93,6 +93,10 @@ func (a *authn) check(ctx context.Context) error {
 			}
 		}
 	}
+	if !a.set && a.mtls {
+		return fail(codes.Unauthenticated, edgev1.ErrorReason_ERROR_REASON_API_TOKEN_REQUIRED,
+			"a client certificate signed by the edge API's CA is required (the edge has no API token configured)")
+	}
 	if !a.set {
 		return fail(codes.Unauthenticated, edgev1.ErrorReason_ERROR_REASON_API_DISABLED,
 			"the edge API is disabled: the edge has no API token configured (set EDGESVC_API_TOKEN or EDGESVC_API_TOKEN_FILE)")
