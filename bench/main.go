@@ -4,6 +4,7 @@
 //	                                  database, authsvc, edgesvc and baseline servers
 //	bench baseline-ws -listen ADDR    a bare gorilla/websocket echo server, no auth
 //	bench baseline-grpc -listen ADDR  a bare gRPC ValidateSession over an in-memory map
+//	bench baseline-broadcast -listen ADDR  a bare broadcast server (PreparedMessage loop)
 //	bench hold ...                    a child that holds idle connections (run uses it)
 //
 // Servers run pinned to CPU 0 and the load generator to CPU 1 (taskset), as the
@@ -17,7 +18,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench run|baseline-ws|baseline-grpc|hold [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bench run|baseline-ws|baseline-grpc|baseline-broadcast|hold [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -28,6 +29,8 @@ func main() {
 		err = baselineWS(os.Args[2:])
 	case "baseline-grpc":
 		err = baselineGRPC(os.Args[2:])
+	case "baseline-broadcast":
+		err = baselineBroadcast(os.Args[2:])
 	case "hold":
 		err = hold(os.Args[2:])
 	default:

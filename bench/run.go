@@ -193,6 +193,8 @@ type world struct {
 	edge                 *proc
 	bareWS               *proc
 	bareRPC              *proc
+	bareCast             *proc  // the bare broadcast server
+	edgeAPI              string // the edge API's address (token bench-api)
 	authC                authv1.AuthServiceClient
 	admin                authv1.AdminServiceClient
 	adminCtx             context.Context
@@ -304,7 +306,8 @@ func runBench(args []string) error {
 		}
 		defer func() { _ = exec.Command("taskset", "-a", "-p", "-c", "0-63", strconv.Itoa(pids[0])).Run() }()
 	}
-	if w.edge, err = startPinned("edgesvc", append(edgeDebug, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR="+w.auth.addr),
+	w.edgeAPI = freeAddr()
+	if w.edge, err = startPinned("edgesvc", append(edgeDebug, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN="+w.edgeAPI, "EDGESVC_API_TOKEN=bench-api", "EDGESVC_AUTH_ADDR="+w.auth.addr),
 		filepath.Join(*bin, "edgesvc")); err != nil {
 		return err
 	}
@@ -317,6 +320,10 @@ func runBench(args []string) error {
 		return err
 	}
 	defer w.bareRPC.stop()
+	if w.bareCast, err = startPinned("baseline-broadcast", nil, self, "baseline-broadcast"); err != nil {
+		return err
+	}
+	defer w.bareCast.stop()
 	if err := waitReady(w.edge.addr); err != nil {
 		return err
 	}
@@ -336,6 +343,7 @@ func runBench(args []string) error {
 		{"handshakes with idle connections", w.benchHandshakesUnderIdle},
 		{"idle memory", w.benchIdle},
 		{"revocation", w.benchRevocation},
+		{"fan-out", w.benchFanout},
 	}
 	for _, st := range steps {
 		if !strings.Contains(st.name, *only) {
