@@ -60,7 +60,7 @@ func TestPushOverflowCloses1013(t *testing.T) {
 	if code, _ := readUntilClose(t, a.Conn); code != CloseTryAgainLater {
 		t.Fatalf("closed with %d, want 1013", code)
 	}
-	if n := testutil.ToFloat64(srv.metrics.socket.SlowCloses.WithLabelValues("push_overflow")); n != 1 {
+	if n := testutil.ToFloat64(srv.metrics.Socket.SlowCloses.WithLabelValues("push_overflow")); n != 1 {
 		t.Fatalf("push_overflow closes counted: %v, want 1", n)
 	}
 }
@@ -102,8 +102,8 @@ func TestReplyPausesReading(t *testing.T) {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	slow := func() float64 {
-		return testutil.ToFloat64(srv.metrics.socket.SlowCloses.WithLabelValues("reply_timeout")) +
-			testutil.ToFloat64(srv.metrics.socket.SlowCloses.WithLabelValues("write_stalled"))
+		return testutil.ToFloat64(srv.metrics.Socket.SlowCloses.WithLabelValues("reply_timeout")) +
+			testutil.ToFloat64(srv.metrics.Socket.SlowCloses.WithLabelValues("write_stalled"))
 	}
 	for slow() != 1 {
 		if time.Now().After(deadline) {

@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"sync/atomic"
+	"strings"
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
@@ -61,13 +61,10 @@ type Conn struct {
 	user     User
 	session  Session
 	token    string // kept to re-validate the session after the event feed was interrupted
-	path     string
 
 	// Set when the connection is registered, before Connect; released when it ends.
-	entry       *registry.Entry[*Conn]
-	expiry      *time.Timer
-	connectedAt time.Time
-	accepted    atomic.Bool // Connect accepted it: pushes and listings include it
+	entry  *registry.Entry[*Conn]
+	expiry *time.Timer
 }
 
 // ID returns the connection's id: unique across every edge and restart
@@ -81,7 +78,7 @@ func (c *Conn) User() User { return c.user }
 func (c *Conn) Session() Session { return c.session }
 
 // Path returns the path of the handshake request, such as /ws/myapp/1/.
-func (c *Conn) Path() string { return c.path }
+func (c *Conn) Path() string { return c.entry.Path }
 
 // Join puts the connection in group, until it leaves or closes (joining again does
 // nothing). Sends to ToGroup(group) reach it from then on. It fails with
@@ -140,10 +137,10 @@ func (c *Conn) Close(code int, reason string) {
 // goroutine's grown stack, about 8 KiB a socket). feed is the session feed's
 // generation when the handshake was authorised.
 func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsumer func() Consumer, feed uint64) {
-	// Wall time only: page tokens carry it, so comparisons must not use the monotonic
-	// clock. Set before Add: listings read it from then on.
-	c.connectedAt = time.Now().Round(0)
-	e, reason := s.conns.Add(c, c.id, c.user.ID, c.session.ID)
+	e, reason := s.conns.Add(c, registry.Info{
+		ID: c.id, User: c.user.ID, Username: c.user.Username, Session: c.session.ID,
+		Path: strings.Clone(r.URL.Path), Sock: c.sock, // the path, not a slice of the request line
+	})
 	if e == nil {
 		c.sock.Discard()
 		if reason == "" {
@@ -175,14 +172,14 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsum
 		s.refuseConnect(w, r, err)
 		return
 	}
-	c.accepted.Store(true)
+	e.Accept() // pushes and listings include it from now on
 	if err := c.sock.Upgrade(w, r); err != nil {
-		s.metrics.handshakes.WithLabelValues("bad_request").Inc() // Upgrade has answered 4xx
+		s.metrics.Handshakes.WithLabelValues("bad_request").Inc() // Upgrade has answered 4xx
 		c.sock.Discard()
 		(*handler)(c).Ended(websocket.CloseAbnormalClosure)
 		return
 	}
-	s.metrics.handshakes.WithLabelValues("ok").Inc()
+	s.metrics.Handshakes.WithLabelValues("ok").Inc()
 	running = true
 	go c.sock.Run((*handler)(c))
 }

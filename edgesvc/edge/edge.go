@@ -26,6 +26,8 @@ import (
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/local"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/metrics"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/site"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
@@ -157,7 +159,7 @@ type Server struct {
 	auth    *auth.Authority
 	conns   *registry.Registry[*Conn]
 	layer   layer.Layer
-	metrics *metrics
+	metrics *metrics.Set
 	seq     atomic.Uint64 // the counter in connection ids
 
 	// ctx lives as long as the Server, for work not tied to one request.
@@ -175,14 +177,14 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 		mux:   http.NewServeMux(),
 		conns: registry.New[*Conn](),
 	}
-	s.metrics = newMetrics(reg, s.conns.Stats)
-	s.layer = layer.Local{Edge: (*local)(s)}
+	s.metrics = metrics.New(reg, s.conns.Stats)
+	s.layer = layer.Local{Edge: &local.Edge[*Conn]{Conns: s.conns, Node: cfg.NodeID}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rt = socket.NewRuntime(s.ctx, socket.Config{
 		ReadLimit: cfg.ReadLimit, SendQueue: cfg.SendQueue, SendBuffer: cfg.SendBuffer, PingPeriod: cfg.PingPeriod,
 		WriteWait: cfg.WriteWait, ParkAfter: cfg.ParkAfter, CheckOrigin: s.originAllowed,
-	}, s.metrics.socket, log)
-	s.auth = auth.New(cc, auth.Config{Timeout: cfg.AuthTimeout, CacheSize: cfg.CacheSize}, (*holder)(s), s.metrics.auth, log)
+	}, s.metrics.Socket, log)
+	s.auth = auth.New(cc, auth.Config{Timeout: cfg.AuthTimeout, CacheSize: cfg.CacheSize}, (*holder)(s), s.metrics.Auth, log)
 	site.New(s.auth, cfg.AllowedOrigins, log).Register(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
@@ -224,7 +226,7 @@ func (s *Server) WatchSessions(ctx context.Context) { s.auth.Watch(ctx) }
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.cancel()
 	for _, e := range s.conns.Shutdown() {
-		e.Conn.sock.CloseSoon(CloseGoingAway, "server shutting down")
+		e.Sock.CloseSoon(CloseGoingAway, "server shutting down")
 	}
 	return s.conns.Wait(ctx)
 }
@@ -244,7 +246,7 @@ type holder Server
 // session ended, for handshakes still in flight.
 func (h *holder) EndSession(id, reason string) {
 	for _, e := range h.conns.End(id, reason) {
-		e.Conn.sock.CloseNow(CloseSessionEnded, reason) // what is queued is for a session that ended
+		e.Sock.CloseNow(CloseSessionEnded, reason) // what is queued is for a session that ended
 	}
 }
 

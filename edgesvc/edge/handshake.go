@@ -47,7 +47,7 @@ func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.Han
 		if err != nil {
 			switch code, reason := auth.Refusal(err); {
 			case r.Context().Err() != nil: // the client went away; authsvc is not to blame
-				s.metrics.handshakes.WithLabelValues("canceled").Inc()
+				s.metrics.Handshakes.WithLabelValues("canceled").Inc()
 			case code == http.StatusUnauthorized:
 				s.refuse(w, "unauthenticated", code, reason, "session not valid: "+status.Convert(err).Message())
 			default:
@@ -62,13 +62,13 @@ func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.Han
 		}
 		if !websocket.IsWebSocketUpgrade(r) {
 			// Answered before the consumer hears of it (gorilla would answer the same).
-			s.metrics.handshakes.WithLabelValues("bad_request").Inc()
+			s.metrics.Handshakes.WithLabelValues("bad_request").Inc()
 			http.Error(w, "not a WebSocket handshake: want Connection: Upgrade and Upgrade: websocket", http.StatusBadRequest)
 			return
 		}
 		s.open(w, r, &Conn{
 			srv: s, sock: s.rt.NewConn(), id: s.nextID(),
-			user: user, session: sess, token: tok, path: strings.Clone(r.URL.Path), // not a slice of the request line
+			user: user, session: sess, token: tok,
 		}, newConsumer, feed)
 	}
 }
@@ -87,7 +87,7 @@ func (s *Server) refuseConnect(w http.ResponseWriter, r *http.Request, err error
 		}
 		s.refuse(w, "refused", code, reason, ref.Message)
 	case r.Context().Err() != nil:
-		s.metrics.handshakes.WithLabelValues("canceled").Inc()
+		s.metrics.Handshakes.WithLabelValues("canceled").Inc()
 	default:
 		s.log.ErrorContext(r.Context(), "consumer failed to connect", "path", r.URL.Path, "err", err)
 		s.refuse(w, "consumer_error", http.StatusInternalServerError, "CONSUMER_ERROR", "internal error")
@@ -95,7 +95,7 @@ func (s *Server) refuseConnect(w http.ResponseWriter, r *http.Request, err error
 }
 
 func (s *Server) refuse(w http.ResponseWriter, outcome string, code int, reason, msg string) {
-	s.metrics.handshakes.WithLabelValues(outcome).Inc()
+	s.metrics.Handshakes.WithLabelValues(outcome).Inc()
 	w.Header().Set(ReasonHeader, reason)
 	if code == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)

@@ -1,14 +1,11 @@
 package edge
 
 import (
-	"cmp"
 	"context"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
-	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
 )
 
 // ErrInvalidPageSize: a page of connections holds 0 (the default, 100) to 1000.
@@ -97,61 +94,4 @@ func (s *Server) GroupPresence(ctx context.Context, group string) (Presence, err
 		p.Connections += u.Count
 	}
 	return p, nil
-}
-
-// List returns up to q.Limit of this edge's connections q matches, in order.
-func (l *local) List(q layer.ListQuery) []layer.ConnInfo {
-	var entries []*registry.Entry[*Conn]
-	if q.To != nil {
-		entries = l.match(*q.To)
-	} else {
-		entries = l.conns.All()
-	}
-	out := make([]layer.ConnInfo, 0, min(q.Limit, len(entries)))
-	for _, e := range entries {
-		c := e.Conn
-		if !c.accepted.Load() {
-			continue
-		}
-		info := layer.ConnInfo{
-			ID: e.ID, User: c.user.ID, Username: c.user.Username, Session: c.session.ID,
-			Path: c.path, ConnectedAt: c.connectedAt, Edge: l.cfg.NodeID,
-		}
-		if !q.After.Before(info.Cursor()) {
-			continue
-		}
-		out = append(out, info)
-	}
-	slices.SortFunc(out, func(a, b layer.ConnInfo) int {
-		if a.Cursor().Before(b.Cursor()) {
-			return -1
-		}
-		return 1
-	})
-	out = out[:min(q.Limit, len(out))]
-	for i := range out {
-		if e := l.conns.ByID(out[i].ID); e != nil {
-			out[i].Groups = l.conns.Groups(e)
-		}
-	}
-	return out
-}
-
-// Presence returns the users with connections in group, ordered by id.
-func (l *local) Presence(group string) []layer.PresentUser {
-	byUser := map[int64]*layer.PresentUser{}
-	for _, e := range l.conns.Group(group) {
-		u := byUser[e.User]
-		if u == nil {
-			u = &layer.PresentUser{ID: e.User, Username: e.Conn.user.Username}
-			byUser[e.User] = u
-		}
-		u.Count++
-	}
-	out := make([]layer.PresentUser, 0, len(byUser))
-	for _, u := range byUser {
-		out = append(out, *u)
-	}
-	slices.SortFunc(out, func(a, b layer.PresentUser) int { return cmp.Compare(a.ID, b.ID) })
-	return out
 }

@@ -3,11 +3,9 @@ package edge
 import (
 	"context"
 	"errors"
-	"slices"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
-	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
 )
 
 // Errors of the group and push methods.
@@ -100,7 +98,7 @@ func (s *Server) send(ctx context.Context, to Target, binary bool, data string, 
 	if err := s.layer.Send(ctx, layer.Send{To: to.t, Data: data, Binary: binary, Exclude: exclude}); err != nil {
 		return err
 	}
-	s.metrics.sends[to.t.Kind].Inc()
+	s.metrics.Sends[to.t.Kind].Inc()
 	return nil
 }
 
@@ -149,85 +147,4 @@ func (s *Server) Disconnect(ctx context.Context, to Target, code int, reason str
 		return ErrReasonTooLong
 	}
 	return s.layer.Disconnect(ctx, to.t, code, reason)
-}
-
-// local is the Server as the layer delivers to it: this edge's connections.
-type local Server
-
-var _ layer.Edge = (*local)(nil)
-
-// match returns this edge's connections that t matches.
-func (l *local) match(t layer.Target) []*registry.Entry[*Conn] {
-	switch t.Kind {
-	case layer.User:
-		return l.conns.User(t.User)
-	case layer.Session:
-		return l.conns.Session(t.ID)
-	case layer.Connection:
-		if e := l.conns.ByID(t.ID); e != nil {
-			return []*registry.Entry[*Conn]{e}
-		}
-	case layer.Group:
-		return l.conns.Group(t.ID)
-	}
-	return nil
-}
-
-// Deliver queues m on each matching connection that its consumer has accepted (a push
-// that does not fit closes that connection). For more than one, the frame is encoded
-// once and shared.
-func (l *local) Deliver(m layer.Send) {
-	entries := l.match(m.To)
-	var exclude map[string]bool
-	if len(m.Exclude) > 8 {
-		exclude = make(map[string]bool, len(m.Exclude))
-		for _, id := range m.Exclude {
-			exclude[id] = true
-		}
-	}
-	entries = slices.DeleteFunc(entries, func(e *registry.Entry[*Conn]) bool {
-		if !e.Conn.accepted.Load() {
-			return true
-		}
-		if exclude != nil {
-			return exclude[e.ID]
-		}
-		return len(m.Exclude) > 0 && slices.Contains(m.Exclude, e.ID)
-	})
-	switch len(entries) {
-	case 0:
-	case 1:
-		_ = entries[0].Conn.sock.Push(m.Binary, m.Data)
-	default:
-		p := socket.Prepare(m.Binary, m.Data)
-		for _, e := range entries {
-			_ = e.Conn.sock.PushPrepared(p)
-		}
-	}
-}
-
-// GroupAdd joins every matching connection to group; it reports ErrTooManyGroups if
-// one could not join.
-func (l *local) GroupAdd(group string, to layer.Target) error {
-	var err error
-	for _, e := range l.match(to) {
-		if jerr := l.conns.Join(e, group); jerr != nil {
-			err = jerr
-		}
-	}
-	return err
-}
-
-// GroupDiscard takes every matching connection out of group.
-func (l *local) GroupDiscard(group string, to layer.Target) {
-	for _, e := range l.match(to) {
-		l.conns.Leave(e, group)
-	}
-}
-
-// Disconnect closes every matching connection, after what was queued for it.
-func (l *local) Disconnect(to layer.Target, code int, reason string) {
-	for _, e := range l.match(to) {
-		e.Conn.sock.Close(code, reason)
-	}
 }

@@ -9,7 +9,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
 )
 
 // MaxGroups is how many groups one connection may belong to.
@@ -36,14 +39,31 @@ func ValidGroup(name string) bool {
 	return true
 }
 
+// Info is what Add records about a connection.
+type Info struct {
+	ID       string // unique
+	User     int64
+	Username string
+	Session  string
+	Path     string       // the handshake's path
+	Sock     *socket.Conn // what sends and closes go to
+}
+
 // Entry is one registered connection. Its fields are set by Add and never change.
 type Entry[C any] struct {
-	Conn    C
-	ID      string
-	User    int64
-	Session string
-	groups  []membership // guarded by the registry's lock
+	Info
+	Conn     C
+	Since    time.Time // when it was registered, wall clock only (page tokens carry it)
+	accepted atomic.Bool
+	groups   []membership // guarded by the registry's lock
 }
+
+// Accept marks the connection live: its consumer accepted it, so pushes and listings
+// include it from now on.
+func (e *Entry[C]) Accept() { e.accepted.Store(true) }
+
+// Accepted reports whether Accept was called.
+func (e *Entry[C]) Accepted() bool { return e.accepted.Load() }
 
 // membership is one group of an entry, and the entry's place in that group's list.
 type membership struct {
@@ -83,23 +103,23 @@ func New[C any]() *Registry[C] {
 	}
 }
 
-// Add registers c with its id (unique), user and session, and returns its entry. It
-// returns nil and a reason if c must be refused instead: its session has ended (the
-// end reason), or the registry is shutting down (""). Wait waits for every entry until
+// Add registers c, described by info, and returns its entry (not yet accepted). It
+// returns nil and a reason if c must be refused instead: its session has ended (the end
+// reason), or the registry is shutting down (""). Wait waits for every entry until
 // Remove.
-func (r *Registry[C]) Add(c C, id string, user int64, session string) (*Entry[C], string) {
+func (r *Registry[C]) Add(c C, info Info) (*Entry[C], string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closing {
 		return nil, ""
 	}
-	if e, ok := r.ended[session]; ok {
+	if e, ok := r.ended[info.Session]; ok {
 		return nil, e.reason
 	}
-	e := &Entry[C]{Conn: c, ID: id, User: user, Session: session}
-	r.byID[id] = e
-	r.bySession[session] = append(r.bySession[session], e)
-	r.byUser[user] = append(r.byUser[user], e)
+	e := &Entry[C]{Info: info, Conn: c, Since: time.Now().Round(0)}
+	r.byID[e.ID] = e
+	r.bySession[e.Session] = append(r.bySession[e.Session], e)
+	r.byUser[e.User] = append(r.byUser[e.User], e)
 	r.wg.Add(1)
 	return e, ""
 }

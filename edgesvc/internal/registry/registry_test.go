@@ -24,7 +24,7 @@ func names(es []*Entry[*conn]) []string {
 
 func mustAdd(t *testing.T, r *Registry[*conn], name string, user int64, session string) *Entry[*conn] {
 	t.Helper()
-	e, reason := r.Add(&conn{name}, "node."+name, user, session)
+	e, reason := r.Add(&conn{name}, Info{ID: "node." + name, User: user, Session: session})
 	if e == nil {
 		t.Fatalf("Add %s refused (%q)", name, reason)
 	}
@@ -186,7 +186,7 @@ func TestRegistryEndedSession(t *testing.T) {
 		t.Fatalf("End returned %v, want the live connection", names(got))
 	}
 	// A handshake that validated before the end and registers after it is refused.
-	if e, reason := r.Add(&conn{"b"}, "node.b", 1, "s"); e != nil || reason != "revoked" {
+	if e, reason := r.Add(&conn{"b"}, Info{ID: "node.b", User: 1, Session: "s"}); e != nil || reason != "revoked" {
 		t.Fatalf("Add after End = %v, %q; want refused with the end reason", e, reason)
 	}
 	// Another session of the same user is not affected.
@@ -207,7 +207,7 @@ func TestRegistryShutdownWaits(t *testing.T) {
 	if g := names(live); !slices.Equal(g, []string{"a", "b"}) {
 		t.Fatalf("Shutdown returned %v", g)
 	}
-	if e, reason := r.Add(&conn{"late"}, "node.late", 3, "u"); e != nil || reason != "" {
+	if e, reason := r.Add(&conn{"late"}, Info{ID: "node.late", User: 3, Session: "u"}); e != nil || reason != "" {
 		t.Fatalf("Add during shutdown = %v, %q; want refused with no reason", e, reason)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)

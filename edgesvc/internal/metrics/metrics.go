@@ -1,4 +1,6 @@
-package edge
+// Package metrics defines every series the edge exports, registered once, and hands
+// each part (the socket runtime, the session authority) the series it counts.
+package metrics
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,18 +11,18 @@ import (
 	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
 )
 
-// metrics are every series the edge exports; the socket runtime and the session
-// authority count theirs through the parts handed to them.
-type metrics struct {
-	handshakes *prometheus.CounterVec
-	sends      [5]prometheus.Counter // by layer.Kind
-	socket     socket.Metrics
-	auth       auth.Metrics
+// Set is every series the edge exports.
+type Set struct {
+	Handshakes *prometheus.CounterVec // by outcome
+	Sends      [5]prometheus.Counter  // sends accepted, by layer.Kind
+	Socket     socket.Metrics
+	Auth       auth.Metrics
 }
 
-// newMetrics registers the edge's metrics, and the Go and process collectors, on reg.
-// stats reports the registry's groups and memberships at each scrape.
-func newMetrics(reg prometheus.Registerer, stats func() (groups, memberships int)) *metrics {
+// New registers the edge's metrics, and the Go and process collectors, on reg. stats
+// reports the registry's groups and memberships at each scrape. It panics if reg has
+// them already.
+func New(reg prometheus.Registerer, stats func() (groups, memberships int)) *Set {
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatehouse_edge_handshakes_total", Help: "WebSocket handshakes by outcome.",
 	}, []string{"outcome"})
@@ -69,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, stats func() (groups, memberships int
 	for _, o := range []string{"ok", "unauthenticated", "forbidden_user", "forbidden_origin", "not_found", "unavailable", "bad_request", "canceled", "refused", "consumer_error", "shutting_down"} {
 		handshakes.WithLabelValues(o)
 	}
-	for _, code := range []int{CloseNormal, CloseGoingAway, CloseUnsupported, CloseInvalidPayload, CloseTooBig, CloseInternal, CloseTryAgainLater, 4000, CloseSessionEnded} {
+	for _, code := range []int{1000, 1001, 1003, 1007, 1009, 1011, 1013, 4000, 4401} { // the codes the edge sends
 		closes.WithLabelValues(socket.CodeLabel(code), "edge")
 	}
 	for _, o := range []string{"granted", "refused", "failed"} {
@@ -80,17 +82,17 @@ func newMetrics(reg prometheus.Registerer, stats func() (groups, memberships int
 	}
 	reg.MustRegister(open, handshakes, validate, received, sent, sends, queued, groups, memberships, closes, slow, cache, leases,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := &metrics{
-		handshakes: handshakes,
-		socket:     socket.Metrics{Open: open, Received: received, Sent: sent, Closes: closes, SlowCloses: slow, Queued: queued},
-		auth: auth.Metrics{
+	m := &Set{
+		Handshakes: handshakes,
+		Socket:     socket.Metrics{Open: open, Received: received, Sent: sent, Closes: closes, SlowCloses: slow, Queued: queued},
+		Auth: auth.Metrics{
 			Validate: validate, Leases: leases,
 			// Resolved once: they count every handshake.
 			CacheHit: cache.WithLabelValues("hit"), CacheMiss: cache.WithLabelValues("miss"),
 		},
 	}
 	for kind, name := range map[layer.Kind]string{layer.User: "user", layer.Session: "session", layer.Connection: "connection", layer.Group: "group"} {
-		m.sends[kind] = sends.WithLabelValues(name)
+		m.Sends[kind] = sends.WithLabelValues(name)
 	}
 	return m
 }
