@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/sendq"
 )
 
 // ErrClosed is returned by Send and Reply on a connection that is closing or closed.
@@ -27,7 +29,7 @@ type Conn struct {
 	done    chan struct{}   // closed when the connection starts closing
 	ctx     context.Context
 	cancel  context.CancelFunc
-	w       writer
+	w       sendq.Writer // the writer rule and the queue
 
 	closeOnce  sync.Once
 	code       int    // the close code sent or received; set once under closeOnce
@@ -77,7 +79,7 @@ func (c *Conn) Run(h Handler) {
 		c.parkable = c.sock != nil && rt.poller != nil
 	}
 	c.pinger = time.AfterFunc(rt.cfg.PingPeriod, c.ping)
-	if c.w.release(c.done) {
+	if c.w.Release(c.done) {
 		go c.writeLoop()
 	}
 	// A new socket lingers briefly: thousands connecting at once would otherwise each

@@ -102,7 +102,7 @@ func NewRuntime(ctx context.Context, cfg Config, m Metrics, log *slog.Logger) *R
 func (rt *Runtime) NewConn() *Conn {
 	c := &Conn{rt: rt, done: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(rt.ctx)
-	c.w.turn.Store(true) // held until Run: nothing is written before the upgrade
+	c.w.Hold() // until Run: nothing is written before the upgrade
 	return c
 }
 

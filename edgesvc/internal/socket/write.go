@@ -6,174 +6,47 @@ import (
 	"io"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/sendq"
 )
 
-// writer is the writer rule. Data frames are written only by whoever holds the turn:
-// the writer goroutine (writeLoop), or a Reply writing straight to the socket. So they
-// go out whole and in the order they were queued. Control frames (pings, pongs, the
-// close frame) are written alongside them under gorilla's write lock, which keeps every
-// frame whole; nothing is written after the close frame. The turn is held from NewConn
-// until Run, so nothing is written before the upgrade.
-type writer struct {
-	q     atomic.Pointer[queue] // made on first use: a socket that only idles has none
-	bytes atomic.Int64          // bytes queued or being written by writeLoop
-	turn  atomic.Bool
-}
-
-// queue is a connection's outgoing messages, and a signal of room made in it.
-type queue struct {
-	msgs chan message
-	room chan struct{} // signalled (coalesced) when writeLoop has written a message
-}
-
-// queue returns the queue, making it (with room for size messages) on first use. Any
-// goroutine may call it.
-func (w *writer) queue(size int) *queue {
-	if p := w.q.Load(); p != nil {
-		return p
-	}
-	w.q.CompareAndSwap(nil, &queue{msgs: make(chan message, size), room: make(chan struct{}, 1)})
-	return w.q.Load()
-}
-
-// queued returns how many messages wait (0 before the queue exists).
-func (w *writer) queued() int {
-	if p := w.q.Load(); p != nil {
-		return len(p.msgs)
-	}
-	return 0
-}
-
-// next returns a queued message, if there is one.
-func (w *writer) next() (message, bool) {
-	if p := w.q.Load(); p != nil {
-		select {
-		case msg := <-p.msgs:
-			return msg, true
-		default:
-		}
-	}
-	return message{}, false
-}
-
-// reserve counts n more bytes as queued if they fit in limit; a message always fits
-// when nothing is queued, however large.
-func (w *writer) reserve(n, limit int64) bool {
-	for {
-		cur := w.bytes.Load()
-		if cur > 0 && cur+n > limit {
-			return false
-		}
-		if w.bytes.CompareAndSwap(cur, cur+n) {
-			return true
-		}
-	}
-}
-
-// written uncounts a message's n bytes and signals the room made.
-func (w *writer) written(n int64) {
-	w.bytes.Add(-n)
-	if p := w.q.Load(); p != nil {
-		select {
-		case p.room <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// take reports whether the caller got the turn.
-func (w *writer) take() bool { return w.turn.CompareAndSwap(false, true) }
-
-// release gives the turn up, unless work arrived meanwhile (a message queued, or the
-// connection closing: done closed). Whoever brought that work may have seen the turn
-// held and left the write to its holder, so the holder takes the turn back. It reports
-// whether the caller holds the turn again and must write on.
-func (w *writer) release(done <-chan struct{}) bool {
-	w.turn.Store(false)
-	if w.queued() == 0 {
-		select {
-		case <-done:
-		default:
-			return false
-		}
-	}
-	return w.take()
-}
-
-// message is one queued data message: a text message in data (a string, so that
-// connections can share it), or, when p is set, a framed one (a broadcast, or binary).
-// It is kept small: a queue holds SendQueue of them.
-type message struct {
-	data string
-	p    *Prepared
-}
-
-// size is the message's payload in bytes, as the send buffer counts them.
-func (m message) size() int64 {
-	if m.p != nil {
-		return m.p.size
-	}
-	return int64(len(m.data))
-}
-
-// Prepared is a message framed once for many connections (a broadcast): each
-// connection writes the same frame bytes.
-type Prepared struct {
-	pm   *websocket.PreparedMessage
-	size int64
-}
+// Prepared is a message framed once for many connections (a broadcast).
+type Prepared = sendq.Frame
 
 // Prepare frames data (binary or text) once, for PushPrepared on many connections.
-func Prepare(binary bool, data string) *Prepared {
-	mt := websocket.TextMessage
-	if binary {
-		mt = websocket.BinaryMessage
-	}
-	pm, err := websocket.NewPreparedMessage(mt, []byte(data))
-	if err != nil { // cannot happen: framing without compression does not fail
-		panic(err)
-	}
-	return &Prepared{pm: pm, size: int64(len(data))}
-}
+func Prepare(binary bool, data string) *Prepared { return sendq.Prepare(binary, data) }
 
 // QueuedBytes returns the bytes of messages queued or being written by the writer.
-func (c *Conn) QueuedBytes() int64 { return c.w.bytes.Load() }
+func (c *Conn) QueuedBytes() int64 { return c.w.Bytes() }
 
 // Send queues text to be written. It never blocks: when the send buffer (SendBuffer
 // bytes, SendQueue messages) is full the client is not keeping up, so the connection
 // is closed with 1013 and Send returns ErrClosed.
-func (c *Conn) Send(text string) error { return c.push(message{data: text}) }
+func (c *Conn) Send(text string) error { return c.push(sendq.Message{Data: text}) }
 
 // Push is Send for a text (binary false) or binary message; text is not copied.
 func (c *Conn) Push(binary bool, data string) error {
 	if binary {
-		return c.push(message{p: Prepare(true, data)})
+		return c.push(sendq.Message{Frame: Prepare(true, data)})
 	}
-	return c.push(message{data: data})
+	return c.push(sendq.Message{Data: data})
 }
 
 // PushPrepared is Send for a message framed once for many connections.
-func (c *Conn) PushPrepared(p *Prepared) error { return c.push(message{p: p}) }
+func (c *Conn) PushPrepared(p *Prepared) error { return c.push(sendq.Message{Frame: p}) }
 
-func (c *Conn) push(m message) error {
+func (c *Conn) push(m sendq.Message) error {
 	if c.isClosing() {
 		return ErrClosed
 	}
-	q, size := c.w.queue(c.rt.cfg.SendQueue), m.size()
-	if c.w.reserve(size, c.rt.cfg.SendBuffer) {
-		select {
-		case q.msgs <- m:
-			c.rt.metrics.Queued.Observe(float64(c.w.bytes.Load()))
-			c.startWriter()
-			return nil
-		default:
-			c.w.bytes.Add(-size)
-		}
+	if c.w.Offer(m, c.rt.cfg.SendQueue, c.rt.cfg.SendBuffer) {
+		c.rt.metrics.Queued.Observe(float64(c.w.Bytes()))
+		c.startWriter()
+		return nil
 	}
 	c.rt.metrics.SlowCloses.WithLabelValues("push_overflow").Inc()
 	c.CloseNow(websocket.CloseTryAgainLater, "send buffer full: client too slow")
@@ -193,13 +66,13 @@ func (c *Conn) Reply(text string) error {
 	if c.isClosing() {
 		return ErrClosed
 	}
-	if c.w.queued() == 0 && c.w.take() {
+	if c.w.Queued() == 0 && c.w.Take() {
 		// Holding the turn, Run has happened: sock is set (nil under TLS).
 		err := errWouldBlock
 		if c.sock != nil {
 			err = c.writeNow(text)
 		}
-		if c.w.release(c.done) {
+		if c.w.Release(c.done) {
 			go c.writeLoop()
 		}
 		if err != errWouldBlock {
@@ -208,24 +81,19 @@ func (c *Conn) Reply(text string) error {
 	}
 	// Queue it, waiting for room up to half of WriteWait: meanwhile nothing is read
 	// from this client.
-	q, m, size := c.w.queue(c.rt.cfg.SendQueue), message{data: text}, int64(len(text))
+	m := sendq.Message{Data: text}
 	var t *time.Timer
 	for {
-		if c.w.reserve(size, c.rt.cfg.SendBuffer) {
-			select {
-			case q.msgs <- m:
-				c.startWriter()
-				return nil
-			default:
-				c.w.bytes.Add(-size)
-			}
+		if c.w.Offer(m, c.rt.cfg.SendQueue, c.rt.cfg.SendBuffer) {
+			c.startWriter()
+			return nil
 		}
 		if t == nil {
 			t = time.NewTimer(c.rt.cfg.WriteWait / 2)
 			defer t.Stop()
 		}
 		select {
-		case <-q.room:
+		case <-c.w.Room(c.rt.cfg.SendQueue):
 		case <-c.done:
 			return ErrClosed
 		case <-t.C:
@@ -239,7 +107,7 @@ func (c *Conn) Reply(text string) error {
 // startWriter starts writeLoop unless someone holds the turn. Call it after queueing
 // a message or closing done.
 func (c *Conn) startWriter() {
-	if c.w.take() {
+	if c.w.Take() {
 		go c.writeLoop()
 	}
 }
@@ -358,17 +226,17 @@ func (c *Conn) writeLoop() {
 			}
 			return // the turn stays taken: nothing is written after the close frame
 		}
-		if msg, ok := c.w.next(); ok {
+		if msg, ok := c.w.Next(); ok {
 			_ = c.ws.SetWriteDeadline(time.Now().Add(c.rt.cfg.WriteWait))
 			err := c.writeMessage(msg)
-			c.w.written(msg.size())
+			c.w.Written(msg)
 			if err != nil {
 				c.closed(websocket.CloseAbnormalClosure)
 				c.closeNet()
 				return
 			}
 			c.rt.metrics.Sent.Inc()
-		} else if !c.w.release(c.done) {
+		} else if !c.w.Release(c.done) {
 			return
 		}
 	}
@@ -377,12 +245,12 @@ func (c *Conn) writeLoop() {
 // flush writes the messages queued, until the queue is empty or a write fails.
 func (c *Conn) flush() {
 	for {
-		msg, ok := c.w.next()
+		msg, ok := c.w.Next()
 		if !ok {
 			return
 		}
 		err := c.writeMessage(msg)
-		c.w.written(msg.size())
+		c.w.Written(msg)
 		if err != nil {
 			return
 		}
@@ -391,15 +259,15 @@ func (c *Conn) flush() {
 }
 
 // writeMessage writes one message without copying it to a []byte first.
-func (c *Conn) writeMessage(msg message) error {
-	if msg.p != nil {
-		return c.ws.WritePreparedMessage(msg.p.pm)
+func (c *Conn) writeMessage(msg sendq.Message) error {
+	if msg.Frame != nil {
+		return c.ws.WritePreparedMessage(msg.Frame.PM)
 	}
 	w, err := c.ws.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err
 	}
-	if _, err := io.WriteString(w, msg.data); err != nil {
+	if _, err := io.WriteString(w, msg.Data); err != nil {
 		_ = w.Close()
 		return err
 	}
