@@ -44,6 +44,7 @@ type check struct {
 	Value  float64 `json:"value"`
 	Target float64 `json:"target"`
 	Met    bool    `json:"met"`
+	Unit   string  `json:"unit,omitempty"` // of Value and Target; empty: ms
 }
 
 type report struct {
@@ -115,7 +116,11 @@ func (r *report) markdown() string {
 	}
 	b.WriteString("\n| check | value | target | met |\n|---|---|---|---|\n")
 	for _, c := range r.Checks {
-		fmt.Fprintf(&b, "| %s | %.2f ms | < %.0f ms | %s |\n", c.Name, c.Value, c.Target, yesNo(c.Met))
+		unit := c.Unit
+		if unit == "" {
+			unit = "ms"
+		}
+		fmt.Fprintf(&b, "| %s | %.2f %s | < %.0f %s | %s |\n", c.Name, c.Value, unit, c.Target, unit, yesNo(c.Met))
 	}
 	return b.String()
 }

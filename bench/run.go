@@ -28,6 +28,7 @@ import (
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	edgev1 "github.com/gatehouse/gatehouse/gen/gatehouse/edge/v1"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -825,7 +826,61 @@ func (w *world) benchIdle(r *report) error {
 			r.Idle = append(r.Idle, idle{Side: side, Conns: n, KiBPerConn: per, HeldSeconds: hold.Seconds(), Dropped: dropped})
 		}
 	}
+	n := w.plan.idleLevels[len(w.plan.idleLevels)-1]
+	per, dropped, err := w.idleInGroup(n)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "  gatehouse %d idle, each in one group: %.1f KiB each, %d dropped\n", n, per, dropped)
+	r.Checks = append(r.Checks, check{
+		Name:  fmt.Sprintf("idle memory per socket (edge + authsvc), %d sockets each in one group, %d dropped", n, dropped),
+		Value: per, Target: 7, Unit: "KiB", Met: per <= 7 && dropped == 0,
+	})
 	return nil
+}
+
+// idleInGroup measures resident memory per idle connection on a fresh edge when each
+// connection is also a member of one group (put there through the edge API).
+func (w *world) idleInGroup(n int) (float64, int, error) {
+	api := freeAddr()
+	env := []string{"EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=" + api, "EDGESVC_API_TOKEN=bench-api", "EDGESVC_AUTH_ADDR=" + w.auth.addr}
+	srv, err := startPinned("edgesvc", env, filepath.Join(w.bin, "edgesvc"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer srv.stop()
+	if err := waitReady(srv.addr); err != nil {
+		return 0, 0, err
+	}
+	url, pids := fmt.Sprintf("ws://%s/ws/myapp/%d/", srv.addr, w.userID), []int{srv.pid(), w.auth.pid()}
+	one, err := w.holders(url, 1, n, true)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer one.release()
+	time.Sleep(500 * time.Millisecond)
+	before := rssKiB(pids)
+	h, err := w.holders(url, n, 0, true)
+	if err != nil {
+		return 0, 0, err
+	}
+	cc, err := grpc.NewClient(api, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		h.release()
+		return 0, 0, err
+	}
+	defer cc.Close()
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer bench-api")
+	_, err = edgev1.NewEdgeServiceClient(cc).GroupAdd(ctx, &edgev1.GroupAddRequest{
+		Group: "idle", Target: &edgev1.Target{Target: &edgev1.Target_UserId{UserId: w.userID}}})
+	if err != nil {
+		h.release()
+		return 0, 0, err
+	}
+	time.Sleep(2 * time.Second)
+	after := rssKiB(pids)
+	dropped := h.release()
+	return float64(after-before) / float64(n), dropped, nil
 }
 
 func (w *world) benchHandshakesUnderIdle(r *report) error {
