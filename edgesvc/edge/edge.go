@@ -10,14 +10,9 @@ package edge
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,36 +72,7 @@ type Config struct {
 }
 
 // ValidNodeID reports whether id can be used as Config.NodeID as it is.
-func ValidNodeID(id string) bool {
-	return id != "" && len(id) <= 64 && strings.Trim(id, nodeIDChars) == ""
-}
-
-const nodeIDChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
-
-// defaultNodeID is the host name (made valid) and 8 random hex digits.
-func defaultNodeID() string {
-	host, _ := os.Hostname()
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return cleanNodeID(host, 55) + "-" + hex.EncodeToString(b[:])
-}
-
-// cleanNodeID replaces characters a node id cannot hold with '-' and cuts it to max.
-func cleanNodeID(id string, max int) string {
-	out := []byte(id)
-	for i, c := range out {
-		if !strings.ContainsRune(nodeIDChars, rune(c)) {
-			out[i] = '-'
-		}
-	}
-	if len(out) > max {
-		out = out[:max]
-	}
-	if len(out) == 0 {
-		return "edge"
-	}
-	return string(out)
-}
+func ValidNodeID(id string) bool { return registry.ValidNodeID(id) }
 
 func (c Config) withDefaults() Config {
 	if c.ReadLimit <= 0 {
@@ -137,11 +103,7 @@ func (c Config) withDefaults() Config {
 	if c.DisableCache {
 		c.CacheSize = 0
 	}
-	if c.NodeID == "" {
-		c.NodeID = defaultNodeID()
-	} else {
-		c.NodeID = cleanNodeID(c.NodeID, 64)
-	}
+	c.NodeID = registry.NodeID(c.NodeID)
 	origins := make([]string, len(c.AllowedOrigins))
 	for i, o := range c.AllowedOrigins {
 		origins[i] = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
@@ -160,7 +122,7 @@ type Server struct {
 	conns   *registry.Registry[*Conn]
 	layer   layer.Layer
 	metrics *metrics.Set
-	seq     atomic.Uint64 // the counter in connection ids
+	ids     *registry.IDs
 
 	// ctx lives as long as the Server, for work not tied to one request.
 	ctx    context.Context
@@ -176,6 +138,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 		cfg: cfg, log: log,
 		mux:   http.NewServeMux(),
 		conns: registry.New[*Conn](),
+		ids:   registry.NewIDs(cfg.NodeID),
 	}
 	s.metrics = metrics.New(reg, s.conns.Stats)
 	s.layer = layer.Local{Edge: &local.Edge[*Conn]{Conns: s.conns, Node: cfg.NodeID}}
@@ -200,11 +163,6 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 // Handle panics if pattern conflicts with a route already registered.
 func (s *Server) Handle(pattern string, newConsumer func() Consumer) {
 	s.mux.Handle("GET "+pattern, s.handshake(newConsumer, strings.Contains(pattern, "{user_id}")))
-}
-
-// nextID returns a new connection id.
-func (s *Server) nextID() string {
-	return s.cfg.NodeID + "." + strconv.FormatUint(s.seq.Add(1), 10)
 }
 
 // NodeID returns the edge's node id (Config.NodeID, or the default it got).

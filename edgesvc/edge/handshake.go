@@ -67,7 +67,7 @@ func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.Han
 			return
 		}
 		s.open(w, r, &Conn{
-			srv: s, sock: s.rt.NewConn(), id: s.nextID(),
+			srv: s, sock: s.rt.NewConn(), id: s.ids.Next(),
 			user: user, session: sess, token: tok,
 		}, newConsumer, feed)
 	}
