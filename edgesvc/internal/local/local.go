@@ -39,7 +39,11 @@ func (l *Edge[C]) match(t layer.Target) []*registry.Entry[C] {
 
 // Deliver queues m on each matching connection that its consumer has accepted (a push
 // that does not fit closes that connection with 1013). For more than one, the frame
-// is encoded once and shared.
+// is encoded once and shared, queued to every member first, then written to each
+// member nobody was writing to, from one goroutine: no goroutine per member, and a
+// member whose socket is full is left to its own writer, so it delays no one. When
+// sends come faster than sockets take them, a member's frames go out together in
+// one write.
 func (l *Edge[C]) Deliver(m layer.Send) {
 	entries := l.match(m.To)
 	var exclude map[string]bool
@@ -64,9 +68,27 @@ func (l *Edge[C]) Deliver(m layer.Send) {
 		_ = entries[0].Sock.Push(m.Binary, m.Data)
 	default:
 		p := socket.Prepare(m.Binary, m.Data)
+		var mine []*socket.Conn
 		for _, e := range entries {
-			_ = e.Sock.PushPrepared(p)
+			if ok, _ := e.Sock.Enqueue(p); ok {
+				mine = append(mine, e.Sock)
+			}
 		}
+		if len(mine) <= inlineFlushes {
+			flush(mine)
+		} else {
+			go flush(mine) // the sender goes on; the next send's frames may join these
+		}
+	}
+}
+
+// inlineFlushes is how many members a sender writes to itself before returning;
+// beyond it, a goroutine does.
+const inlineFlushes = 8
+
+func flush(conns []*socket.Conn) {
+	for _, c := range conns {
+		c.Flush()
 	}
 }
 

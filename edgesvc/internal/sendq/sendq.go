@@ -1,27 +1,34 @@
 // Package sendq is a connection's outgoing side: its queue of messages, bounded in
-// number and in bytes, and the writer rule, a turn that lets one writer at a time
-// write data frames.
+// number and in bytes, the control frames waiting to go out, and the writer rule, a
+// turn that lets one writer at a time put bytes on the socket. Whoever holds the turn
+// gathers what waits into a Batch (frames in wire form, ready for one writev) and
+// reports what the socket took; the unwritten end of a batch is kept and goes first
+// next time, so a frame begun is always finished before any other.
 package sendq
 
 import (
+	"encoding/binary"
 	"sync/atomic"
-
-	"github.com/gorilla/websocket"
+	"unsafe"
 )
 
-// Writer is the writer rule and the queue. Data frames are written only by whoever
-// holds the turn (Take until Release), so they go out whole and in the order they
-// were queued. Its methods are safe for concurrent use.
+// Writer is the writer rule, the queue and the pending control frames. Frames are
+// written only by whoever holds the turn (Take until Release), so they go out whole
+// and in the order they were queued. Its methods are safe for concurrent use, except
+// Fill, Done and Rest, which belong to the turn's holder.
 type Writer struct {
 	q     atomic.Pointer[queue] // made on first use: a socket that only idles has none
 	bytes atomic.Int64          // bytes queued or being written
 	turn  atomic.Bool
+	ping  atomic.Bool            // a keepalive ping waits
+	pong  atomic.Pointer[[]byte] // the payload of the pong that waits (the latest ping's)
+	rest  []byte                 // the unwritten end of the last batch; the holder's
 }
 
 // queue is the messages, and a signal of room made among them.
 type queue struct {
 	msgs chan Message
-	room chan struct{} // signalled (coalesced) when a message has been written
+	room chan struct{} // signalled (coalesced) when messages have been written
 }
 
 // Message is one queued data message: text in Data (a string, so connections can
@@ -42,21 +49,48 @@ func (m Message) Size() int64 {
 
 // Frame is a message framed once for many connections: each writes the same bytes.
 type Frame struct {
-	PM   *websocket.PreparedMessage
-	size int64
+	wire []byte // header and payload
+	size int64  // payload bytes
 }
 
 // Prepare frames data, binary or text, once.
 func Prepare(binary bool, data string) *Frame {
-	mt := websocket.TextMessage
+	op := byte(opText)
 	if binary {
-		mt = websocket.BinaryMessage
+		op = opBinary
 	}
-	pm, err := websocket.NewPreparedMessage(mt, []byte(data))
-	if err != nil { // cannot happen: framing without compression does not fail
-		panic(err)
+	wire := make([]byte, 0, maxHeader+len(data))
+	wire = append(AppendHeader(wire, op, len(data)), data...)
+	return &Frame{wire: wire, size: int64(len(data))}
+}
+
+// Wire returns the frame as it goes on the socket.
+func (f *Frame) Wire() []byte { return f.wire }
+
+// Opcodes of RFC 6455 section 5.2.
+const (
+	opText   = 0x1
+	opBinary = 0x2
+	OpClose  = 0x8
+	OpPing   = 0x9
+	OpPong   = 0xa
+)
+
+// maxHeader is the longest header of a server frame (unmasked).
+const maxHeader = 10
+
+// AppendHeader appends the header of a final, unmasked frame with opcode op and an
+// n-byte payload (RFC 6455 5.2).
+func AppendHeader(b []byte, op byte, n int) []byte {
+	switch {
+	case n <= 125:
+		return append(b, 0x80|op, byte(n))
+	case n <= 0xffff:
+		return append(b, 0x80|op, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x80|op, 127)
+		return binary.BigEndian.AppendUint64(b, uint64(n))
 	}
-	return &Frame{PM: pm, size: int64(len(data))}
 }
 
 // queue returns the queue, making it (with slots messages) on first use.
@@ -74,13 +108,14 @@ func (w *Writer) Hold() { w.turn.Store(true) }
 // Take reports whether the caller got the turn.
 func (w *Writer) Take() bool { return w.turn.CompareAndSwap(false, true) }
 
-// Release gives the turn up, unless work arrived meanwhile (a message queued, or done
-// closed). Whoever brought that work may have seen the turn held and left the write to
-// its holder, so the holder takes the turn back. It reports whether the caller holds
-// the turn again and must write on.
+// Release gives the turn up, unless work arrived meanwhile (a message or a control
+// frame queued, or done closed). Whoever brought that work may have seen the turn
+// held and left the write to its holder, so the holder takes the turn back. It
+// reports whether the caller holds the turn again and must write on. A holder with a
+// Rest must not release: the rest goes before anything else.
 func (w *Writer) Release(done <-chan struct{}) bool {
 	w.turn.Store(false)
-	if w.Queued() == 0 {
+	if !w.pending() {
 		select {
 		case <-done:
 		default:
@@ -89,6 +124,18 @@ func (w *Writer) Release(done <-chan struct{}) bool {
 	}
 	return w.Take()
 }
+
+// pending reports whether a message or a control frame waits.
+func (w *Writer) pending() bool {
+	return w.Queued() > 0 || w.ping.Load() || w.pong.Load() != nil
+}
+
+// Ping asks for a keepalive ping; the caller then takes the turn if it can and writes.
+func (w *Writer) Ping() { w.ping.Store(true) }
+
+// Pong asks for a pong answering a ping with payload (at most 125 bytes); a pong not
+// yet written is replaced, as RFC 6455 5.5.3 allows.
+func (w *Writer) Pong(payload []byte) { w.pong.Store(&payload) }
 
 // Queued returns how many messages wait.
 func (w *Writer) Queued() int {
@@ -123,16 +170,17 @@ func (w *Writer) Offer(m Message, slots int, limit int64) bool {
 	}
 }
 
-// Room returns a channel signalled when a message has been written, for a caller
+// Room returns a channel signalled when messages have been written, for a caller
 // waiting for Offer to succeed.
 func (w *Writer) Room(slots int) <-chan struct{} { return w.queue(slots).room }
 
-// Next returns a queued message, if there is one; the caller holds the turn and
-// calls Written once it has written it.
+// Next returns a queued message, if there is one, and uncounts it: for a holder that
+// discards what waits.
 func (w *Writer) Next() (Message, bool) {
 	if p := w.q.Load(); p != nil {
 		select {
 		case m := <-p.msgs:
+			w.bytes.Add(-m.Size())
 			return m, true
 		default:
 		}
@@ -140,13 +188,117 @@ func (w *Writer) Next() (Message, bool) {
 	return Message{}, false
 }
 
-// Written uncounts a written message and signals the room made.
-func (w *Writer) Written(m Message) {
-	w.bytes.Add(-m.Size())
+// Rest reports whether the holder has the end of a batch still to write.
+func (w *Writer) Rest() bool { return len(w.rest) > 0 }
+
+// Batch is frames gathered for one write. Reuse one (Reset by Fill) to spare its
+// allocations; it must not be shared.
+type Batch struct {
+	Bufs  [][]byte // the frames' parts in order
+	Total int      // bytes in Bufs
+	Msgs  int      // data messages in it
+	size  int64    // bytes the byte bound counted for it
+	hdrs  []byte   // headers (and control frames) that Bufs point into
+}
+
+// batchHdrs is a Batch's header space: two control frames and a header per message.
+func batchHdrs(msgs int) int { return 2*(2+125) + 2 + msgs*maxHeader }
+
+func (b *Batch) reset(msgs int) {
+	if cap(b.hdrs) < batchHdrs(msgs) {
+		b.hdrs = make([]byte, 0, batchHdrs(msgs))
+	}
+	b.Bufs, b.hdrs = b.Bufs[:0], b.hdrs[:0]
+	b.Total, b.Msgs, b.size = 0, 0, 0
+}
+
+func (b *Batch) add(p []byte) {
+	if len(p) > 0 {
+		b.Bufs = append(b.Bufs, p)
+		b.Total += len(p)
+	}
+}
+
+// addHeader appends a header to hdrs (whose capacity never grows, so earlier Bufs
+// stay valid) and to Bufs.
+func (b *Batch) addHeader(op byte, n int) {
+	start := len(b.hdrs)
+	b.hdrs = AppendHeader(b.hdrs, op, n)
+	b.add(b.hdrs[start:])
+}
+
+func (b *Batch) addMessage(m Message) {
+	if m.Frame != nil {
+		b.add(m.Frame.wire)
+	} else {
+		b.addHeader(opText, len(m.Data))
+		b.add(unsafe.Slice(unsafe.StringData(m.Data), len(m.Data))) // only read
+	}
+	b.Msgs++
+	b.size += m.Size()
+}
+
+// Fill gathers, in order, the rest of the last batch, the control frames waiting,
+// first (if not nil), then queued messages up to msgs of them and about maxBytes
+// (one message always fits). It reports whether the batch holds anything. The
+// caller holds the turn.
+func (w *Writer) Fill(b *Batch, first *Message, msgs int, maxBytes int) bool {
+	b.reset(msgs + 1)
+	if len(w.rest) > 0 {
+		b.add(w.rest)
+		b.size += int64(len(w.rest))
+	}
+	if p := w.pong.Swap(nil); p != nil {
+		b.addHeader(OpPong, len(*p))
+		start := len(b.hdrs)
+		b.hdrs = append(b.hdrs, *p...)
+		b.add(b.hdrs[start:])
+	}
+	if w.ping.Swap(false) {
+		b.addHeader(OpPing, 0)
+	}
+	if first != nil {
+		w.bytes.Add(first.Size()) // counted while being written, like a queued one
+		b.addMessage(*first)
+	}
 	if p := w.q.Load(); p != nil {
+	gather:
+		for b.Msgs < msgs && (b.Msgs == 0 || b.Total < maxBytes) {
+			select {
+			case m := <-p.msgs:
+				b.addMessage(m)
+			default:
+				break gather
+			}
+		}
+	}
+	return b.Total > 0
+}
+
+// Done records that n bytes of b reached the socket: what was not written becomes
+// the rest (copied: b's buffers are reused), still counted against the byte bound
+// until written, and room made is signalled. It reports whether all of b was written.
+func (w *Writer) Done(b *Batch, n int) bool {
+	var rest []byte
+	if n < b.Total {
+		rest = make([]byte, 0, b.Total-n)
+		skip := n
+		for _, p := range b.Bufs {
+			if skip >= len(p) {
+				skip -= len(p)
+				continue
+			}
+			rest = append(rest, p[skip:]...)
+			skip = 0
+		}
+	}
+	w.rest = rest
+	w.bytes.Add(int64(len(rest)) - b.size)
+	if p := w.q.Load(); p != nil && b.Msgs > 0 {
 		select {
 		case p.room <- struct{}{}:
 		default:
 		}
 	}
+	return rest == nil
 }

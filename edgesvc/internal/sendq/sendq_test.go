@@ -1,6 +1,7 @@
 package sendq
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -14,14 +15,16 @@ func TestOfferBounds(t *testing.T) {
 	if w.Offer(Message{Data: "y"}, 4, 100) {
 		t.Fatal("a message was taken past the byte limit")
 	}
-	m, ok := w.Next()
-	if !ok || m.Data != big.Data {
-		t.Fatalf("Next = %q, %v", m.Data, ok)
+	var b Batch
+	if !w.Fill(&b, nil, 64, 1<<10) || b.Msgs != 1 {
+		t.Fatalf("Fill took %d messages, want 1", b.Msgs)
 	}
 	if w.Bytes() != 300 {
 		t.Fatalf("%d bytes counted while being written, want 300", w.Bytes())
 	}
-	w.Written(m)
+	if !w.Done(&b, b.Total) {
+		t.Fatal("a batch written whole left a rest")
+	}
 	select {
 	case <-w.Room(4):
 	default:
@@ -37,6 +40,9 @@ func TestOfferBounds(t *testing.T) {
 	}
 	if w.Bytes() != 4 || w.Queued() != 4 {
 		t.Fatalf("bytes %d, queued %d after a refused offer; want 4, 4", w.Bytes(), w.Queued())
+	}
+	if _, ok := w.Next(); !ok || w.Bytes() != 3 {
+		t.Fatalf("Next: bytes %d after discarding one, want 3", w.Bytes())
 	}
 	f := Prepare(true, "\x00\x01")
 	if (Message{Frame: f}).Size() != 2 {
@@ -62,8 +68,87 @@ func TestTurn(t *testing.T) {
 		t.Fatal("released the turn with a message waiting")
 	}
 	w.Next()
+	w.Ping()
+	if !w.Release(done) {
+		t.Fatal("released the turn with a ping waiting")
+	}
+	var b Batch
+	w.Fill(&b, nil, 4, 100)
 	close(done)
 	if !w.Release(done) {
 		t.Fatal("released the turn with the connection closing")
+	}
+}
+
+// wire returns what b would put on the socket.
+func wire(b *Batch) []byte { return bytes.Join(b.Bufs, nil) }
+
+// TestFillOrderAndRest: a batch is the rest of the last one, then the control frames,
+// then the messages; the part a socket did not take goes first next time, counted
+// against the bound until written.
+func TestFillOrderAndRest(t *testing.T) {
+	var w Writer
+	long := strings.Repeat("a", 200)
+	w.Offer(Message{Data: "hi"}, 8, 1<<20)
+	w.Offer(Message{Frame: Prepare(true, long)}, 8, 1<<20)
+	w.Pong([]byte("p1"))
+	w.Pong([]byte("p2")) // replaces p1
+	w.Ping()
+	first := Message{Data: "first"}
+	var b Batch
+	if !w.Fill(&b, &first, 8, 1<<10) {
+		t.Fatal("nothing gathered")
+	}
+	want := "\x8a\x02p2" + "\x89\x00" + "\x81\x05first" + "\x81\x02hi" + "\x82\x7e\x00\xc8" + long
+	if got := string(wire(&b)); got != want {
+		t.Fatalf("batch\n%q\nwant\n%q", got, want)
+	}
+	if b.Msgs != 3 || w.Bytes() != int64(5+2+200) {
+		t.Fatalf("msgs %d bytes %d", b.Msgs, w.Bytes())
+	}
+	if w.Done(&b, 10) || !w.Rest() {
+		t.Fatal("a batch written in part left no rest")
+	}
+	if w.Bytes() != int64(len(want)-10) {
+		t.Fatalf("%d bytes counted with a rest of %d", w.Bytes(), len(want)-10)
+	}
+	w.Ping()
+	w.Offer(Message{Data: "next"}, 8, 1<<20)
+	w.Fill(&b, nil, 8, 1<<10)
+	if got, want := string(wire(&b)), want[10:]+"\x89\x00"+"\x81\x04next"; got != want {
+		t.Fatalf("after a rest\n%q\nwant\n%q", got, want)
+	}
+	if !w.Done(&b, b.Total) || w.Rest() || w.Bytes() != 0 {
+		t.Fatalf("rest %v, %d bytes after all was written", w.Rest(), w.Bytes())
+	}
+}
+
+// TestFillLimits: a batch stops at its message count, and past its first message at
+// about its byte size.
+func TestFillLimits(t *testing.T) {
+	var w Writer
+	for range 10 {
+		w.Offer(Message{Data: strings.Repeat("x", 100)}, 16, 1<<20)
+	}
+	var b Batch
+	w.Fill(&b, nil, 4, 1<<20)
+	if b.Msgs != 4 {
+		t.Fatalf("%d messages with a limit of 4", b.Msgs)
+	}
+	w.Done(&b, b.Total)
+	w.Fill(&b, nil, 16, 150)
+	if b.Msgs != 2 {
+		t.Fatalf("%d messages of 100 bytes with a limit of 150, want 2", b.Msgs)
+	}
+}
+
+func TestAppendHeader(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		want string
+	}{{0, "\x81\x00"}, {125, "\x81\x7d"}, {126, "\x81\x7e\x00\x7e"}, {65535, "\x81\x7e\xff\xff"}, {65536, "\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00"}} {
+		if got := string(AppendHeader(nil, opText, c.n)); got != c.want {
+			t.Errorf("header for %d bytes: %q, want %q", c.n, got, c.want)
+		}
 	}
 }

@@ -35,6 +35,7 @@ type Conn struct {
 	code       int    // the close code sent or received; set once under closeOnce
 	closeMsg   []byte // the close frame to send, when the edge closes
 	dropQueued bool   // the close frame goes without what is queued
+	echo       bool   // the close frame answers the client's: the connection ends after it
 	pinger     *time.Timer
 	pingSent   int64        // unix ns of the last ping; only the pinger touches it
 	lastHeard  atomic.Int64 // unix ns of the last pong or message from the client
@@ -74,13 +75,17 @@ func (c *Conn) Run(h Handler) {
 	c.lastHeard.Store(time.Now().UnixNano())
 	c.ws.SetReadLimit(rt.cfg.ReadLimit)
 	c.ws.SetPongHandler(func(string) error { c.lastHeard.Store(time.Now().UnixNano()); return nil })
+	// Pongs and the answer to a close go through the writer turn like every frame
+	// (gorilla's own handlers would write them directly).
+	c.ws.SetPingHandler(func(data string) error { c.pong([]byte(data)); return nil })
+	c.ws.SetCloseHandler(c.closedByClient)
 	if sc, ok := c.ws.NetConn().(syscall.Conn); ok {
 		c.sock, _ = sc.SyscallConn()
 		c.parkable = c.sock != nil && rt.poller != nil
 	}
 	c.pinger = time.AfterFunc(rt.cfg.PingPeriod, c.ping)
 	if c.w.Release(c.done) {
-		go c.writeLoop()
+		c.Flush() // what was queued before Run
 	}
 	// A new socket lingers briefly: thousands connecting at once would otherwise each
 	// keep a stack for ParkAfter, and a socket closed at once is never parked.
@@ -108,8 +113,9 @@ func (c *Conn) Close(code int, reason string) { c.close(code, reason, false) }
 // up (1013), or a session that has ended (4401), whose queued messages must not go out.
 func (c *Conn) CloseNow(code int, reason string) { c.close(code, reason, true) }
 
-func (c *Conn) close(code int, reason string, drop bool) {
+func (c *Conn) close(code int, reason string, drop bool) (first bool) {
 	c.closeOnce.Do(func() {
+		first = true
 		c.code = code
 		c.closeMsg = websocket.FormatCloseMessage(code, truncateUTF8(reason, 123))
 		c.dropQueued = drop
@@ -118,6 +124,15 @@ func (c *Conn) close(code int, reason string, drop bool) {
 		c.rt.metrics.Closes.WithLabelValues(CodeLabel(code), "edge").Inc()
 	})
 	c.startWriter() // it sends the close frame
+	return first
+}
+
+// closeSlow closes a client that does not keep up with 1013, dropping what is queued,
+// and counts it under reason if this is what closed it.
+func (c *Conn) closeSlow(reason, text string) {
+	if c.close(websocket.CloseTryAgainLater, text, true) {
+		c.rt.metrics.SlowCloses.WithLabelValues(reason).Inc()
+	}
 }
 
 // CloseSoon is Close for a server going away: a write stuck on a client that does
@@ -137,6 +152,25 @@ func CodeLabel(code int) string {
 		return "3000-4999"
 	}
 	return strconv.Itoa(code)
+}
+
+// closedByClient is gorilla's close handler: the client sent a close frame (its code
+// already checked). The writer answers it, without what was queued, and then ends the
+// connection.
+func (c *Conn) closedByClient(code int, _ string) error {
+	c.closeOnce.Do(func() {
+		c.code = code
+		c.closeMsg = []byte{}
+		if code != websocket.CloseNoStatusReceived {
+			c.closeMsg = websocket.FormatCloseMessage(code, "")
+		}
+		c.dropQueued, c.echo = true, true
+		close(c.done)
+		c.cancel()
+		c.rt.metrics.Closes.WithLabelValues(CodeLabel(code), "client").Inc()
+	})
+	c.startWriter()
+	return nil
 }
 
 // closed records that the peer or the network ended the connection without a close
@@ -160,8 +194,8 @@ func (c *Conn) isClosing() bool {
 }
 
 // ping drops the connection if the client has not answered the previous ping (nor
-// sent anything since), else sends a ping and re-arms its timer. WriteControl may run
-// alongside the writer.
+// sent anything since), else sends a ping (through the writer turn) and re-arms its
+// timer.
 func (c *Conn) ping() {
 	if c.isClosing() {
 		return
@@ -172,12 +206,19 @@ func (c *Conn) ping() {
 		return
 	}
 	c.pingSent = time.Now().UnixNano()
-	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.rt.cfg.WriteWait)); err != nil {
-		c.closed(websocket.CloseAbnormalClosure)
-		c.closeNet()
-		return
+	c.w.Ping()
+	if c.w.Take() {
+		c.Flush()
 	}
 	c.pinger.Reset(c.rt.cfg.PingPeriod)
+}
+
+// pong answers a ping with payload, through the writer turn.
+func (c *Conn) pong(payload []byte) {
+	c.w.Pong(payload)
+	if c.w.Take() {
+		c.Flush()
+	}
 }
 
 // closeNet closes the network connection. A parked socket has no reader to notice,

@@ -136,7 +136,7 @@ func (c *Conn) controlFrame() bool {
 	_, _ = c.br.Discard(n)
 	c.lastHeard.Store(time.Now().UnixNano())
 	if op == websocket.PingMessage {
-		_ = c.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(c.rt.cfg.WriteWait))
+		c.pong(payload)
 	}
 	return true
 }
@@ -191,6 +191,9 @@ func (c *Conn) readFailed(err error) {
 		_ = nc.SetReadDeadline(time.Time{})
 	case errors.As(err, &ce):
 		c.closed(ce.Code)
+		if c.echo {
+			return // the writer answers the close, then ends the connection
+		}
 	default:
 		c.closed(websocket.CloseAbnormalClosure)
 	}

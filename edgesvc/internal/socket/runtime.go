@@ -49,8 +49,9 @@ type Metrics struct {
 	Sent     prometheus.Counter     // data messages written to clients
 	Closes   *prometheus.CounterVec // labels: code, by ("edge" or "client")
 	// SlowCloses counts 1013 closes by reason: push_overflow (a push did not fit),
-	// reply_timeout (a reply waited half of WriteWait for room), write_stalled (a
-	// frame begun could not be finished within half of WriteWait).
+	// reply_timeout (a reply waited half of WriteWait for room), write_stalled (the
+	// socket took nothing for half of WriteWait while a write waited). A connection
+	// is counted once, under what closed it.
 	SlowCloses *prometheus.CounterVec
 	// Queued observes a connection's queued bytes after each push it takes.
 	Queued prometheus.Observer
