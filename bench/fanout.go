@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	edgev1 "github.com/gatehouse/gatehouse/gen/gatehouse/edge/v1"
@@ -77,35 +80,30 @@ func baselineBroadcast(args []string) error {
 
 // fanout measures one side's fan-out to conns: k sends one at a time, each timed
 // until its last member has it (latencies), then k sends back to back, timed until
-// every member has every one (deliveries per second).
+// every member has every one (deliveries per second). The members are read by one
+// epoll loop (fanoutReader), not a goroutine each: the load generator has one CPU,
+// and it must take frames faster than a server on one CPU writes them, or the
+// figures would be its own.
 func fanout(conns []*websocket.Conn, k int, send func(payload []byte) error) sample {
 	n := len(conns)
 	total := 2 * k
 	counts := make([]atomic.Int64, total)
 	last := make([]atomic.Int64, total) // unix ns of the latest arrival
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		wg.Go(func() {
-			for {
-				_, msg, err := c.ReadMessage()
-				if err != nil {
-					return
-				}
-				now := time.Now().UnixNano()
-				seq, _ := strconv.Atoi(string(msg[:bytes.IndexByte(msg, '|')]))
-				if seq < 0 || seq >= total {
-					continue
-				}
-				counts[seq].Add(1)
-				for {
-					l := last[seq].Load()
-					if now <= l || last[seq].CompareAndSwap(l, now) {
-						break
-					}
-				}
-			}
-		})
+	rd, err := newFanoutReader(conns, func(seq int, now int64) {
+		if seq < 0 || seq >= total {
+			return
+		}
+		counts[seq].Add(1)
+		if now > last[seq].Load() {
+			last[seq].Store(now) // one reader: no race between loads and stores
+		}
+	})
+	if err != nil {
+		closeNow(conns)
+		return sample{Errors: 1}
 	}
+	var wg sync.WaitGroup
+	wg.Go(rd.run)
 	pad := bytes.Repeat([]byte("x"), 100)
 	payload := func(seq int) []byte { return append([]byte(strconv.Itoa(seq)+"|"), pad...) }
 	await := func(seq int) bool {
@@ -140,9 +138,133 @@ func fanout(conns []*websocket.Conn, k int, send func(payload []byte) error) sam
 	}
 	s.Elapsed = time.Since(start)
 	s.Ops = n * k // deliveries in the back-to-back phase
-	closeNow(conns)
+	rd.stop.Store(true)
 	wg.Wait()
+	rd.close()
 	return s
+}
+
+// fanoutReader reads the members' sockets with one epoll instance and a raw read per
+// ready socket, parsing the server's (unmasked) frames itself: a text frame's
+// payload starts with "seq|". It takes each socket from its websocket.Conn (a
+// duplicate of its descriptor, the Conn then closed), so that the Go runtime's own
+// poller no longer watches it: otherwise every delivery would also wake the load
+// generator's runtime, and the server would pay for that wake-up on loopback.
+type fanoutReader struct {
+	ep   int
+	fds  []int
+	rest map[int][]byte // the start of a frame a read cut off, by fd
+	got  func(seq int, now int64)
+	stop atomic.Bool
+}
+
+func newFanoutReader(conns []*websocket.Conn, got func(seq int, now int64)) (*fanoutReader, error) {
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	r := &fanoutReader{ep: ep, rest: map[int][]byte{}, got: got}
+	for _, c := range conns {
+		sc, err := c.NetConn().(syscall.Conn).SyscallConn()
+		if err != nil {
+			r.close()
+			return nil, err
+		}
+		fd := -1
+		var derr error
+		if err := sc.Control(func(orig uintptr) { fd, derr = syscall.Dup(int(orig)) }); err != nil || derr != nil {
+			r.close()
+			return nil, errors.Join(err, derr)
+		}
+		r.fds = append(r.fds, fd)
+		_ = c.NetConn().Close() // the duplicate keeps the socket open; O_NONBLOCK is shared
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}
+		if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			r.close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// close closes the sockets at once (no TIME_WAIT: the bench opens tens of thousands)
+// and the epoll instance.
+func (r *fanoutReader) close() {
+	for _, fd := range r.fds {
+		_ = syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
+		_ = syscall.Close(fd)
+	}
+	_ = syscall.Close(r.ep)
+}
+
+func (r *fanoutReader) run() {
+	events := make([]syscall.EpollEvent, 256)
+	buf := make([]byte, 64<<10)
+	for !r.stop.Load() {
+		// Never block in epoll_wait: the process has one CPU, and a goroutine
+		// blocked in a system call would keep the senders waiting for the runtime
+		// to notice. Poll, and sleep briefly when nothing is ready.
+		n, err := syscall.EpollWait(r.ep, events, 0)
+		if err != nil && err != syscall.EINTR {
+			return
+		}
+		if n <= 0 {
+			time.Sleep(50 * time.Microsecond)
+			continue
+		}
+		now := time.Now().UnixNano()
+		for _, ev := range events[:n] {
+			fd := int(ev.Fd)
+			m, err := syscall.Read(fd, buf)
+			if m <= 0 {
+				if err != syscall.EAGAIN && err != syscall.EINTR {
+					_ = syscall.EpollCtl(r.ep, syscall.EPOLL_CTL_DEL, fd, nil) // it ended: its sends are missed, and counted so
+				}
+				continue
+			}
+			data := buf[:m]
+			if p, ok := r.rest[fd]; ok {
+				data = append(p, data...)
+				delete(r.rest, fd)
+			}
+			if tail := r.frames(data, now); len(tail) > 0 {
+				r.rest[fd] = append([]byte(nil), tail...)
+			}
+		}
+	}
+}
+
+// frames hands each whole text frame in data to got and returns what is left of a
+// frame not yet whole. Other frames (pings) are skipped.
+func (r *fanoutReader) frames(data []byte, now int64) []byte {
+	for len(data) >= 2 {
+		hl, n := 2, int(data[1]&0x7f)
+		switch n {
+		case 126:
+			if len(data) < 4 {
+				return data
+			}
+			hl, n = 4, int(data[2])<<8|int(data[3])
+		case 127:
+			if len(data) < 10 {
+				return data
+			}
+			hl, n = 10, int(binary.BigEndian.Uint64(data[2:10]))
+		}
+		if len(data) < hl+n {
+			return data
+		}
+		if data[0]&0x0f == 0x1 {
+			p := data[hl : hl+n]
+			if i := bytes.IndexByte(p, '|'); i > 0 {
+				if seq, err := strconv.Atoi(string(p[:i])); err == nil {
+					r.got(seq, now)
+				}
+			}
+		}
+		data = data[hl+n:]
+	}
+	return data
 }
 
 // closeNow drops connections without TIME_WAIT (the bench opens tens of thousands).
