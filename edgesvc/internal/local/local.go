@@ -5,6 +5,7 @@ package local
 
 import (
 	"cmp"
+	"runtime"
 	"slices"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
@@ -86,11 +87,19 @@ func (l *Edge[C]) Deliver(m layer.Send) {
 // beyond it, a goroutine does.
 const inlineFlushes = 8
 
+// flush writes to each of conns. Every flushYield members it lets other goroutines
+// run: a send that arrives meanwhile queues its frame behind this one on the members
+// not yet reached, and they get both in one write.
 func flush(conns []*socket.Conn) {
-	for _, c := range conns {
+	for i, c := range conns {
 		c.Flush()
+		if i%flushYield == flushYield-1 {
+			runtime.Gosched()
+		}
 	}
 }
+
+const flushYield = 64
 
 // GroupAdd joins every matching connection to group; it reports
 // registry.ErrTooManyGroups if one could not join (the others did).

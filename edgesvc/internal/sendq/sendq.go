@@ -8,6 +8,7 @@ package sendq
 
 import (
 	"encoding/binary"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -18,18 +19,25 @@ import (
 // Fill, Done and Rest, which belong to the turn's holder.
 type Writer struct {
 	q     atomic.Pointer[queue] // made on first use: a socket that only idles has none
-	bytes atomic.Int64          // bytes queued or being written
+	n     atomic.Int32          // messages queued
 	turn  atomic.Bool
 	ping  atomic.Bool            // a keepalive ping waits
+	bytes atomic.Int64           // bytes queued or being written
 	pong  atomic.Pointer[[]byte] // the payload of the pong that waits (the latest ping's)
 	rest  []byte                 // the unwritten end of the last batch; the holder's
 }
 
-// queue is the messages, and a signal of room made among them.
+// queue is the messages, in a slice that grows as they wait and is let go when a
+// write empties it having grown past keptSlots, so a socket that once fell behind
+// does not keep room for SendQueue messages for its whole life.
 type queue struct {
-	msgs chan Message
-	room chan struct{} // signalled (coalesced) when messages have been written
+	mu   sync.Mutex
+	msgs []Message
+	room chan struct{} // made when someone waits for room; signalled (coalesced) by writes
 }
+
+// keptSlots is the most message slots an empty queue keeps.
+const keptSlots = 4
 
 // Message is one queued data message: text in Data (a string, so connections can
 // share it), or, when Frame is set, a message framed once (a broadcast, or binary).
@@ -93,12 +101,12 @@ func AppendHeader(b []byte, op byte, n int) []byte {
 	}
 }
 
-// queue returns the queue, making it (with slots messages) on first use.
-func (w *Writer) queue(slots int) *queue {
+// queue returns the queue, making it on first use.
+func (w *Writer) queue() *queue {
 	if p := w.q.Load(); p != nil {
 		return p
 	}
-	w.q.CompareAndSwap(nil, &queue{msgs: make(chan Message, slots), room: make(chan struct{}, 1)})
+	w.q.CompareAndSwap(nil, &queue{})
 	return w.q.Load()
 }
 
@@ -138,12 +146,7 @@ func (w *Writer) Ping() { w.ping.Store(true) }
 func (w *Writer) Pong(payload []byte) { w.pong.Store(&payload) }
 
 // Queued returns how many messages wait.
-func (w *Writer) Queued() int {
-	if p := w.q.Load(); p != nil {
-		return len(p.msgs)
-	}
-	return 0
-}
+func (w *Writer) Queued() int { return int(w.n.Load()) }
 
 // Bytes returns the bytes of messages queued or being written.
 func (w *Writer) Bytes() int64 { return w.bytes.Load() }
@@ -151,41 +154,61 @@ func (w *Writer) Bytes() int64 { return w.bytes.Load() }
 // Offer queues m if it fits: at most slots messages and limit bytes, though one
 // message always fits when nothing waits. It never blocks.
 func (w *Writer) Offer(m Message, slots int, limit int64) bool {
-	q, size := w.queue(slots), m.Size()
-	for {
-		cur := w.bytes.Load()
-		if cur > 0 && cur+size > limit {
-			return false
-		}
-		if w.bytes.CompareAndSwap(cur, cur+size) {
-			break
-		}
-	}
-	select {
-	case q.msgs <- m:
-		return true
-	default:
-		w.bytes.Add(-size)
+	q, size := w.queue(), m.Size()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if cur := w.bytes.Load(); (cur > 0 && cur+size > limit) || len(q.msgs) >= slots {
 		return false
 	}
+	w.bytes.Add(size)
+	q.msgs = append(q.msgs, m)
+	w.n.Add(1)
+	return true
 }
 
 // Room returns a channel signalled when messages have been written, for a caller
-// waiting for Offer to succeed.
-func (w *Writer) Room(slots int) <-chan struct{} { return w.queue(slots).room }
-
-// Next returns a queued message, if there is one, and uncounts it: for a holder that
-// discards what waits.
-func (w *Writer) Next() (Message, bool) {
-	if p := w.q.Load(); p != nil {
-		select {
-		case m := <-p.msgs:
-			w.bytes.Add(-m.Size())
-			return m, true
-		default:
-		}
+// waiting for Offer to succeed: get it before the Offer that may fail.
+func (w *Writer) Room() <-chan struct{} {
+	q := w.queue()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.room == nil {
+		q.room = make(chan struct{}, 1)
 	}
-	return Message{}, false
+	return q.room
+}
+
+// take removes up to max queued messages, while keep (if not nil) says so, and hands
+// each to add, in order.
+func (w *Writer) take(max int, keep func() bool, add func(Message)) {
+	q := w.q.Load()
+	if q == nil || max <= 0 {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	k := 0
+	for k < len(q.msgs) && k < max && (keep == nil || keep()) {
+		add(q.msgs[k])
+		k++
+	}
+	left := copy(q.msgs, q.msgs[k:])
+	clear(q.msgs[left:]) // drop the references to what was taken
+	q.msgs = q.msgs[:left]
+	if left == 0 && cap(q.msgs) > keptSlots {
+		q.msgs = nil
+	}
+	w.n.Add(int32(-k))
+}
+
+// Next removes a queued message, if there is one, and uncounts it: for a holder that
+// discards what waits.
+func (w *Writer) Next() (m Message, ok bool) {
+	w.take(1, nil, func(x Message) { m, ok = x, true })
+	if ok {
+		w.bytes.Add(-m.Size())
+	}
+	return m, ok
 }
 
 // Rest reports whether the holder has the end of a batch still to write.
@@ -261,17 +284,7 @@ func (w *Writer) Fill(b *Batch, first *Message, msgs int, maxBytes int) bool {
 		w.bytes.Add(first.Size()) // counted while being written, like a queued one
 		b.addMessage(*first)
 	}
-	if p := w.q.Load(); p != nil {
-	gather:
-		for b.Msgs < msgs && (b.Msgs == 0 || b.Total < maxBytes) {
-			select {
-			case m := <-p.msgs:
-				b.addMessage(m)
-			default:
-				break gather
-			}
-		}
-	}
+	w.take(msgs-b.Msgs, func() bool { return b.Msgs == 0 || b.Total < maxBytes }, b.addMessage)
 	return b.Total > 0
 }
 
@@ -294,10 +307,15 @@ func (w *Writer) Done(b *Batch, n int) bool {
 	}
 	w.rest = rest
 	w.bytes.Add(int64(len(rest)) - b.size)
-	if p := w.q.Load(); p != nil && b.Msgs > 0 {
-		select {
-		case p.room <- struct{}{}:
-		default:
+	if q := w.q.Load(); q != nil && b.Msgs > 0 {
+		q.mu.Lock()
+		room := q.room
+		q.mu.Unlock()
+		if room != nil {
+			select {
+			case room <- struct{}{}:
+			default:
+			}
 		}
 	}
 	return rest == nil

@@ -15,6 +15,7 @@ func TestOfferBounds(t *testing.T) {
 	if w.Offer(Message{Data: "y"}, 4, 100) {
 		t.Fatal("a message was taken past the byte limit")
 	}
+	room := w.Room()
 	var b Batch
 	if !w.Fill(&b, nil, 64, 1<<10) || b.Msgs != 1 {
 		t.Fatalf("Fill took %d messages, want 1", b.Msgs)
@@ -26,7 +27,7 @@ func TestOfferBounds(t *testing.T) {
 		t.Fatal("a batch written whole left a rest")
 	}
 	select {
-	case <-w.Room(4):
+	case <-room:
 	default:
 		t.Fatal("no room signal after a write")
 	}
@@ -150,5 +151,30 @@ func TestAppendHeader(t *testing.T) {
 		if got := string(AppendHeader(nil, opText, c.n)); got != c.want {
 			t.Errorf("header for %d bytes: %q, want %q", c.n, got, c.want)
 		}
+	}
+}
+
+// TestQueueLetsGo: a queue that grew while its client fell behind does not keep that
+// room once written out; a small one keeps its few slots.
+func TestQueueLetsGo(t *testing.T) {
+	var w Writer
+	var b Batch
+	for range 3 {
+		w.Offer(Message{Data: "s"}, 64, 1<<20)
+	}
+	w.Fill(&b, nil, 64, 1<<20)
+	if q := w.q.Load(); q.msgs == nil || cap(q.msgs) > keptSlots {
+		t.Fatalf("a queue of 3 emptied kept %d slots (nil %v), want its own few", cap(q.msgs), q.msgs == nil)
+	}
+	for range 40 {
+		w.Offer(Message{Data: "b"}, 64, 1<<20)
+	}
+	w.Fill(&b, nil, 16, 1<<20)
+	if q := w.q.Load(); len(q.msgs) != 24 || w.Queued() != 24 {
+		t.Fatalf("%d left (Queued %d) after taking 16 of 40", len(q.msgs), w.Queued())
+	}
+	w.Fill(&b, nil, 64, 1<<20)
+	if q := w.q.Load(); q.msgs != nil || w.Queued() != 0 {
+		t.Fatalf("a queue that grew to 40 kept %d slots once empty", cap(q.msgs))
 	}
 }

@@ -148,6 +148,7 @@ func (c *Conn) Reply(text string) error {
 	// from this client.
 	var t *time.Timer
 	for {
+		room := c.w.Room() // before Offer: a write after a refusal signals it
 		if c.w.Offer(m, c.rt.cfg.SendQueue, c.rt.cfg.SendBuffer) {
 			if c.w.Take() {
 				c.Flush()
@@ -159,7 +160,7 @@ func (c *Conn) Reply(text string) error {
 			defer t.Stop()
 		}
 		select {
-		case <-c.w.Room(c.rt.cfg.SendQueue):
+		case <-room:
 		case <-c.done:
 			return ErrClosed
 		case <-t.C:
