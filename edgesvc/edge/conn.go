@@ -213,6 +213,6 @@ func (h *handler) Message(binary bool, data []byte) {
 // Ended tells the consumer the connection has ended, then releases it.
 func (h *handler) Ended(code int) {
 	c := (*Conn)(h)
-	c.consumer.Disconnect(context.WithoutCancel(c.Context()), c, code)
+	c.consumer.Disconnect(context.WithoutCancel(c.srv.ctx), c, code) // not c.Context(): most sockets never made one
 	c.release()
 }

@@ -23,13 +23,12 @@ var ErrClosed = errors.New("connection closed")
 // Conn is one WebSocket connection. Its exported methods are safe for concurrent use.
 type Conn struct {
 	rt      *Runtime
-	ws      *websocket.Conn // set by Upgrade
-	h       Handler         // set by Run
-	running atomic.Bool     // Run has begun
-	done    chan struct{}   // closed when the connection starts closing
-	ctx     context.Context
-	cancel  context.CancelFunc
-	w       sendq.Writer // the writer rule and the queue
+	ws      *websocket.Conn             // set by Upgrade
+	h       Handler                     // set by Run
+	running atomic.Bool                 // Run has begun
+	done    chan struct{}               // closed when the connection starts closing
+	ctx     atomic.Pointer[connContext] // made by the first Context call
+	w       sendq.Writer                // the writer rule and the queue
 
 	closeOnce  sync.Once
 	code       int    // the close code sent or received; set once under closeOnce
@@ -55,7 +54,34 @@ type Conn struct {
 }
 
 // Context returns a context that ends when the connection starts closing.
-func (c *Conn) Context() context.Context { return c.ctx }
+// It is made on first use: most sockets idle, and a context each (with its place among
+// the runtime context's children) would be most of an idle socket's memory.
+func (c *Conn) Context() context.Context {
+	if p := c.ctx.Load(); p != nil {
+		return p.ctx
+	}
+	ctx, cancel := context.WithCancel(c.rt.ctx)
+	if !c.ctx.CompareAndSwap(nil, &connContext{ctx, cancel}) {
+		cancel()
+		return c.ctx.Load().ctx
+	}
+	if c.isClosing() {
+		cancel() // the close may have looked for a context before this one was stored
+	}
+	return ctx
+}
+
+type connContext struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// cancel ends the connection's context, if one was made; call it after closing done.
+func (c *Conn) cancel() {
+	if p := c.ctx.Load(); p != nil {
+		p.cancel()
+	}
+}
 
 // closeGrace is how long a close frame may take to go out, and how long the client
 // then has to answer it.

@@ -102,7 +102,6 @@ func NewRuntime(ctx context.Context, cfg Config, m Metrics, log *slog.Logger) *R
 // asked for before Upgrade and Run are written once Run starts, in order.
 func (rt *Runtime) NewConn() *Conn {
 	c := &Conn{rt: rt, done: make(chan struct{})}
-	c.ctx, c.cancel = context.WithCancel(rt.ctx)
 	c.w.Hold() // until Run: nothing is written before the upgrade
 	return c
 }
