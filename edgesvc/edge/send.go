@@ -25,6 +25,10 @@ var (
 	// ErrPayloadTooLarge: a message sent is at most Config.ReadLimit bytes, as one
 	// received is.
 	ErrPayloadTooLarge = errors.New("message over the edge's read limit")
+	// ErrLayerUnavailable: with several edges, the layer between them is down;
+	// nothing was delivered or applied, so the call may be retried. One edge on its
+	// own never returns it.
+	ErrLayerUnavailable = layer.ErrUnavailable
 )
 
 // ValidGroup reports whether name is a valid group name: 1–100 characters of ASCII

@@ -143,6 +143,7 @@ func (s *Service) toStatus(ctx context.Context, err error) error {
 		edge.ErrTooManyGroups:    {codes.ResourceExhausted, edgev1.ErrorReason_ERROR_REASON_TOO_MANY_GROUPS},
 		edge.ErrInvalidPageSize:  {codes.InvalidArgument, edgev1.ErrorReason_ERROR_REASON_INVALID_PAGE_SIZE},
 		errBadPageToken:          {codes.InvalidArgument, edgev1.ErrorReason_ERROR_REASON_INVALID_PAGE_TOKEN},
+		edge.ErrLayerUnavailable: {codes.Unavailable, edgev1.ErrorReason_ERROR_REASON_LAYER_UNAVAILABLE},
 		context.Canceled:         {codes.Canceled, edgev1.ErrorReason_ERROR_REASON_CANCELED},
 		context.DeadlineExceeded: {codes.DeadlineExceeded, edgev1.ErrorReason_ERROR_REASON_DEADLINE_EXCEEDED},
 	} {

@@ -6,6 +6,7 @@ package layer
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -53,6 +54,10 @@ type Edge interface {
 	// Presence returns the users with connections in group, ordered by id.
 	Presence(group string) []PresentUser
 }
+
+// ErrUnavailable is returned by a layer between edges that cannot reach the others:
+// nothing was delivered or applied, so the call may be retried. Local never returns it.
+var ErrUnavailable = errors.New("the layer between edges is unavailable")
 
 // Layer reaches the connections of every edge. Sends made through one Layer reach
 // every connection in the order they were made; GroupAdd, GroupDiscard and Disconnect
