@@ -103,7 +103,11 @@ func (c *Conn) Run(h Handler) {
 	c.ws.SetPongHandler(func(string) error { c.lastHeard.Store(time.Now().UnixNano()); return nil })
 	// Pongs and the answer to a close go through the writer turn like every frame
 	// (gorilla's own handlers would write them directly).
-	c.ws.SetPingHandler(func(data string) error { c.pong([]byte(data)); return nil })
+	c.ws.SetPingHandler(func(data string) error {
+		c.lastHeard.Store(time.Now().UnixNano()) // a client's ping is activity, as its pong is
+		c.pong([]byte(data))
+		return nil
+	})
 	c.ws.SetCloseHandler(c.closedByClient)
 	if sc, ok := c.ws.NetConn().(syscall.Conn); ok {
 		c.sock, _ = sc.SyscallConn()
