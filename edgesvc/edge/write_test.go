@@ -20,7 +20,7 @@ import (
 // pings are answered and sent meanwhile. When the client reads again it gets every
 // message whole, the pongs and the edge's pings.
 func TestControlFramesWaitForAFrameBegun(t *testing.T) {
-	srv, base := newTestServerConfig(t, Config{ReadLimit: 1 << 20, SendBuffer: 8 << 20, PingPeriod: 100 * time.Millisecond},
+	srv, base := newTestServerConfig(t, Config{ReadLimit: 1 << 20, SendBuffer: 8 << 20, PingPeriod: 200 * time.Millisecond},
 		"/ws/g/{group}/", func() Consumer { return member{} })
 	a := dialAs(t, base, "-", "u1s1")
 	var pongs atomic.Int64
@@ -55,7 +55,7 @@ func TestControlFramesWaitForAFrameBegun(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(300 * time.Millisecond) // not reading: the edge pings meanwhile
+	time.Sleep(500 * time.Millisecond) // not reading: the edge pings meanwhile
 	_ = a.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for i := range n {
 		_, got, err := a.ReadMessage()
@@ -76,7 +76,7 @@ func TestControlFramesWaitForAFrameBegun(t *testing.T) {
 		t.Fatalf("%d pongs, the last %q", pongs.Load(), last)
 	}
 	if pings.Load() == 0 {
-		t.Fatal("the edge sent no ping in 300 ms with a ping period of 100 ms")
+		t.Fatal("the edge sent no ping in 500 ms with a ping period of 200 ms")
 	}
 }
 

@@ -26,6 +26,7 @@ type Conn struct {
 	ws      *websocket.Conn             // set by Upgrade
 	h       Handler                     // set by Run
 	running atomic.Bool                 // Run has begun
+	soon    atomic.Bool                 // CloseSoon: a write that waits gets closeGrace, not WriteWait
 	done    chan struct{}               // closed when the connection starts closing
 	ctx     atomic.Pointer[connContext] // made by the first Context call
 	w       sendq.Writer                // the writer rule and the queue
@@ -168,6 +169,7 @@ func (c *Conn) closeSlow(reason, text string) {
 // CloseSoon is Close for a server going away: a write stuck on a client that does
 // not read gets closeGrace instead of WriteWait before the close frame goes out.
 func (c *Conn) CloseSoon(code int, reason string) {
+	c.soon.Store(true)
 	if c.running.Load() { // ws is set before Run
 		_ = c.ws.NetConn().SetWriteDeadline(time.Now().Add(closeGrace))
 	}

@@ -220,8 +220,8 @@ func (c *Conn) writeBatch(first *sendq.Message, wait bool, deadline time.Time, m
 // write writes wb's batch and returns how many bytes the socket took. Without wait it
 // takes what the socket takes at once. With wait it waits for the socket until
 // deadline; a zero deadline means WriteWait from when the socket is first found full
-// (closeGrace once closing), and if the socket has not taken it all by half of that,
-// the connection is closed with 1013 (the close frame follows this batch).
+// (closeGrace after CloseSoon), and if the socket has not taken it all by half of
+// that, the connection is closed with 1013 (the close frame follows this batch).
 func (c *Conn) write(wb *wbuf, wait bool, deadline time.Time) (int, error) {
 	nc := c.ws.NetConn()
 	bufs, total := wb.b.Bufs, wb.b.Total
@@ -263,7 +263,7 @@ func (c *Conn) write(wb *wbuf, wait bool, deadline time.Time) (int, error) {
 				}
 				if deadline.IsZero() && stall == nil {
 					wait := c.rt.cfg.WriteWait
-					if c.isClosing() {
+					if c.soon.Load() {
 						wait = closeGrace
 					}
 					_ = nc.SetWriteDeadline(time.Now().Add(wait))
@@ -345,13 +345,21 @@ func (c *Conn) writeLoop() {
 }
 
 // writeClose writes the close frame, when there is one to send: first the end of a
-// frame begun, then (unless the close drops them) what was queued, all within
-// closeGrace; a client that does not take them by then is dropped. Then the client has
+// frame begun (within WriteWait, as any write), then (unless the close drops them)
+// what was queued and the close frame, within closeGrace; a client that does not take
+// them by then is dropped. Then the client has
 // closeGrace to answer; a close that answers the client's is followed by the end of
 // the connection at once.
 func (c *Conn) writeClose() {
 	if c.closeMsg == nil {
 		return // the client or the network ended the connection
+	}
+	// A frame begun is finished first, in the time any write has: a client that
+	// reads again by then (one closed for being slow, say) gets the close frame.
+	for c.w.Rest() {
+		if c.writeBatch(nil, true, time.Time{}, 0) == writeFailed {
+			return
+		}
 	}
 	deadline := time.Now().Add(closeGrace)
 	msgs := batchMsgs
