@@ -88,6 +88,12 @@ func TestPageAndForms(t *testing.T) {
 			t.Fatalf("POST /login 20 KiB = %d", resp.StatusCode)
 		}
 	})
+	t.Run("a NUL in the username answers 400, not 503", func(t *testing.T) {
+		resp := postForm(t, c, base+"/login", url.Values{"username": {"ali\x00ce"}, "password": {pw}}, base)
+		if body := readBody(resp); resp.StatusCode != 400 || !strings.Contains(body, "not allowed in a username") || sessionCookie(resp) != nil {
+			t.Fatalf("POST /login with a NUL = %d\n%s", resp.StatusCode, body)
+		}
+	})
 	t.Run("cross-origin login is refused", func(t *testing.T) {
 		resp := postForm(t, c, base+"/login", url.Values{"username": {u.GetUsername()}, "password": {pw}}, "http://evil.example")
 		if resp.StatusCode != 403 || sessionCookie(resp) != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
@@ -40,6 +41,11 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	if utf8.RuneCountInString(req.GetUsername()) > maxUsername || len(req.GetPassword()) > maxPassword {
 		return nil, failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_CREDENTIALS_TOO_LONG,
 			"username longer than %d characters or password longer than %d bytes", maxUsername, maxPassword)
+	}
+	// No username holds a control character (ValidUsername); PostgreSQL refuses a NUL
+	// in text, so one must not get that far.
+	if strings.ContainsFunc(req.GetUsername(), unicode.IsControl) {
+		return nil, failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_INVALID_USERNAME, "username contains a control character")
 	}
 	addr, err := clientAddress(ctx, req.GetClientAddress())
 	if err != nil {
@@ -96,7 +102,12 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	}
 
 	tok, tokHash := newToken()
-	ua := req.GetUserAgent()
+	ua := strings.Map(func(r rune) rune { // kept for people to read: no NUL, no escapes
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, req.GetUserAgent())
 	if utf8.RuneCountInString(ua) > maxUserAgent {
 		ua = string([]rune(ua)[:maxUserAgent])
 	}

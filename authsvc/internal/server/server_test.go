@@ -169,12 +169,25 @@ func TestLogin(t *testing.T) {
 		{"unknown user", &authv1.LoginRequest{Username: "nobody", Password: "password1"}, codes.Unauthenticated, "INVALID_CREDENTIALS"},
 		{"client address not an IP", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: "example.com"}, codes.InvalidArgument, "INVALID_CLIENT_ADDRESS"},
 		{"client address huge", &authv1.LoginRequest{Username: "alice", Password: "password1", ClientAddress: strings.Repeat("1", 5000)}, codes.InvalidArgument, "INVALID_CLIENT_ADDRESS"},
+		// Refused before the database, which would fail on a NUL (INTERNAL before).
+		{"NUL in username", &authv1.LoginRequest{Username: "ali\x00ce", Password: "password1"}, codes.InvalidArgument, "INVALID_USERNAME"},
+		{"control character in username", &authv1.LoginRequest{Username: "alice\n", Password: "password1"}, codes.InvalidArgument, "INVALID_USERNAME"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.auth.Login(ctx, tc.req)
 			wantCode(t, err, tc.code, tc.reason)
 		})
 	}
+
+	t.Run("a user agent with control characters is kept without them", func(t *testing.T) {
+		resp, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "alice", Password: "password1", UserAgent: "bad\x00agent\x1b[31m"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ua := resp.GetSession().GetUserAgent(); ua != "badagent[31m" {
+			t.Fatalf("user agent kept as %q", ua)
+		}
+	})
 
 	t.Run("wrong password, then rate limited even with the right one", func(t *testing.T) {
 		for range 3 {

@@ -206,6 +206,9 @@ func (s *Site) handleLogin(w http.ResponseWriter, r *http.Request) {
 			}
 		case codes.InvalidArgument:
 			code, msg = http.StatusBadRequest, "Username or password is too long."
+			if auth.Details(err).Reason == "INVALID_USERNAME" {
+				msg, username = "That username has characters that are not allowed in a username.", ""
+			}
 		default:
 			s.log.WarnContext(r.Context(), "Login failed", "code", status.Code(err).String())
 		}

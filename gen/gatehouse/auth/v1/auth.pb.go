@@ -31,7 +31,7 @@ type LoginRequest struct {
 	// The password. Required, at most 1024 bytes.
 	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
 	// The User-Agent of the end client, recorded on the session. Optional, truncated to
-	// 512 characters.
+	// 512 characters, control characters removed.
 	UserAgent string `protobuf:"bytes,3,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
 	// The end client's network address, recorded on the session and used for the
 	// per-address failure limit. Set by trusted front ends (edgesvc); when empty, the

@@ -47,6 +47,8 @@ type AuthServiceClient interface {
 	//	INVALID_ARGUMENT   CREDENTIALS_REQUIRED: username or password is empty.
 	//	INVALID_ARGUMENT   CREDENTIALS_TOO_LONG: username over 150 characters or password
 	//	                   over 1024 bytes.
+	//	INVALID_ARGUMENT   INVALID_USERNAME: the username contains a control character
+	//	                   (a NUL, a newline...): no username can.
 	//	INVALID_ARGUMENT   INVALID_CLIENT_ADDRESS: client_address is not an IP address.
 	//	UNAUTHENTICATED    INVALID_CREDENTIALS: the username is unknown, the password is
 	//	                   wrong or the user is inactive. The answer and its timing are
@@ -198,6 +200,8 @@ type AuthServiceServer interface {
 	//	INVALID_ARGUMENT   CREDENTIALS_REQUIRED: username or password is empty.
 	//	INVALID_ARGUMENT   CREDENTIALS_TOO_LONG: username over 150 characters or password
 	//	                   over 1024 bytes.
+	//	INVALID_ARGUMENT   INVALID_USERNAME: the username contains a control character
+	//	                   (a NUL, a newline...): no username can.
 	//	INVALID_ARGUMENT   INVALID_CLIENT_ADDRESS: client_address is not an IP address.
 	//	UNAUTHENTICATED    INVALID_CREDENTIALS: the username is unknown, the password is
 	//	                   wrong or the user is inactive. The answer and its timing are
