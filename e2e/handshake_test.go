@@ -3,6 +3,7 @@ package e2e
 import (
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,9 +146,12 @@ func TestHandshakeFailsClosed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("/readyz = %d with authsvc down, want 503", resp.StatusCode)
+		// The body tells an anonymous prober nothing of the topology; the log has why.
+		if body := readBody(resp); resp.StatusCode != http.StatusServiceUnavailable || body != "not ready\n" {
+			t.Fatalf("/readyz = %d %q with authsvc down, want 503 \"not ready\"", resp.StatusCode, body)
+		}
+		if logs := s.edge.logs(); !strings.Contains(logs, "not ready") || !strings.Contains(logs, "err=") {
+			t.Fatalf("the edge did not log why it is not ready:\n%s", logs)
 		}
 	})
 }

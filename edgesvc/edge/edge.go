@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,6 +125,8 @@ type Server struct {
 	metrics *metrics.Set
 	ids     *registry.IDs
 
+	notReady atomic.Pointer[string] // why /readyz last answered 503, to log each reason once
+
 	// ctx lives as long as the Server, for work not tied to one request.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -160,8 +163,13 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 // authsvc has authorised, and the Consumer it returns serves that connection alone,
 // so it may keep per-connection state in its fields. A pattern may contain a
 // {user_id} wildcard: only that user's sessions may connect there (others get 403).
-// Handle panics if pattern conflicts with a route already registered.
+// A pattern ending in "/" matches that path only, not the paths under it (404), as
+// Channels' routes do. Handle panics if pattern conflicts with a route already
+// registered.
 func (s *Server) Handle(pattern string, newConsumer func() Consumer) {
+	if strings.HasSuffix(pattern, "/") {
+		pattern += "{$}" // exact: /ws/myapp/1/x is not /ws/myapp/{user_id}/
+	}
 	s.mux.Handle("GET "+pattern, s.handshake(newConsumer, strings.Contains(pattern, "{user_id}")))
 }
 
@@ -189,11 +197,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.conns.Wait(ctx)
 }
 
+// handleReady answers 200 "ready", or 503 "not ready": why goes to the log (once
+// per change of reason), not to whoever probes, as it names internal addresses.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	if err := s.auth.Ready(r.Context()); err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		why := err.Error()
+		if last := s.notReady.Swap(&why); last == nil || *last != why {
+			s.log.WarnContext(r.Context(), "not ready", "err", err)
+		}
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
 		return
 	}
+	s.notReady.Store(nil)
 	_, _ = w.Write([]byte("ready\n"))
 }
 

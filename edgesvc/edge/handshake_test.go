@@ -1,9 +1,12 @@
 package edge
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"testing"
+
+	"github.com/gorilla/websocket"
 )
 
 func TestParseUserID(t *testing.T) {
@@ -61,4 +64,21 @@ func TestOriginAllowed(t *testing.T) {
 			t.Errorf("origin %q to %s (allowed %v) = %v, want %v", tc.origin, tc.host, tc.srv.cfg.AllowedOrigins, got, tc.want)
 		}
 	}
+}
+
+// TestRoutesAreExact: a socket route is its path only; a path under it is not found,
+// before authsvc is asked.
+func TestRoutesAreExact(t *testing.T) {
+	_, base := newTestServerConfig(t, Config{}, "/ws/g/{group}/", func() Consumer { return member{} })
+	for path, want := range map[string]int{"/ws/g/room/x": http.StatusNotFound, "/ws/g/room/x/": http.StatusNotFound} {
+		_, resp, err := websocket.DefaultDialer.Dial(base+path, http.Header{"Authorization": {"Bearer u1s1"}})
+		if err == nil || resp == nil || resp.StatusCode != want {
+			code := 0
+			if resp != nil {
+				code = resp.StatusCode
+			}
+			t.Errorf("%s: %d, %v; want %d", path, code, err, want)
+		}
+	}
+	dialAs(t, base, "room", "u1s1") // the route itself
 }
