@@ -65,6 +65,10 @@ type config struct {
 	shutdownTimeout time.Duration
 }
 
+// minAdminToken is the shortest admin token authsvc accepts, in bytes: a shorter one
+// could be guessed, and the admin API can do anything.
+const minAdminToken = 32
+
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
 	if err := run(os.Args[1:], log); err != nil {
@@ -93,8 +97,9 @@ func run(args []string, log *slog.Logger) error {
 	// Secrets are read from the environment after parsing, not as flag defaults, so that
 	// -h and usage messages never print them.
 	fs.StringVar(&cfg.databaseURL, "database-url", "", "PostgreSQL URL (DATABASE_URL), required")
-	fs.StringVar(&cfg.adminToken, "admin-token", "", "bearer token for AdminService (AUTHSVC_ADMIN_TOKEN); empty disables the admin API")
-	fs.StringVar(&cfg.adminTokenFile, "admin-token-file", env("AUTHSVC_ADMIN_TOKEN_FILE", ""), "file holding the admin token, instead of -admin-token (AUTHSVC_ADMIN_TOKEN_FILE)")
+	// The admin token itself has no flag: a process's arguments are visible to every
+	// local user (/proc/*/cmdline). It comes from AUTHSVC_ADMIN_TOKEN or a file.
+	fs.StringVar(&cfg.adminTokenFile, "admin-token-file", env("AUTHSVC_ADMIN_TOKEN_FILE", ""), "file holding the admin token, instead of AUTHSVC_ADMIN_TOKEN, which has no flag (AUTHSVC_ADMIN_TOKEN_FILE)")
 	fs.DurationVar(&cfg.sessionTTL, "session-ttl", envDuration("AUTHSVC_SESSION_TTL", 14*24*time.Hour, &errs), "session lifetime (AUTHSVC_SESSION_TTL)")
 	fs.IntVar(&cfg.maxFailUser, "login-max-failures-per-user", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_USER", 10, &errs), "failed logins per username per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_USER)")
 	fs.IntVar(&cfg.maxFailAddr, "login-max-failures-per-address", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, &errs), "failed logins per client address per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS)")
@@ -117,12 +122,10 @@ func run(args []string, log *slog.Logger) error {
 	if cfg.databaseURL == "" {
 		cfg.databaseURL = os.Getenv("DATABASE_URL")
 	}
-	if cfg.adminToken == "" {
-		cfg.adminToken = os.Getenv("AUTHSVC_ADMIN_TOKEN")
-	}
+	cfg.adminToken = os.Getenv("AUTHSVC_ADMIN_TOKEN")
 	if cfg.adminTokenFile != "" {
 		if cfg.adminToken != "" {
-			return errors.New("set the admin token once: AUTHSVC_ADMIN_TOKEN (-admin-token) or AUTHSVC_ADMIN_TOKEN_FILE (-admin-token-file), not both")
+			return errors.New("set the admin token once: AUTHSVC_ADMIN_TOKEN or AUTHSVC_ADMIN_TOKEN_FILE (-admin-token-file), not both")
 		}
 		b, err := os.ReadFile(cfg.adminTokenFile)
 		if err != nil {
@@ -131,6 +134,9 @@ func run(args []string, log *slog.Logger) error {
 		if cfg.adminToken = strings.TrimSpace(string(b)); cfg.adminToken == "" {
 			return fmt.Errorf("admin token file %s is empty", cfg.adminTokenFile)
 		}
+	}
+	if n := len(cfg.adminToken); n > 0 && n < minAdminToken {
+		return fmt.Errorf("the admin token must be at least %d bytes, not %d: make one with  head -c 32 /dev/urandom | base64", minAdminToken, n)
 	}
 	if cfg.databaseURL == "" {
 		return errors.New("DATABASE_URL (or -database-url) is required")

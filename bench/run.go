@@ -35,6 +35,10 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
+// benchAdminToken is the admin token of the authsvc the bench starts (authsvc wants
+// at least 32 bytes).
+const benchAdminToken = "bench-admin-token-0123456789abcdef"
+
 // plan is what one run measures; quick mode shrinks it to under two minutes.
 type plan struct {
 	reps       int
@@ -272,7 +276,7 @@ func runBench(args []string) error {
 		w.authDebug, w.edgeDebug = freeAddr(), freeAddr()
 		authDebug, edgeDebug = []string{"AUTHSVC_DEBUG_LISTEN=" + w.authDebug}, []string{"EDGESVC_DEBUG_LISTEN=" + w.edgeDebug}
 	}
-	if w.auth, err = startPinned("authsvc", append(authDebug, "DATABASE_URL="+db, "AUTHSVC_LISTEN=127.0.0.1:0", "AUTHSVC_ADMIN_TOKEN=bench-admin",
+	if w.auth, err = startPinned("authsvc", append(authDebug, "DATABASE_URL="+db, "AUTHSVC_LISTEN=127.0.0.1:0", "AUTHSVC_ADMIN_TOKEN="+benchAdminToken,
 		"AUTHSVC_ARGON2_MEMORY_KIB=64", "AUTHSVC_ARGON2_TIME=1"), filepath.Join(*bin, "authsvc")); err != nil {
 		return err
 	}
@@ -283,7 +287,7 @@ func runBench(args []string) error {
 	}
 	defer cc.Close()
 	w.authC, w.admin = authv1.NewAuthServiceClient(cc), authv1.NewAdminServiceClient(cc)
-	w.adminCtx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer bench-admin")
+	w.adminCtx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+benchAdminToken)
 	u, err := w.admin.CreateUser(w.adminCtx, &authv1.CreateUserRequest{Username: "bench", Password: "bench-password"})
 	if err != nil {
 		return err

@@ -36,7 +36,7 @@ import (
 
 const (
 	apiToken     = "e2e-edge-api-token"
-	adminToken   = "e2e-admin-token"
+	adminToken   = "e2e-admin-token-0123456789abcdefghij" // at least 32 bytes, as authsvc requires
 	testPassword = "correct horse battery"
 )
 

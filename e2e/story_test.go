@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -115,7 +117,7 @@ func TestAuthsvcCommands(t *testing.T) {
 
 	// Secrets from the environment never appear in usage output.
 	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "authsvc"), "-h")
-	cmd.Env = []string{"AUTHSVC_ADMIN_TOKEN=top-secret-admin-token", "DATABASE_URL=postgres://u:db-password@host/db"}
+	cmd.Env = []string{"AUTHSVC_ADMIN_TOKEN=top-secret-admin-token-0123456789abcdef", "DATABASE_URL=postgres://u:db-password@host/db"}
 	out, err := cmd.CombinedOutput()
 	if err == nil || strings.Contains(string(out), "top-secret") || strings.Contains(string(out), "db-password") {
 		t.Fatalf("authsvc -h: %v, printed:\n%s", err, out)
@@ -136,35 +138,48 @@ func TestAuthsvcCommands(t *testing.T) {
 }
 
 // TestAdminTokenFile: the admin token can come from a file; setting both a file and
-// the variable, or an empty file, is refused at start.
+// the variable, an empty file, a token shorter than 32 bytes (guessable), or the token
+// as a flag (visible in /proc/*/cmdline) is refused at start.
 func TestAdminTokenFile(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "admin-token")
-	if err := os.WriteFile(file, []byte("token-from-file\n"), 0o600); err != nil {
+	const fileToken = "token-from-file-0123456789abcdefghij"
+	if err := os.WriteFile(file, []byte(fileToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	short := filepath.Join(dir, "short")
+	_ = os.WriteFile(short, []byte("token-from-file\n"), 0o600)
 	env := func(extra ...string) []string {
 		return append([]string{"DATABASE_URL=" + dbURL, "AUTHSVC_LISTEN=127.0.0.1:0"}, extra...)
 	}
 	auth := start(t, "authsvc", env("AUTHSVC_ADMIN_TOKEN_FILE="+file)...)
 	admin := authv1.NewAdminServiceClient(dial(t, auth.addr))
-	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer token-from-file")
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+fileToken)
 	if _, err := admin.ListUsers(ctx, &authv1.ListUsersRequest{}); err != nil {
 		t.Fatalf("admin call with the file's token: %v", err)
 	}
 
 	empty := filepath.Join(dir, "empty")
 	_ = os.WriteFile(empty, []byte("\n"), 0o600)
-	for name, e := range map[string][]string{
-		"both":       env("AUTHSVC_ADMIN_TOKEN_FILE="+file, "AUTHSVC_ADMIN_TOKEN=x"),
-		"empty file": env("AUTHSVC_ADMIN_TOKEN_FILE=" + empty),
-		"no file":    env("AUTHSVC_ADMIN_TOKEN_FILE=" + filepath.Join(dir, "missing")),
+	for name, c := range map[string]struct {
+		env  []string
+		args []string
+		want string
+	}{
+		"both":            {env("AUTHSVC_ADMIN_TOKEN_FILE="+file, "AUTHSVC_ADMIN_TOKEN="+fileToken), nil, "admin token"},
+		"empty file":      {env("AUTHSVC_ADMIN_TOKEN_FILE=" + empty), nil, "admin token"},
+		"no file":         {env("AUTHSVC_ADMIN_TOKEN_FILE=" + filepath.Join(dir, "missing")), nil, "admin token"},
+		"short in a file": {env("AUTHSVC_ADMIN_TOKEN_FILE=" + short), nil, "at least 32 bytes"},
+		"short variable":  {env("AUTHSVC_ADMIN_TOKEN=short-admin-token"), nil, "at least 32 bytes"},
+		"as a flag":       {env(), []string{"-admin-token", fileToken}, "admin-token"},
 	} {
-		cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "authsvc"))
-		cmd.Env = e
+		ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second) // one that starts serving is killed
+		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "authsvc"), c.args...)
+		cmd.Env = c.env
 		out, err := cmd.CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "admin token") {
-			t.Errorf("%s: %v %s; want a refusal about the admin token", name, err, out)
+		cancel()
+		if err == nil || !strings.Contains(string(out), c.want) || strings.Contains(string(out), fileToken) {
+			t.Errorf("%s: %v %s; want a refusal naming %q, without the token", name, err, out, c.want)
 		}
 	}
 }
@@ -175,7 +190,7 @@ func TestSecretCheckCatchesTokens(t *testing.T) {
 	for _, line := range []string{
 		`msg=login token=wISXoPAn1KUkyp2RJQtJ4CxJXrAUx59HGX5mTCTuHjk`,
 		`msg="bad request" body="password=correct horse battery"`,
-		`authorization: Bearer e2e-admin-token`,
+		`authorization: Bearer e2e-admin-token-0123456789abcdefghij`,
 	} {
 		p := &proc{name: "fake"}
 		p.log.WriteString("ok line\n" + line + "\n")
