@@ -10,6 +10,7 @@ import (
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -54,9 +55,17 @@ func logCall(ctx context.Context, log *slog.Logger, method string, start time.Ti
 	level := slog.LevelDebug
 	switch code {
 	case codes.OK, codes.Canceled:
+	case codes.Unauthenticated:
+		// Every caller meets these (a wrong password, an expired session): at info,
+		// any anonymous peer could fill the log. A wrong admin token is worth a look.
+		if errorReason(err) == authv1.ErrorReason_ERROR_REASON_ADMIN_TOKEN_INVALID.Reason() {
+			level = slog.LevelWarn
+		}
+	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.FailedPrecondition, codes.OutOfRange:
+		// The caller's mistake, answered in full; nothing for an operator to do.
 	case codes.Internal, codes.Unknown, codes.DataLoss:
 		level = slog.LevelError
-	default:
+	default: // throttling, outages, deadlines
 		level = slog.LevelInfo
 	}
 	if !log.Enabled(ctx, level) {
@@ -108,4 +117,14 @@ func (s *Server) checkAdmin(ctx context.Context) error {
 		return failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_ADMIN_TOKEN_INVALID, "invalid admin token")
 	}
 	return nil
+}
+
+// errorReason returns the ErrorInfo reason of a status error, or "".
+func errorReason(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
 }
