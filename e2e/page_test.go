@@ -8,6 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestPageAndForms(t *testing.T) {
@@ -132,6 +136,24 @@ func TestPageAndForms(t *testing.T) {
 		}
 		if err := json.NewDecoder(api.Body).Decode(&got); err != nil || api.StatusCode != 200 || got.User.ID != u.GetId() || got.User.Username != u.GetUsername() {
 			t.Fatalf("GET /api/session = %d %+v %v", api.StatusCode, got, err)
+		}
+	})
+	t.Run("signing in again ends the session it replaces", func(t *testing.T) {
+		old := c.Jar.Cookies(mustURL(base))
+		if len(old) != 1 {
+			t.Fatalf("cookies before: %v", old)
+		}
+		resp := postForm(t, c, base+"/login", url.Values{"username": {u.GetUsername()}, "password": {pw}}, base)
+		ck := sessionCookie(resp)
+		if resp.StatusCode != http.StatusSeeOther || ck == nil || ck.Value == old[0].Value {
+			t.Fatalf("second POST /login = %d, cookie %v", resp.StatusCode, ck)
+		}
+		_, err := s.authC.ValidateSession(t.Context(), &authv1.ValidateSessionRequest{Token: old[0].Value})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("the replaced session still validates: %v", err)
+		}
+		if api := get(t, "/api/session"); api.StatusCode != 200 {
+			t.Fatalf("the new session does not: %d", api.StatusCode)
 		}
 	})
 	t.Run("cross-origin logout is refused", func(t *testing.T) {

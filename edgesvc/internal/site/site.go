@@ -215,6 +215,13 @@ func (s *Site) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.render(w, code, pageData{Error: msg, Username: username})
 		return
 	}
+	// The session this sign-in replaces ends: a browser holds one, and an old one left
+	// alive would outlast a sign-in meant to start afresh (on a shared computer, say).
+	if old, ok := auth.Credential(r); ok && old != tok {
+		if err := s.auth.Logout(r.Context(), old); err != nil && status.Code(err) != codes.Unauthenticated {
+			s.log.WarnContext(r.Context(), "ending the replaced session failed", "code", status.Code(err).String())
+		}
+	}
 	http.SetCookie(w, &http.Cookie{
 		Name: auth.CookieName, Value: tok, Path: "/",
 		Expires:  sess.ExpiresAt,
