@@ -39,6 +39,10 @@ import (
 // at least 32 bytes).
 const benchAdminToken = "bench-admin-token-0123456789abcdef"
 
+// benchEdgeLimits lifts the edge's cap of sockets per user: the bench holds up to
+// 18,000 for its one user.
+const benchEdgeLimits = "EDGESVC_MAX_SOCKETS_PER_USER=0"
+
 // plan is what one run measures; quick mode shrinks it to under two minutes.
 type plan struct {
 	reps       int
@@ -312,7 +316,7 @@ func runBench(args []string) error {
 		defer func() { _ = exec.Command("taskset", "-a", "-p", "-c", "0-63", strconv.Itoa(pids[0])).Run() }()
 	}
 	w.edgeAPI = freeAddr()
-	if w.edge, err = startPinned("edgesvc", append(edgeDebug, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN="+w.edgeAPI, "EDGESVC_API_TOKEN=bench-api", "EDGESVC_AUTH_ADDR="+w.auth.addr),
+	if w.edge, err = startPinned("edgesvc", append(edgeDebug, benchEdgeLimits, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN="+w.edgeAPI, "EDGESVC_API_TOKEN=bench-api", "EDGESVC_AUTH_ADDR="+w.auth.addr),
 		filepath.Join(*bin, "edgesvc")); err != nil {
 		return err
 	}
@@ -775,7 +779,7 @@ func (w *world) benchIdle(r *report) error {
 					url, pids = "ws://"+srv.addr+"/ws/myapp/1/", []int{srv.pid()}
 				}
 			} else {
-				env := []string{"EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR=" + w.auth.addr}
+				env := []string{benchEdgeLimits, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR=" + w.auth.addr}
 				if w.edgeDebug != "" {
 					env = append(env, "EDGESVC_DEBUG_LISTEN="+w.idleDebug())
 				}
@@ -847,7 +851,7 @@ func (w *world) benchIdle(r *report) error {
 // connection is also a member of one group (put there through the edge API).
 func (w *world) idleInGroup(n int) (float64, int, error) {
 	api := freeAddr()
-	env := []string{"EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=" + api, "EDGESVC_API_TOKEN=bench-api", "EDGESVC_AUTH_ADDR=" + w.auth.addr}
+	env := []string{benchEdgeLimits, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=" + api, "EDGESVC_API_TOKEN=bench-api", "EDGESVC_AUTH_ADDR=" + w.auth.addr}
 	srv, err := startPinned("edgesvc", env, filepath.Join(w.bin, "edgesvc"))
 	if err != nil {
 		return 0, 0, err

@@ -3,6 +3,8 @@ package e2e
 import (
 	"net"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -150,8 +152,34 @@ func TestHandshakeFailsClosed(t *testing.T) {
 		if body := readBody(resp); resp.StatusCode != http.StatusServiceUnavailable || body != "not ready\n" {
 			t.Fatalf("/readyz = %d %q with authsvc down, want 503 \"not ready\"", resp.StatusCode, body)
 		}
-		if logs := s.edge.logs(); !strings.Contains(logs, "not ready") || !strings.Contains(logs, "err=") {
-			t.Fatalf("the edge did not log why it is not ready:\n%s", logs)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) { // the log arrives through a pipe
+			if logs := s.edge.logs(); strings.Contains(logs, "not ready") && strings.Contains(logs, "err=") {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("the edge did not log why it is not ready:\n%s", logs)
+			}
 		}
 	})
+}
+
+// TestSocketCaps: the built edge caps sockets per user as configured (429
+// TOO_MANY_SOCKETS before the upgrade) and refuses a negative cap at start.
+func TestSocketCaps(t *testing.T) {
+	s := newSystem(t, nil, []string{"EDGESVC_MAX_SOCKETS_PER_USER=2"})
+	u, pw := s.newUser(t)
+	l := s.login(t, u, pw)
+	mustOpen(t, s.edge.addr, l)
+	mustOpen(t, s.edge.addr, l)
+	ws, code, reason := dialWSReason(t, wsURL(s.edge.addr, u.GetId()), cookieHeader(s.edge.addr, l.GetToken()))
+	if ws != nil || code != http.StatusTooManyRequests || reason != "TOO_MANY_SOCKETS" {
+		t.Fatalf("third socket of a user capped at 2: %d %q", code, reason)
+	}
+	other, opw := s.newUser(t)
+	mustOpen(t, s.edge.addr, s.login(t, other, opw)) // another user is not affected
+
+	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "edgesvc"))
+	cmd.Env = []string{"EDGESVC_MAX_SOCKETS_PER_USER=-1"}
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "EDGESVC_MAX_SOCKETS_PER_USER") {
+		t.Fatalf("a negative cap: %v %s; want a refusal naming it", err, out)
+	}
 }

@@ -84,6 +84,9 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&api.tlsCert, "api-tls-cert", env("EDGESVC_API_TLS_CERT", ""), "PEM certificate to serve the edge API with TLS; needs -api-tls-key (EDGESVC_API_TLS_CERT)")
 	fs.StringVar(&api.tlsKey, "api-tls-key", env("EDGESVC_API_TLS_KEY", ""), "PEM private key for -api-tls-cert (EDGESVC_API_TLS_KEY)")
 	fs.StringVar(&api.tlsClientCA, "api-tls-client-ca", env("EDGESVC_API_TLS_CLIENT_CA", ""), "PEM CA bundle: callers of the edge API may present a client certificate signed by it instead of the token (mTLS); needs -api-tls-cert (EDGESVC_API_TLS_CLIENT_CA)")
+	fs.IntVar(&cfg.MaxSocketsPerUser, "max-sockets-per-user", envIntOrZero("EDGESVC_MAX_SOCKETS_PER_USER", 1000, &errs), "sockets one user may hold on this edge; more are refused with 429 TOO_MANY_SOCKETS; 0: no limit (EDGESVC_MAX_SOCKETS_PER_USER)")
+	fs.IntVar(&cfg.MaxSocketsPerAddress, "max-sockets-per-address", envIntOrZero("EDGESVC_MAX_SOCKETS_PER_ADDRESS", 0, &errs), "sockets one client address may hold (behind a proxy, its address); 0: no limit (EDGESVC_MAX_SOCKETS_PER_ADDRESS)")
+	fs.IntVar(&cfg.MaxSockets, "max-sockets", envIntOrZero("EDGESVC_MAX_SOCKETS", 0, &errs), "sockets this edge holds at most; 0: no limit (EDGESVC_MAX_SOCKETS)")
 	var debugListen string
 	fs.StringVar(&debugListen, "debug-listen", env("EDGESVC_DEBUG_LISTEN", ""), "address for net/http/pprof (EDGESVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
 	if err := fs.Parse(args); err != nil {
@@ -105,6 +108,12 @@ func run(args []string, log *slog.Logger) error {
 		return fmt.Errorf("EDGESVC_SESSION_CACHE_SIZE (-session-cache-size) must not be negative, not %d", cfg.CacheSize)
 	}
 	cfg.DisableCache = cfg.CacheSize == 0
+	if cfg.MaxSocketsPerUser < 0 || cfg.MaxSocketsPerAddress < 0 || cfg.MaxSockets < 0 {
+		return errors.New("EDGESVC_MAX_SOCKETS_PER_USER, _PER_ADDRESS and EDGESVC_MAX_SOCKETS must not be negative (0: no limit)")
+	}
+	if cfg.MaxSocketsPerUser == 0 {
+		cfg.MaxSocketsPerUser = -1 // no limit (in Config, 0 is the default)
+	}
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)

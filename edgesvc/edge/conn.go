@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -137,16 +138,22 @@ func (c *Conn) Close(code int, reason string) {
 // goroutine's grown stack, about 8 KiB a socket). feed is the session feed's
 // generation when the handshake was authorised.
 func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsumer func() Consumer, feed uint64) {
-	e, reason := s.conns.Add(c, registry.Info{
+	e, err := s.conns.Add(c, registry.Info{
 		ID: c.id, User: c.user.ID, Username: c.user.Username, Session: c.session.ID,
 		Path: strings.Clone(r.URL.Path), Sock: c.sock, // the path, not a slice of the request line
+		Addr: peerHost(r),
 	})
-	if e == nil {
+	if err != nil {
 		c.sock.Discard()
-		if reason == "" {
+		var ended *registry.EndedError
+		var limit *registry.LimitError
+		switch {
+		case errors.As(err, &ended): // the session ended since it was authorised
+			s.refuse(w, "unauthenticated", http.StatusUnauthorized, authv1.ErrorReason_ERROR_REASON_SESSION_REVOKED.Reason(), "session not valid: session ended: "+ended.Reason)
+		case errors.As(err, &limit):
+			s.refuse(w, "too_many_sockets", http.StatusTooManyRequests, "TOO_MANY_SOCKETS", err.Error()+": close another first")
+		default:
 			s.refuse(w, "shutting_down", http.StatusServiceUnavailable, "SHUTTING_DOWN", "the edge is shutting down: connect again")
-		} else { // the session ended since it was authorised
-			s.refuse(w, "unauthenticated", http.StatusUnauthorized, authv1.ErrorReason_ERROR_REASON_SESSION_REVOKED.Reason(), "session not valid: session ended: "+reason)
 		}
 		return
 	}
@@ -215,4 +222,13 @@ func (h *handler) Ended(code int) {
 	c := (*Conn)(h)
 	c.consumer.Disconnect(context.WithoutCancel(c.srv.ctx), c, code) // not c.Context(): most sockets never made one
 	c.release()
+}
+
+// peerHost is the TCP peer's address without its port: the client, or a proxy in
+// front of it.
+func peerHost(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }

@@ -70,6 +70,13 @@ type Config struct {
 	// 64 (others become '-'). Default: the host name and a random suffix, new at
 	// every start.
 	NodeID string
+	// MaxSocketsPerUser caps one user's sockets on this edge; past it a handshake is
+	// refused with 429 TOO_MANY_SOCKETS before the upgrade. Default 1,000; negative:
+	// no limit.
+	MaxSocketsPerUser int
+	// MaxSocketsPerAddress caps the sockets from one client address (the TCP peer's),
+	// and MaxSockets all of this edge's sockets, the same way. Default (0): no limit.
+	MaxSocketsPerAddress, MaxSockets int
 }
 
 // ValidNodeID reports whether id can be used as Config.NodeID as it is.
@@ -105,6 +112,9 @@ func (c Config) withDefaults() Config {
 		c.CacheSize = 0
 	}
 	c.NodeID = registry.NodeID(c.NodeID)
+	if c.MaxSocketsPerUser == 0 {
+		c.MaxSocketsPerUser = 1000
+	}
 	origins := make([]string, len(c.AllowedOrigins))
 	for i, o := range c.AllowedOrigins {
 		origins[i] = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
@@ -143,6 +153,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 		conns: registry.New[*Conn](),
 		ids:   registry.NewIDs(cfg.NodeID),
 	}
+	s.conns.SetLimits(registry.Limits{PerUser: max(cfg.MaxSocketsPerUser, 0), PerAddress: cfg.MaxSocketsPerAddress, Total: cfg.MaxSockets})
 	s.metrics = metrics.New(reg, s.conns.Stats)
 	s.layer = layer.Local{Edge: &local.Edge[*Conn]{Conns: s.conns, Node: cfg.NodeID}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -81,4 +82,53 @@ func TestRoutesAreExact(t *testing.T) {
 		}
 	}
 	dialAs(t, base, "room", "u1s1") // the route itself
+}
+
+// TestSocketLimits: sockets are capped per user, per client address and in total; a
+// handshake past a cap is refused with 429 TOO_MANY_SOCKETS before the upgrade, and
+// a socket that ends frees its place.
+func TestSocketLimits(t *testing.T) {
+	refused := func(t *testing.T, base, token string) {
+		t.Helper()
+		ws, resp, err := websocket.DefaultDialer.Dial(base+"/ws/g/-/", http.Header{"Authorization": {"Bearer " + token}})
+		if err == nil {
+			ws.Close()
+			t.Fatalf("%s: a socket past the limit was opened", token)
+		}
+		if resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get(ReasonHeader) != "TOO_MANY_SOCKETS" {
+			t.Fatalf("%s: %v %v, want 429 TOO_MANY_SOCKETS", token, resp, err)
+		}
+	}
+	t.Run("per user", func(t *testing.T) {
+		srv, base := newTestServerConfig(t, Config{MaxSocketsPerUser: 2}, "/ws/g/{group}/", func() Consumer { return member{} })
+		a := dialAs(t, base, "-", "u1s1")
+		dialAs(t, base, "-", "u1s2")
+		refused(t, base, "u1s3")
+		dialAs(t, base, "-", "u2s4") // another user is not affected
+		a.Close()
+		for deadline := time.Now().Add(5 * time.Second); srv.conns.ByID(a.id) != nil; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the closed socket is still registered")
+			}
+		}
+		dialAs(t, base, "-", "u1s3")
+	})
+	t.Run("per address and in total", func(t *testing.T) {
+		_, base := newTestServerConfig(t, Config{MaxSocketsPerAddress: 2}, "/ws/g/{group}/", func() Consumer { return member{} })
+		dialAs(t, base, "-", "u1s1")
+		dialAs(t, base, "-", "u2s2")
+		refused(t, base, "u3s3") // every test client is 127.0.0.1
+		_, base = newTestServerConfig(t, Config{MaxSockets: 1}, "/ws/g/{group}/", func() Consumer { return member{} })
+		dialAs(t, base, "-", "u1s1")
+		refused(t, base, "u2s2")
+	})
+	t.Run("default: 1,000 per user, off per address and in total", func(t *testing.T) {
+		c := Config{}.withDefaults()
+		if c.MaxSocketsPerUser != 1000 || c.MaxSocketsPerAddress != 0 || c.MaxSockets != 0 {
+			t.Fatalf("defaults %d %d %d", c.MaxSocketsPerUser, c.MaxSocketsPerAddress, c.MaxSockets)
+		}
+		if (Config{MaxSocketsPerUser: -1}).withDefaults().MaxSocketsPerUser != -1 {
+			t.Fatal("a negative limit (none) was replaced")
+		}
+	})
 }

@@ -6,6 +6,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ type Info struct {
 	Username string
 	Session  string
 	Path     string       // the handshake's path
+	Addr     string       // the client's address, counted when sockets per address are limited
 	Sock     *socket.Conn // what sends and closes go to
 }
 
@@ -80,6 +82,8 @@ type Registry[C any] struct {
 	bySession map[string][]*Entry[C] // slices, not sets: a session or user has few sockets, and a map each costs ~300 B
 	byUser    map[int64][]*Entry[C]
 	byGroup   map[string][]*Entry[C] // each member knows its index, so leaving is O(1) in a large group
+	byAddr    map[string]int         // sockets per client address, when limited
+	limits    Limits
 	ended     map[string]ended
 	lastPrune time.Time
 	closing   bool
@@ -99,29 +103,76 @@ const endedTTL = 5 * time.Minute
 func New[C any]() *Registry[C] {
 	return &Registry[C]{
 		byID: map[string]*Entry[C]{}, bySession: map[string][]*Entry[C]{}, byUser: map[int64][]*Entry[C]{},
-		byGroup: map[string][]*Entry[C]{}, ended: map[string]ended{},
+		byGroup: map[string][]*Entry[C]{}, byAddr: map[string]int{}, ended: map[string]ended{},
 	}
 }
 
-// Add registers c, described by info, and returns its entry (not yet accepted). It
-// returns nil and a reason if c must be refused instead: its session has ended (the end
-// reason), or the registry is shutting down (""). Wait waits for every entry until
-// Remove.
-func (r *Registry[C]) Add(c C, info Info) (*Entry[C], string) {
+// Limits caps the sockets Add takes: per user, per client address (Info.Addr) and in
+// all. Zero means no limit.
+type Limits struct {
+	PerUser, PerAddress, Total int
+}
+
+// SetLimits sets the caps for the sockets added from now on.
+func (r *Registry[C]) SetLimits(l Limits) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.limits = l
+}
+
+// Why Add refuses a connection.
+var ErrShuttingDown = errors.New("the edge is shutting down")
+
+// EndedError: the connection's session ended since it was authorised.
+type EndedError struct{ Reason string }
+
+func (e *EndedError) Error() string { return "session ended: " + e.Reason }
+
+// LimitError: a socket limit (Which: "user", "address" or "total") is reached.
+type LimitError struct {
+	Which string
+	Limit int
+}
+
+func (e *LimitError) Error() string {
+	if e.Which == "total" {
+		return fmt.Sprintf("this edge holds its limit of %d sockets", e.Limit)
+	}
+	return fmt.Sprintf("too many sockets for this %s (limit %d)", e.Which, e.Limit)
+}
+
+// Add registers c, described by info, and returns its entry (not yet accepted), or
+// why c must be refused instead: ErrShuttingDown, an *EndedError or a *LimitError.
+// Wait waits for every entry until Remove.
+func (r *Registry[C]) Add(c C, info Info) (*Entry[C], error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closing {
-		return nil, ""
+		return nil, ErrShuttingDown
 	}
 	if e, ok := r.ended[info.Session]; ok {
-		return nil, e.reason
+		return nil, &EndedError{e.reason}
+	}
+	switch l := r.limits; {
+	case l.PerUser > 0 && len(r.byUser[info.User]) >= l.PerUser:
+		return nil, &LimitError{"user", l.PerUser}
+	case l.PerAddress > 0 && r.byAddr[info.Addr] >= l.PerAddress:
+		return nil, &LimitError{"address", l.PerAddress}
+	case l.Total > 0 && len(r.byID) >= l.Total:
+		return nil, &LimitError{"total", l.Total}
+	}
+	if r.limits.PerAddress <= 0 {
+		info.Addr = "" // not counted, not kept
 	}
 	e := &Entry[C]{Info: info, Conn: c, Since: time.Now().Round(0)}
 	r.byID[e.ID] = e
 	r.bySession[e.Session] = append(r.bySession[e.Session], e)
 	r.byUser[e.User] = append(r.byUser[e.User], e)
+	if e.Addr != "" {
+		r.byAddr[e.Addr]++
+	}
 	r.wg.Add(1)
-	return e, ""
+	return e, nil
 }
 
 // Remove unregisters e and takes it out of every group. Call it once per entry.
@@ -134,6 +185,11 @@ func (r *Registry[C]) Remove(e *Entry[C]) {
 	delete(r.byID, e.ID)
 	remove(r.bySession, e.Session, e)
 	remove(r.byUser, e.User, e)
+	if e.Addr != "" {
+		if r.byAddr[e.Addr]--; r.byAddr[e.Addr] == 0 {
+			delete(r.byAddr, e.Addr)
+		}
+	}
 	for len(e.groups) > 0 {
 		r.leaveLocked(e, len(e.groups)-1)
 	}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -24,9 +25,9 @@ func names(es []*Entry[*conn]) []string {
 
 func mustAdd(t *testing.T, r *Registry[*conn], name string, user int64, session string) *Entry[*conn] {
 	t.Helper()
-	e, reason := r.Add(&conn{name}, Info{ID: "node." + name, User: user, Session: session})
-	if e == nil {
-		t.Fatalf("Add %s refused (%q)", name, reason)
+	e, err := r.Add(&conn{name}, Info{ID: "node." + name, User: user, Session: session})
+	if err != nil {
+		t.Fatalf("Add %s refused: %v", name, err)
 	}
 	return e
 }
@@ -186,8 +187,9 @@ func TestRegistryEndedSession(t *testing.T) {
 		t.Fatalf("End returned %v, want the live connection", names(got))
 	}
 	// A handshake that validated before the end and registers after it is refused.
-	if e, reason := r.Add(&conn{"b"}, Info{ID: "node.b", User: 1, Session: "s"}); e != nil || reason != "revoked" {
-		t.Fatalf("Add after End = %v, %q; want refused with the end reason", e, reason)
+	var ee *EndedError
+	if e, err := r.Add(&conn{"b"}, Info{ID: "node.b", User: 1, Session: "s"}); e != nil || !errors.As(err, &ee) || ee.Reason != "revoked" {
+		t.Fatalf("Add after End = %v, %v; want refused with the end reason", e, err)
 	}
 	// Another session of the same user is not affected.
 	mustAdd(t, r, "c", 1, "other")
@@ -207,8 +209,8 @@ func TestRegistryShutdownWaits(t *testing.T) {
 	if g := names(live); !slices.Equal(g, []string{"a", "b"}) {
 		t.Fatalf("Shutdown returned %v", g)
 	}
-	if e, reason := r.Add(&conn{"late"}, Info{ID: "node.late", User: 3, Session: "u"}); e != nil || reason != "" {
-		t.Fatalf("Add during shutdown = %v, %q; want refused with no reason", e, reason)
+	if e, err := r.Add(&conn{"late"}, Info{ID: "node.late", User: 3, Session: "u"}); e != nil || err != ErrShuttingDown {
+		t.Fatalf("Add during shutdown = %v, %v; want ErrShuttingDown", e, err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
 	defer cancel()
@@ -236,4 +238,47 @@ func FuzzValidGroup(f *testing.F) {
 			t.Fatalf("ValidGroup(%q) = %v, want %v", name, ok, want)
 		}
 	})
+}
+
+// TestLimits: sockets are capped per user, per client address and in total; a
+// refusal says which limit; a socket that ends frees its place.
+func TestLimits(t *testing.T) {
+	r := New[*conn]()
+	r.SetLimits(Limits{PerUser: 2, PerAddress: 3, Total: 5})
+	add := func(name string, user int64, addr string) (*Entry[*conn], error) {
+		return r.Add(&conn{name}, Info{ID: "node." + name, User: user, Session: name, Addr: addr})
+	}
+	wantLimit := func(err error, which string, limit int) {
+		t.Helper()
+		var le *LimitError
+		if !errors.As(err, &le) || le.Which != which || le.Limit != limit {
+			t.Fatalf("%v, want the %s limit of %d", err, which, limit)
+		}
+	}
+	a1, _ := add("a1", 1, "10.0.0.1")
+	if _, err := add("a2", 1, "10.0.0.2"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := add("a3", 1, "10.0.0.3")
+	wantLimit(err, "user", 2)
+	if _, err := add("b1", 2, "10.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := add("c1", 3, "10.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = add("d1", 4, "10.0.0.1")
+	wantLimit(err, "address", 3)
+	if _, err := add("d2", 4, "10.0.0.4"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = add("e1", 5, "10.0.0.5")
+	wantLimit(err, "total", 5)
+	r.Remove(a1)
+	if _, err := add("e2", 5, "10.0.0.1"); err != nil {
+		t.Fatalf("after a socket ended, its place was not freed: %v", err)
+	}
+	if n := len(r.byAddr); n != 3 { // .1 (b1, c1, e2), .2, .4
+		t.Fatalf("%d addresses counted, want 3", n)
+	}
 }
