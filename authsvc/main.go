@@ -13,6 +13,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -46,6 +47,7 @@ import (
 )
 
 type config struct {
+	maxSessions     int
 	listen          string
 	databaseURL     string
 	adminToken      string
@@ -106,6 +108,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.DurationVar(&cfg.failWindow, "login-failure-window", envDuration("AUTHSVC_LOGIN_FAILURE_WINDOW", 15*time.Minute, &errs), "window for counting failed logins (AUTHSVC_LOGIN_FAILURE_WINDOW)")
 	fs.DurationVar(&cfg.cleanupInterval, "cleanup-interval", envDuration("AUTHSVC_CLEANUP_INTERVAL", 10*time.Minute, &errs), "how often expired sessions are deleted (AUTHSVC_CLEANUP_INTERVAL)")
 	fs.DurationVar(&cfg.cacheLease, "cache-lease", envDurationOrZero("AUTHSVC_CACHE_LEASE", 50*time.Millisecond, &errs), "how long front ends may trust cached validations after a SyncSessionEvents marker; every call that ends sessions waits this long before it returns; 0: no caching (AUTHSVC_CACHE_LEASE)")
+	fs.IntVar(&cfg.maxSessions, "max-sessions-per-user", envIntOrZero("AUTHSVC_MAX_SESSIONS_PER_USER", 100, &errs), "live sessions per user; a login past it ends the user's oldest (end reason session_limit); 0: no limit (AUTHSVC_MAX_SESSIONS_PER_USER)")
 	fs.UintVar(&cfg.argonMemory, "argon2-memory-kib", uint(envInt("AUTHSVC_ARGON2_MEMORY_KIB", int(password.DefaultParams.Memory), &errs)), "argon2id memory for new hashes, KiB (AUTHSVC_ARGON2_MEMORY_KIB)")
 	fs.UintVar(&cfg.argonTime, "argon2-time", uint(envInt("AUTHSVC_ARGON2_TIME", int(password.DefaultParams.Time), &errs)), "argon2id passes for new hashes (AUTHSVC_ARGON2_TIME)")
 	fs.StringVar(&cfg.tlsCert, "tls-cert", env("AUTHSVC_TLS_CERT", ""), "PEM certificate (chain) to serve TLS with; needs -tls-key (AUTHSVC_TLS_CERT)")
@@ -224,7 +227,7 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 	srv := server.New(st, hasher, events, server.Config{
 		SessionTTL: cfg.sessionTTL, AdminToken: cfg.adminToken,
 		MaxFailuresPerUser: cfg.maxFailUser, MaxFailuresPerAddress: cfg.maxFailAddr, FailureWindow: cfg.failWindow,
-		CacheLease: cfg.cacheLease,
+		CacheLease: cfg.cacheLease, MaxSessionsPerUser: cmp.Or(cfg.maxSessions, -1), // 0 here: no limit
 	}, log)
 	creds, err := serverCredentials(cfg)
 	if err != nil {
@@ -384,6 +387,20 @@ func envDurationOrZero(name string, def time.Duration, errs *[]error) time.Durat
 		return def
 	}
 	return d
+}
+
+// envIntOrZero is envInt for settings where 0 means no limit.
+func envIntOrZero(name string, def int, errs *[]error) int {
+	v := env(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		*errs = append(*errs, fmt.Errorf("%s=%q: want a whole number, 0 or more", name, v))
+		return def
+	}
+	return n
 }
 
 func envInt(name string, def int, errs *[]error) int {

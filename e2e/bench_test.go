@@ -39,7 +39,7 @@ func bareEcho(b *testing.B) string {
 }
 
 func benchSystem(b *testing.B) (*system, []*authv1.LoginResponse) {
-	s := newSystem(b, nil, nil)
+	s := newSystem(b, []string{"AUTHSVC_MAX_SESSIONS_PER_USER=0"}, nil) // 256 sessions of one user
 	u, pw := s.newUser(b)
 	// Many distinct sessions, as real traffic has.
 	logins := make([]*authv1.LoginResponse, 256)

@@ -267,3 +267,17 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("edgesvc exit: %v", err)
 	}
 }
+
+// TestSessionLimitClosesOldest: with AUTHSVC_MAX_SESSIONS_PER_USER=2, a third login
+// ends the user's oldest session, whose socket closes with 4401 "session_limit"; the
+// others keep working.
+func TestSessionLimitClosesOldest(t *testing.T) {
+	s := newSystem(t, []string{"AUTHSVC_MAX_SESSIONS_PER_USER=2"}, nil)
+	u, pw := s.newUser(t)
+	first := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+	second := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+	third := mustOpen(t, s.edge.addr, s.login(t, u, pw))
+	expectClose(t, first, 4401, "session_limit", closeWithin)
+	echo(t, second, "the second session lives")
+	echo(t, third, "and the third")
+}

@@ -113,9 +113,10 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	}
 	// The session is created only if the user is still active with the hash that was
 	// verified: a password change or deactivation racing this login wins.
-	sess, err := s.store.CreateSession(ctx, store.NewSession{
+	sess, ended, err := s.store.CreateSession(ctx, store.NewSession{
 		ID: newSessionID(), TokenHash: tokHash, UserID: user.ID,
 		ExpiresAt: time.Now().Add(s.cfg.SessionTTL), UserAgent: strings.ToValidUTF8(ua, ""), ClientAddress: addr,
+		MaxLive: max(s.cfg.MaxSessionsPerUser, 0),
 	}, hash)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, errBadCredentials
@@ -134,6 +135,10 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 		}
 	}
 	s.log.InfoContext(ctx, "login", "user_id", user.ID, "session_id", sess.ID)
+	if ended > 0 {
+		s.log.InfoContext(ctx, "oldest sessions ended: over the limit per user", "user_id", user.ID, "count", ended, "limit", s.cfg.MaxSessionsPerUser)
+		s.ended(ctx) // like every call that ends sessions: none is accepted from a cache after it returns
+	}
 	return &authv1.LoginResponse{Token: tok, Session: sessionPB(sess), User: userPB(user)}, nil
 }
 

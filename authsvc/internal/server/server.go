@@ -42,9 +42,16 @@ type Config struct {
 	// after its commit before it returns. Zero: front ends must not cache, and ending
 	// a session does not wait.
 	CacheLease time.Duration
+	// MaxSessionsPerUser caps a user's live sessions: a login past it ends the
+	// oldest (end reason session_limit, an event and 4401 as usual). Default 100;
+	// negative: no cap.
+	MaxSessionsPerUser int
 }
 
 func (c *Config) setDefaults() {
+	if c.MaxSessionsPerUser == 0 {
+		c.MaxSessionsPerUser = 100
+	}
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = 14 * 24 * time.Hour
 	}
@@ -147,6 +154,7 @@ var reasonPB = map[store.EndReason]authv1.SessionEndReason{
 	store.EndRevoked:         authv1.SessionEndReason_SESSION_END_REASON_REVOKED,
 	store.EndUserDisabled:    authv1.SessionEndReason_SESSION_END_REASON_USER_DISABLED,
 	store.EndPasswordChanged: authv1.SessionEndReason_SESSION_END_REASON_PASSWORD_CHANGED,
+	store.EndSessionLimit:    authv1.SessionEndReason_SESSION_END_REASON_SESSION_LIMIT,
 }
 
 // clientAddress returns the address used for the per-address login limit: the one

@@ -740,3 +740,29 @@ func terminateBackends(t *testing.T, db string) {
 		t.Fatal(err)
 	}
 }
+
+// TestSessionLimitPerUser: a login past MaxSessionsPerUser ends the user's oldest
+// session, which then answers SESSION_REVOKED with end_reason session_limit.
+func TestSessionLimitPerUser(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken, MaxSessionsPerUser: 2})
+	ctx := t.Context()
+	e.createUser(t, "carol", "password1")
+	var toks []string
+	for range 3 {
+		resp, err := e.auth.Login(ctx, &authv1.LoginRequest{Username: "carol", Password: "password1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, resp.GetToken())
+		time.Sleep(2 * time.Millisecond)
+	}
+	_, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: toks[0]})
+	if info := wantCode(t, err, codes.Unauthenticated, "SESSION_REVOKED"); info.GetMetadata()["end_reason"] != "session_limit" {
+		t.Fatalf("end_reason = %v, want session_limit", info.GetMetadata())
+	}
+	for _, tok := range toks[1:] {
+		if _, err := e.auth.ValidateSession(ctx, &authv1.ValidateSessionRequest{Token: tok}); err != nil {
+			t.Fatalf("a session within the limit: %v", err)
+		}
+	}
+}

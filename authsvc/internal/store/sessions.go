@@ -22,33 +22,52 @@ type NewSession struct {
 	ExpiresAt     time.Time
 	UserAgent     string
 	ClientAddress string
+	// MaxLive caps the user's live sessions, this one counted: older ones beyond it
+	// end (session_limit). 0: no cap.
+	MaxLive int
 }
 
 // CreateSession stores a new live session, but only while the user is active and
 // still has the password hash the login verified. It returns ErrNotFound otherwise.
+// With n.MaxLive > 0 it also ends, in the same statement, the user's oldest live
+// sessions beyond MaxLive (the new one counted), with reason session_limit, and
+// returns how many it ended.
 //
-// The user row is locked FOR SHARE: a deactivation or password change in progress
-// makes the login wait and then see the new row (and fail), and one that starts after
-// waits for the login to commit, so its end-the-sessions statement sees (and ends,
-// with an event) the new session. Without the lock a session could be born after its
-// user was deactivated, with no end event for caches to act on.
-func (s *Store) CreateSession(ctx context.Context, n NewSession, verifiedHash string) (Session, error) {
+// The user row is locked FOR NO KEY UPDATE: a deactivation or password change in
+// progress makes the login wait and then see the new row (and fail), and one that
+// starts after waits for the login to commit, so its end-the-sessions statement sees
+// (and ends, with an event) the new session. Without the lock a session could be born
+// after its user was deactivated, with no end event for caches to act on. Logins of
+// one user take turns, so two at once cannot both stay under the cap.
+func (s *Store) CreateSession(ctx context.Context, n NewSession, verifiedHash string) (Session, int, error) {
 	var out Session
+	var ended int
 	err := s.pool.QueryRow(ctx, `
 		WITH u AS (
-			SELECT id FROM users WHERE id = $3 AND active AND password_hash = $7 FOR SHARE
+			SELECT id FROM users WHERE id = $3 AND active AND password_hash = $7 FOR NO KEY UPDATE
+		), ins AS (
+			INSERT INTO sessions AS s (id, token_hash, user_id, expires_at, user_agent, client_address)
+			SELECT $1, $2, u.id, $4, $5, $6 FROM u
+			RETURNING `+sessionCols+`
+		), over AS (
+			UPDATE sessions SET revoked_at = now(), end_reason = 'session_limit'
+			WHERE $8 > 0 AND id IN (
+				SELECT id FROM sessions
+				WHERE user_id = (SELECT id FROM u) AND revoked_at IS NULL AND expires_at > now()
+				ORDER BY created_at DESC, id DESC
+				OFFSET greatest($8 - 1, 0)
+			)
+			RETURNING 1
 		)
-		INSERT INTO sessions AS s (id, token_hash, user_id, expires_at, user_agent, client_address)
-		SELECT $1, $2, u.id, $4, $5, $6 FROM u
-		RETURNING `+sessionCols,
-		n.ID, n.TokenHash, n.UserID, n.ExpiresAt, n.UserAgent, n.ClientAddress, verifiedHash).Scan(sessionDest(&out)...)
+		SELECT ins.*, (SELECT count(*) FROM over) FROM ins`,
+		n.ID, n.TokenHash, n.UserID, n.ExpiresAt, n.UserAgent, n.ClientAddress, verifiedHash, n.MaxLive).Scan(append(sessionDest(&out), &ended)...)
 	if err == pgx.ErrNoRows {
-		return Session{}, ErrNotFound
+		return Session{}, 0, ErrNotFound
 	}
 	if err != nil {
-		return Session{}, fmt.Errorf("create session: %w", err)
+		return Session{}, 0, fmt.Errorf("create session: %w", err)
 	}
-	return out, nil
+	return out, ended, nil
 }
 
 // ValidateSession returns the live session with the token hash and its user, in one

@@ -120,6 +120,7 @@ const (
 	EndRevoked         EndReason = "revoked"
 	EndUserDisabled    EndReason = "user_disabled"
 	EndPasswordChanged EndReason = "password_changed"
+	EndSessionLimit    EndReason = "session_limit"
 )
 
 func isUniqueViolation(err error) bool {

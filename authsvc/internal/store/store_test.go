@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func hashOf(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
 
 func mustSession(t *testing.T, st *store.Store, userID int64, token string, ttl time.Duration) store.Session {
 	t.Helper()
-	s, err := st.CreateSession(t.Context(), store.NewSession{
+	s, _, err := st.CreateSession(t.Context(), store.NewSession{
 		ID: "sess-" + token, TokenHash: hashOf(token), UserID: userID, ExpiresAt: time.Now().Add(ttl),
 	}, "$argon2id$stub")
 	if err != nil {
@@ -291,13 +292,13 @@ func TestCreateSessionOnlyForVerifiedHash(t *testing.T) {
 	ctx := t.Context()
 	u := mustUser(t, st, "alice")
 	n := store.NewSession{ID: "s1", TokenHash: hashOf("t1"), UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour)}
-	if _, err := st.CreateSession(ctx, n, "$argon2id$other"); !errors.Is(err, store.ErrNotFound) {
+	if _, _, err := st.CreateSession(ctx, n, "$argon2id$other"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("session for a stale hash: %v, want ErrNotFound", err)
 	}
 	if _, err := st.SetUserActive(ctx, u.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.CreateSession(ctx, n, "$argon2id$stub"); !errors.Is(err, store.ErrNotFound) {
+	if _, _, err := st.CreateSession(ctx, n, "$argon2id$stub"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("session for an inactive user: %v, want ErrNotFound", err)
 	}
 	if err := st.UpdatePasswordHash(ctx, u.ID, "$argon2id$other", "$argon2id$new"); !errors.Is(err, store.ErrNotFound) {
@@ -432,7 +433,7 @@ func TestLoginWaitsForDeactivation(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := st.CreateSession(t.Context(), store.NewSession{
+		_, _, err := st.CreateSession(t.Context(), store.NewSession{
 			ID: "sess-racer", TokenHash: hashOf("racer"), UserID: u.ID, ExpiresAt: time.Now().Add(time.Hour),
 		}, "$argon2id$stub")
 		done <- err
@@ -462,5 +463,41 @@ func TestLoginWaitsForDeactivation(t *testing.T) {
 	}
 	if err := <-done; !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("login after the deactivation: %v, want ErrNotFound", err)
+	}
+}
+
+// TestSessionLimit: a session created past MaxLive ends the user's oldest live ones
+// (session_limit, with an event), not other users' and not expired or ended ones.
+func TestSessionLimit(t *testing.T) {
+	st := newStore(t)
+	ctx := t.Context()
+	alice, bob := mustUser(t, st, "alice"), mustUser(t, st, "bob")
+	mustSession(t, st, bob.ID, "b1", time.Hour)
+	create := func(tok string) int {
+		t.Helper()
+		_, ended, err := st.CreateSession(ctx, store.NewSession{
+			ID: "sess-" + tok, TokenHash: hashOf(tok), UserID: alice.ID, ExpiresAt: time.Now().Add(time.Hour), MaxLive: 3,
+		}, "$argon2id$stub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ended
+	}
+	for _, tok := range []string{"a1", "a2", "a3"} {
+		if n := create(tok); n != 0 {
+			t.Fatalf("%s ended %d sessions under the cap", tok, n)
+		}
+		time.Sleep(2 * time.Millisecond) // distinct created_at
+	}
+	if n := create("a4"); n != 1 {
+		t.Fatalf("the 4th session of a cap of 3 ended %d, want 1", n)
+	}
+	if _, _, err := st.ValidateSession(ctx, hashOf("a1")); !errors.Is(err, store.ErrSessionRevoked) || !strings.Contains(err.Error(), "session_limit") {
+		t.Fatalf("the oldest session: %v, want revoked with session_limit", err)
+	}
+	for _, tok := range []string{"a2", "a3", "a4", "b1"} {
+		if _, _, err := st.ValidateSession(ctx, hashOf(tok)); err != nil {
+			t.Fatalf("%s: %v", tok, err)
+		}
 	}
 }

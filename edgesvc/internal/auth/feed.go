@@ -20,6 +20,7 @@ var endReasons = map[authv1.SessionEndReason]string{
 	authv1.SessionEndReason_SESSION_END_REASON_REVOKED:          "revoked",
 	authv1.SessionEndReason_SESSION_END_REASON_USER_DISABLED:    "user_disabled",
 	authv1.SessionEndReason_SESSION_END_REASON_PASSWORD_CHANGED: "password_changed",
+	authv1.SessionEndReason_SESSION_END_REASON_SESSION_LIMIT:    "session_limit",
 }
 
 // Watch follows authsvc's session-ended events until ctx ends, ending each ended

@@ -48,6 +48,7 @@
     revoked: 'an administrator revoked this session',
     user_disabled: 'this account was disabled',
     password_changed: 'the password was changed',
+    session_limit: 'you signed in on too many devices, and this was the oldest session',
     expired: 'the session expired',
   };
 

@@ -64,8 +64,8 @@ type AuthServiceClient interface {
 	//	UNAUTHENTICATED SESSION_UNKNOWN: no session has this token.
 	//	UNAUTHENTICATED SESSION_EXPIRED: the session expired.
 	//	UNAUTHENTICATED SESSION_REVOKED: the session ended; ErrorInfo.metadata
-	//	                "end_reason" is logout, revoked, user_disabled or
-	//	                password_changed.
+	//	                "end_reason" is logout, revoked, user_disabled,
+	//	                password_changed or session_limit.
 	//	UNAUTHENTICATED USER_INACTIVE: the session's user is deactivated.
 	ValidateSession(ctx context.Context, in *ValidateSessionRequest, opts ...grpc.CallOption) (*ValidateSessionResponse, error)
 	// Logout ends the session the token belongs to. Ending a session that has already
@@ -217,8 +217,8 @@ type AuthServiceServer interface {
 	//	UNAUTHENTICATED SESSION_UNKNOWN: no session has this token.
 	//	UNAUTHENTICATED SESSION_EXPIRED: the session expired.
 	//	UNAUTHENTICATED SESSION_REVOKED: the session ended; ErrorInfo.metadata
-	//	                "end_reason" is logout, revoked, user_disabled or
-	//	                password_changed.
+	//	                "end_reason" is logout, revoked, user_disabled,
+	//	                password_changed or session_limit.
 	//	UNAUTHENTICATED USER_INACTIVE: the session's user is deactivated.
 	ValidateSession(context.Context, *ValidateSessionRequest) (*ValidateSessionResponse, error)
 	// Logout ends the session the token belongs to. Ending a session that has already

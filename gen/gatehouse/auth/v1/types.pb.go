@@ -36,6 +36,9 @@ const (
 	SessionEndReason_SESSION_END_REASON_USER_DISABLED SessionEndReason = 3
 	// An operator changed the user's password (AdminService.SetPassword).
 	SessionEndReason_SESSION_END_REASON_PASSWORD_CHANGED SessionEndReason = 4
+	// A login of the same user went past AUTHSVC_MAX_SESSIONS_PER_USER live sessions,
+	// and this was the oldest.
+	SessionEndReason_SESSION_END_REASON_SESSION_LIMIT SessionEndReason = 5
 )
 
 // Enum value maps for SessionEndReason.
@@ -46,6 +49,7 @@ var (
 		2: "SESSION_END_REASON_REVOKED",
 		3: "SESSION_END_REASON_USER_DISABLED",
 		4: "SESSION_END_REASON_PASSWORD_CHANGED",
+		5: "SESSION_END_REASON_SESSION_LIMIT",
 	}
 	SessionEndReason_value = map[string]int32{
 		"SESSION_END_REASON_UNSPECIFIED":      0,
@@ -53,6 +57,7 @@ var (
 		"SESSION_END_REASON_REVOKED":          2,
 		"SESSION_END_REASON_USER_DISABLED":    3,
 		"SESSION_END_REASON_PASSWORD_CHANGED": 4,
+		"SESSION_END_REASON_SESSION_LIMIT":    5,
 	}
 )
 
@@ -270,13 +275,14 @@ const file_gatehouse_auth_v1_types_proto_rawDesc = "" +
 	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
 	"\n" +
 	"user_agent\x18\x05 \x01(\tR\tuserAgent\x12%\n" +
-	"\x0eclient_address\x18\x06 \x01(\tR\rclientAddress*\xc4\x01\n" +
+	"\x0eclient_address\x18\x06 \x01(\tR\rclientAddress*\xea\x01\n" +
 	"\x10SessionEndReason\x12\"\n" +
 	"\x1eSESSION_END_REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SESSION_END_REASON_LOGOUT\x10\x01\x12\x1e\n" +
 	"\x1aSESSION_END_REASON_REVOKED\x10\x02\x12$\n" +
 	" SESSION_END_REASON_USER_DISABLED\x10\x03\x12'\n" +
-	"#SESSION_END_REASON_PASSWORD_CHANGED\x10\x04B\xc6\x01\n" +
+	"#SESSION_END_REASON_PASSWORD_CHANGED\x10\x04\x12$\n" +
+	" SESSION_END_REASON_SESSION_LIMIT\x10\x05B\xc6\x01\n" +
 	"\x15com.gatehouse.auth.v1B\n" +
 	"TypesProtoP\x01Z;github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1;authv1\xa2\x02\x03GAX\xaa\x02\x11Gatehouse.Auth.V1\xca\x02\x11Gatehouse\\Auth\\V1\xe2\x02\x1dGatehouse\\Auth\\V1\\GPBMetadata\xea\x02\x13Gatehouse::Auth::V1b\x06proto3"
 
