@@ -56,6 +56,7 @@ type config struct {
 	tlsKey          string
 	tlsClientCA     string
 	debugListen     string
+	insecurePlain   bool
 	sessionTTL      time.Duration
 	maxFailUser     int
 	maxFailAddr     int
@@ -114,6 +115,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&cfg.tlsCert, "tls-cert", env("AUTHSVC_TLS_CERT", ""), "PEM certificate (chain) to serve TLS with; needs -tls-key (AUTHSVC_TLS_CERT)")
 	fs.StringVar(&cfg.tlsKey, "tls-key", env("AUTHSVC_TLS_KEY", ""), "PEM private key for -tls-cert (AUTHSVC_TLS_KEY)")
 	fs.StringVar(&cfg.tlsClientCA, "tls-client-ca", env("AUTHSVC_TLS_CLIENT_CA", ""), "PEM CA bundle: require client certificates signed by it (mTLS); needs -tls-cert (AUTHSVC_TLS_CLIENT_CA)")
+	fs.BoolVar(&cfg.insecurePlain, "insecure-plaintext", env("AUTHSVC_INSECURE_PLAINTEXT", "") != "", "serve plaintext gRPC on an address other than loopback: passwords and tokens then cross the network in the clear (AUTHSVC_INSECURE_PLAINTEXT=1)")
 	fs.StringVar(&cfg.debugListen, "debug-listen", env("AUTHSVC_DEBUG_LISTEN", ""), "address for net/http/pprof (AUTHSVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take")
 	if err := fs.Parse(args); err != nil {
@@ -143,6 +145,11 @@ func run(args []string, log *slog.Logger) error {
 	}
 	if cfg.databaseURL == "" {
 		return errors.New("DATABASE_URL (or -database-url) is required")
+	}
+	if cfg.tlsCert == "" && !isLoopback(cfg.listen) && !cfg.insecurePlain {
+		return fmt.Errorf("AUTHSVC_LISTEN=%s is not a loopback address and authsvc has no TLS: anyone on the network could read passwords and session tokens, "+
+			"or answer ValidateSession in its place. Set AUTHSVC_TLS_CERT and AUTHSVC_TLS_KEY (and AUTHSVC_TLS_CLIENT_CA for mTLS), "+
+			"or AUTHSVC_INSECURE_PLAINTEXT=1 if that network is protected by other means", cfg.listen)
 	}
 	if cfg.cacheLease < 0 || cfg.cacheLease > 10*time.Second {
 		return fmt.Errorf("AUTHSVC_CACHE_LEASE (-cache-lease) must be between 0 and 10s, not %s", cfg.cacheLease)
@@ -255,6 +262,9 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 	go cleanup(ctx, st, cfg, log)
 	if cfg.adminToken == "" {
 		log.Warn("no admin token configured: AdminService answers UNAUTHENTICATED (set AUTHSVC_ADMIN_TOKEN)")
+	}
+	if cfg.tlsCert == "" && !isLoopback(cfg.listen) {
+		log.Warn("serving plaintext gRPC off loopback (AUTHSVC_INSECURE_PLAINTEXT): passwords and session tokens cross the network in the clear", "addr", cfg.listen)
 	}
 	log.Info("authsvc listening", "addr", lis.Addr().String(), "tls", cfg.tlsCert != "", "mtls", cfg.tlsClientCA != "")
 
@@ -414,4 +424,18 @@ func envInt(name string, def int, errs *[]error) int {
 		return def
 	}
 	return n
+}
+
+// isLoopback reports whether addr (host:port) names a loopback address, so that only
+// this machine can reach it. An empty host (all interfaces) is not.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -124,6 +124,9 @@ func run(args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if authCA == "" && !isLoopback(authAddr) {
+		log.Warn("dialing authsvc in plaintext off loopback: a network peer could read session tokens and answer ValidateSession in its place; set EDGESVC_AUTH_CA (and authsvc's TLS)", "authsvc", authAddr)
+	}
 	cc, err := grpc.NewClient(authAddr,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
@@ -280,4 +283,18 @@ func envIntOrZero(name string, def int, errs *[]error) int {
 		return def
 	}
 	return n
+}
+
+// isLoopback reports whether addr (host:port) names a loopback address, which only
+// this machine can reach.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
