@@ -176,16 +176,16 @@ func TestTLSAndMTLS(t *testing.T) {
 		}
 		var cookie *http.Cookie
 		for _, ck := range resp.Cookies() {
-			if ck.Name == "sessionid" {
+			if ck.Name == "__Host-sessionid" { // under https, the __Host- form only
 				cookie = ck
 			}
 		}
-		if cookie == nil || !cookie.Secure || !cookie.HttpOnly {
-			t.Fatalf("cookie over HTTPS = %+v, want Secure and HttpOnly", cookie)
+		if cookie == nil || !cookie.Secure || !cookie.HttpOnly || cookie.Path != "/" || cookie.Domain != "" {
+			t.Fatalf("cookie over HTTPS = %+v, want __Host-sessionid, Secure, HttpOnly, Path=/", cookie)
 		}
 		d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: 10 * time.Second}
 		ws, r, err := d.Dial("wss://"+edge.addr+"/ws/myapp/"+itoa(u.GetId())+"/", http.Header{
-			"Cookie": {"sessionid=" + cookie.Value}, "Origin": {base},
+			"Cookie": {"__Host-sessionid=" + cookie.Value}, "Origin": {base},
 		})
 		if err != nil {
 			t.Fatalf("wss dial: %v %v", err, r)

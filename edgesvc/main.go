@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	_ "net/http/pprof" // served only on -debug-listen
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -30,6 +31,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/edgesvc/edge"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/chat"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/public"
 )
 
 func main() {
@@ -51,6 +53,7 @@ func logLevel() slog.Level {
 func run(args []string, log *slog.Logger) error {
 	var (
 		listen, authAddr, origins string
+		publicURL, proxies        string
 		tlsCert, tlsKey           string
 		authCA, authCert, authKey string
 		authServerName            string
@@ -62,6 +65,8 @@ func run(args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("edgesvc", flag.ContinueOnError)
 	fs.StringVar(&listen, "listen", env("EDGESVC_LISTEN", "127.0.0.1:8000"), "HTTP listen address (EDGESVC_LISTEN)")
 	fs.StringVar(&authAddr, "auth-addr", env("EDGESVC_AUTH_ADDR", "127.0.0.1:50051"), "authsvc gRPC address (EDGESVC_AUTH_ADDR)")
+	fs.StringVar(&publicURL, "public-url", env("EDGESVC_PUBLIC_URL", ""), "the URL people use, e.g. https://chat.example.com, when a proxy is in front: https makes the cookie __Host-sessionid (Secure) and the Origin check compares scheme and host with it (EDGESVC_PUBLIC_URL)")
+	fs.StringVar(&proxies, "trusted-proxies", env("EDGESVC_TRUSTED_PROXIES", ""), "comma-separated CIDRs or addresses of proxies whose Forwarded / X-Forwarded-For name the client (EDGESVC_TRUSTED_PROXIES)")
 	fs.StringVar(&origins, "allowed-origins", env("EDGESVC_ALLOWED_ORIGINS", ""), "comma-separated origins allowed, besides the edge's own host, to open sockets and post forms (EDGESVC_ALLOWED_ORIGINS)")
 	fs.Int64Var(&cfg.ReadLimit, "read-limit", int64(envInt("EDGESVC_READ_LIMIT", 1<<20, &errs)), "largest client message in bytes; larger closes with 1009 (EDGESVC_READ_LIMIT)")
 	fs.IntVar(&cfg.SendQueue, "send-queue", envInt("EDGESVC_SEND_QUEUE", 64, &errs), "outgoing messages queued per socket before closing with 1013 (EDGESVC_SEND_QUEUE)")
@@ -114,6 +119,18 @@ func run(args []string, log *slog.Logger) error {
 	if cfg.MaxSocketsPerUser == 0 {
 		cfg.MaxSocketsPerUser = -1 // no limit (in Config, 0 is the default)
 	}
+	if publicURL != "" {
+		u, err := url.Parse(publicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {
+			return fmt.Errorf("EDGESVC_PUBLIC_URL (-public-url) %q: want a scheme and host only, such as https://chat.example.com", publicURL)
+		}
+		cfg.PublicURL = &url.URL{Scheme: u.Scheme, Host: strings.ToLower(u.Host)}
+	}
+	tp, err := public.ParseProxies(proxies)
+	if err != nil {
+		return fmt.Errorf("EDGESVC_TRUSTED_PROXIES (-trusted-proxies) %q: want comma-separated CIDRs or IP addresses: %w", proxies, err)
+	}
+	cfg.TrustedProxies = tp
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)

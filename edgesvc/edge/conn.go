@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -141,7 +140,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsum
 	e, err := s.conns.Add(c, registry.Info{
 		ID: c.id, User: c.user.ID, Username: c.user.Username, Session: c.session.ID,
 		Path: strings.Clone(r.URL.Path), Sock: c.sock, // the path, not a slice of the request line
-		Addr: peerHost(r),
+		Addr: s.face.ClientAddr(r),
 	})
 	if err != nil {
 		c.sock.Discard()
@@ -222,13 +221,4 @@ func (h *handler) Ended(code int) {
 	c := (*Conn)(h)
 	c.consumer.Disconnect(context.WithoutCancel(c.srv.ctx), c, code) // not c.Context(): most sockets never made one
 	c.release()
-}
-
-// peerHost is the TCP peer's address without its port: the client, or a proxy in
-// front of it.
-func peerHost(r *http.Request) string {
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		return host
-	}
-	return r.RemoteAddr
 }

@@ -12,6 +12,8 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -24,6 +26,7 @@ import (
 	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/local"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/metrics"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/public"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/site"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
@@ -33,9 +36,18 @@ import (
 // takes the default named here.
 type Config struct {
 	// AllowedOrigins lists origins ("https://app.example.com") whose pages may open
-	// sockets and post the sign-in form, besides the request's own host, which
-	// always may.
+	// sockets and post the sign-in form, besides the edge's own: PublicURL's scheme
+	// and host when set, else the request's host.
 	AllowedOrigins []string
+	// PublicURL is the URL people use ("https://chat.example.com"), when the edge is
+	// behind a proxy. An https one makes the session cookie __Host-sessionid (Secure)
+	// even where the proxy terminates TLS, and the Origin check compare scheme and
+	// host with it. Nil: the edge's own scheme and the request's host.
+	PublicURL *url.URL
+	// TrustedProxies are the peers whose Forwarded / X-Forwarded-For headers name
+	// the client (its address counts for sign-in limits and sockets per address).
+	// Nil: the TCP peer is the client.
+	TrustedProxies []netip.Prefix
 	// ReadLimit is the largest message a client may send, in bytes; a larger one
 	// closes the connection with 1009. Default 1 MiB.
 	ReadLimit int64
@@ -135,6 +147,7 @@ type Server struct {
 	metrics *metrics.Set
 	ids     *registry.IDs
 
+	face     *public.Face           // the public URL, trusted proxies, allowed origins
 	notReady atomic.Pointer[string] // why /readyz last answered 503, to log each reason once
 
 	// ctx lives as long as the Server, for work not tied to one request.
@@ -150,6 +163,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	s := &Server{
 		cfg: cfg, log: log,
 		mux:   http.NewServeMux(),
+		face:  &public.Face{URL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins},
 		conns: registry.New[*Conn](),
 		ids:   registry.NewIDs(cfg.NodeID),
 	}
@@ -159,10 +173,10 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rt = socket.NewRuntime(s.ctx, socket.Config{
 		ReadLimit: cfg.ReadLimit, SendQueue: cfg.SendQueue, SendBuffer: cfg.SendBuffer, PingPeriod: cfg.PingPeriod,
-		WriteWait: cfg.WriteWait, ParkAfter: cfg.ParkAfter, CheckOrigin: s.originAllowed,
+		WriteWait: cfg.WriteWait, ParkAfter: cfg.ParkAfter, CheckOrigin: s.face.OriginAllowed,
 	}, s.metrics.Socket, log)
 	s.auth = auth.New(cc, auth.Config{Timeout: cfg.AuthTimeout, CacheSize: cfg.CacheSize}, (*holder)(s), s.metrics.Auth, log)
-	site.New(s.auth, cfg.AllowedOrigins, log).Register(s.mux)
+	site.New(s.auth, s.face, log).Register(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

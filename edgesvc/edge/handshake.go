@@ -3,10 +3,7 @@ package edge
 import (
 	"errors"
 	"net/http"
-	"net/url"
-	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc/status"
@@ -25,7 +22,7 @@ const ReasonHeader = "Gatehouse-Reason"
 // the README), then runs the connection.
 func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !s.originAllowed(r) {
+		if !s.face.OriginAllowed(r) {
 			s.refuse(w, "forbidden_origin", http.StatusForbidden, "ORIGIN_NOT_ALLOWED", "origin not allowed")
 			return
 		}
@@ -37,7 +34,7 @@ func (s *Server) handshake(newConsumer func() Consumer, checkUser bool) http.Han
 				return
 			}
 		}
-		tok, ok := auth.Credential(r)
+		tok, ok := auth.Credential(r, s.face.CookieName(r))
 		if !ok {
 			s.refuse(w, "unauthenticated", http.StatusUnauthorized, "NO_CREDENTIAL", "sign in first: no session credential")
 			return
@@ -101,25 +98,6 @@ func (s *Server) refuse(w http.ResponseWriter, outcome string, code int, reason,
 		w.Header().Set("WWW-Authenticate", `Bearer realm="gatehouse"`)
 	}
 	http.Error(w, msg, code)
-}
-
-// originAllowed reports whether a browser request's Origin may use the edge: the
-// request's own host (the edge's own page), or one of AllowedOrigins. Requests without
-// Origin come from non-browser clients, which carry their credential explicitly, and
-// are allowed.
-func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	if slices.Contains(s.cfg.AllowedOrigins, strings.ToLower(origin)) {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	return strings.EqualFold(u.Host, r.Host)
 }
 
 // parseUserID parses the {user_id} path segment: a positive decimal int64 with no

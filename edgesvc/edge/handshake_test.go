@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/public"
 )
 
 func TestParseUserID(t *testing.T) {
@@ -36,8 +38,12 @@ func FuzzParseUserID(f *testing.F) {
 }
 
 func TestOriginAllowed(t *testing.T) {
-	same := &Server{cfg: Config{}.withDefaults()}
-	list := &Server{cfg: Config{AllowedOrigins: []string{"https://app.example.com", "http://localhost:3000/"}}.withDefaults()}
+	face := func(c Config) *Server {
+		c = c.withDefaults()
+		return &Server{cfg: c, face: &public.Face{AllowedOrigins: c.AllowedOrigins}}
+	}
+	same := face(Config{})
+	list := face(Config{AllowedOrigins: []string{"https://app.example.com", "http://localhost:3000/"}})
 	for _, tc := range []struct {
 		srv    *Server
 		host   string
@@ -61,7 +67,7 @@ func TestOriginAllowed(t *testing.T) {
 		if tc.origin != "" {
 			r.Header.Set("Origin", tc.origin)
 		}
-		if got := tc.srv.originAllowed(r); got != tc.want {
+		if got := tc.srv.face.OriginAllowed(r); got != tc.want {
 			t.Errorf("origin %q to %s (allowed %v) = %v, want %v", tc.origin, tc.host, tc.srv.cfg.AllowedOrigins, got, tc.want)
 		}
 	}

@@ -5,16 +5,14 @@ import (
 	"strings"
 )
 
-// CookieName is the session cookie, as in Django.
-const CookieName = "sessionid"
-
 // maxTokenLen bounds what is sent to authsvc as a token; real tokens are 43 bytes.
 const maxTokenLen = 256
 
 // Credential returns the session token a request carries: the Authorization bearer
-// token if the header is present, else the sessionid cookie. It returns false if
+// token if the header is present, else the cookie named cookie (the public face's:
+// sessionid, or __Host-sessionid under https). It returns false if
 // there is none or it is not shaped like a token (URL-safe base64, at most 256 bytes).
-func Credential(r *http.Request) (string, bool) {
+func Credential(r *http.Request, cookie string) (string, bool) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, ok := strings.Cut(h, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
@@ -23,7 +21,7 @@ func Credential(r *http.Request) (string, bool) {
 		tok = strings.TrimSpace(tok)
 		return strings.Clone(tok), tokenShaped(tok) // not a slice of the header: sockets and the cache keep it
 	}
-	c, err := r.Cookie(CookieName)
+	c, err := r.Cookie(cookie)
 	if err != nil {
 		return "", false
 	}

@@ -35,7 +35,7 @@ func TestCredential(t *testing.T) {
 			if tc.cookie != "" {
 				r.Header.Set("Cookie", "sessionid="+tc.cookie)
 			}
-			got, ok := Credential(r)
+			got, ok := Credential(r, "sessionid")
 			if ok != tc.ok || (ok && got != tc.want) {
 				t.Fatalf("credential = %q, %v; want %q, %v", got, ok, tc.want, tc.ok)
 			}
@@ -51,7 +51,7 @@ func FuzzCredential(f *testing.F) {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Header["Authorization"] = []string{authz}
 		r.Header["Cookie"] = []string{cookie}
-		tok, ok := Credential(r)
+		tok, ok := Credential(r, "sessionid")
 		if ok && !tokenShaped(tok) {
 			t.Fatalf("credential accepted %q", tok)
 		}
@@ -66,7 +66,7 @@ func BenchmarkCredential(b *testing.B) {
 	r.Header.Set("Cookie", "csrftoken=abc; sessionid=wISXoPAn1KUkyp2RJQtJ4CxJXrAUx59HGX5mTCTuHjk; theme=dark")
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, ok := Credential(r); !ok {
+		if _, ok := Credential(r, "sessionid"); !ok {
 			b.Fatal("no credential")
 		}
 	}

@@ -5,10 +5,10 @@ package site
 import (
 	"embed"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -17,21 +17,24 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/public"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
 )
 
 // Site is the pages' handler set.
 type Site struct {
 	auth *auth.Authority
+	face *public.Face
 	cop  *http.CrossOriginProtection
 	log  *slog.Logger
 }
 
 // New returns the site. Forms posted from another origin are refused unless it is in
-// allowedOrigins (lower case, no trailing slash).
-func New(a *auth.Authority, allowedOrigins []string, log *slog.Logger) *Site {
-	s := &Site{auth: a, cop: http.NewCrossOriginProtection(), log: log}
-	for _, o := range allowedOrigins {
+// face.AllowedOrigins (lower case, no trailing slash); with a public URL, also a form
+// whose Origin has another scheme or host.
+func New(a *auth.Authority, face *public.Face, log *slog.Logger) *Site {
+	s := &Site{auth: a, face: face, cop: http.NewCrossOriginProtection(), log: log}
+	for _, o := range face.AllowedOrigins {
 		if err := s.cop.AddTrustedOrigin(o); err != nil {
 			log.Warn("ignoring allowed origin", "origin", o, "err", err)
 		}
@@ -127,7 +130,7 @@ func (s *Site) handleChat(w http.ResponseWriter, r *http.Request) {
 // It answers from the session cache when it can, as a handshake does, and fills it
 // otherwise, so the page's socket usually connects without a call to authsvc.
 func (s *Site) sessionUser(r *http.Request) (auth.User, auth.Session, int, string) {
-	tok, ok := auth.Credential(r)
+	tok, ok := auth.Credential(r, s.face.CookieName(r))
 	if !ok {
 		return auth.User{}, auth.Session{}, http.StatusUnauthorized, "NO_CREDENTIAL"
 	}
@@ -148,8 +151,8 @@ func (s *Site) handlePage(w http.ResponseWriter, r *http.Request) {
 	case http.StatusOK:
 		s.render(w, http.StatusOK, pageData{User: &u})
 	case http.StatusUnauthorized:
-		if _, err := r.Cookie(auth.CookieName); err == nil {
-			clearCookie(w, r) // stale: the session ended
+		if _, err := r.Cookie(s.face.CookieName(r)); err == nil {
+			s.clearCookie(w, r) // stale: the session ended
 		}
 		s.render(w, http.StatusOK, pageData{})
 	default:
@@ -184,7 +187,7 @@ const (
 )
 
 func (s *Site) handleLogin(w http.ResponseWriter, r *http.Request) {
-	if err := s.cop.Check(r); err != nil {
+	if err := s.checkOrigin(r); err != nil {
 		http.Error(w, "cross-origin request refused", http.StatusForbidden)
 		return
 	}
@@ -193,7 +196,7 @@ func (s *Site) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusBadRequest, pageData{Error: err.Error(), Username: username})
 		return
 	}
-	tok, _, sess, err := s.auth.Login(r.Context(), username, password, r.UserAgent(), remoteHost(r))
+	tok, _, sess, err := s.auth.Login(r.Context(), username, password, r.UserAgent(), s.face.ClientAddr(r))
 	if err != nil {
 		code, msg := http.StatusServiceUnavailable, "The sign-in service is unavailable right now. Try again shortly."
 		switch status.Code(err) {
@@ -217,39 +220,39 @@ func (s *Site) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	// The session this sign-in replaces ends: a browser holds one, and an old one left
 	// alive would outlast a sign-in meant to start afresh (on a shared computer, say).
-	if old, ok := auth.Credential(r); ok && old != tok {
+	if old, ok := auth.Credential(r, s.face.CookieName(r)); ok && old != tok {
 		if err := s.auth.Logout(r.Context(), old); err != nil && status.Code(err) != codes.Unauthenticated {
 			s.log.WarnContext(r.Context(), "ending the replaced session failed", "code", status.Code(err).String())
 		}
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: auth.CookieName, Value: tok, Path: "/",
+		Name: s.face.CookieName(r), Value: tok, Path: "/",
 		Expires:  sess.ExpiresAt,
-		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil,
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: s.face.Secure(r),
 	})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 func (s *Site) handleLogout(w http.ResponseWriter, r *http.Request) {
-	if err := s.cop.Check(r); err != nil {
+	if err := s.checkOrigin(r); err != nil {
 		http.Error(w, "cross-origin request refused", http.StatusForbidden)
 		return
 	}
-	if tok, ok := auth.Credential(r); ok {
+	if tok, ok := auth.Credential(r, s.face.CookieName(r)); ok {
 		if err := s.auth.Logout(r.Context(), tok); err != nil && status.Code(err) != codes.Unauthenticated {
 			s.log.WarnContext(r.Context(), "Logout failed", "code", status.Code(err).String())
 			s.render(w, http.StatusServiceUnavailable, pageData{Error: "Could not sign out: the sign-in service is unavailable. Try again."})
 			return
 		}
 	}
-	clearCookie(w, r)
+	s.clearCookie(w, r)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-func clearCookie(w http.ResponseWriter, r *http.Request) {
+func (s *Site) clearCookie(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
-		Name: auth.CookieName, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: r.TLS != nil,
+		Name: s.face.CookieName(r), Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: s.face.Secure(r),
 	})
 }
 
@@ -273,10 +276,16 @@ func (s *Site) handleAPISession(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
-func remoteHost(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// checkOrigin refuses a cross-origin form. With a public URL, a form with an Origin
+// is the edge's own when that Origin has the public URL's scheme and host (or is
+// allowed): behind a proxy the Host header may be the proxy's business. Otherwise
+// net/http's check decides (Sec-Fetch-Site, or Origin against Host).
+func (s *Site) checkOrigin(r *http.Request) error {
+	if s.face.URL != nil && r.Header.Get("Origin") != "" {
+		if s.face.OriginAllowed(r) {
+			return nil
+		}
+		return errors.New("cross-origin request")
 	}
-	return host
+	return s.cop.Check(r)
 }
