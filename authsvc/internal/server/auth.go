@@ -52,7 +52,7 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 		return nil, err
 	}
 	userKey := "user:" + strings.ToLower(req.GetUsername())
-	addrKey := "addr:" + addr
+	addrKey := addressKey(addr)
 	keys := []string{userKey}
 	if addr != "" {
 		keys = append(keys, addrKey)

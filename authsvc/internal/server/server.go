@@ -162,11 +162,29 @@ var reasonPB = map[store.EndReason]authv1.SessionEndReason{
 // address, else the gRPC peer's host.
 func clientAddress(ctx context.Context, given string) (string, error) {
 	if given == "" {
-		return peerHost(ctx), nil
+		given = peerHost(ctx)
+		if ip, err := netip.ParseAddr(given); err == nil {
+			return normalAddr(ip).String(), nil
+		}
+		return given, nil
 	}
 	ip, err := netip.ParseAddr(given)
 	if err != nil || len(given) > 64 {
 		return "", failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_INVALID_CLIENT_ADDRESS, "client_address must be an IP address")
 	}
-	return ip.String(), nil
+	return normalAddr(ip).String(), nil
+}
+
+// normalAddr is ip in the one form it is recorded and counted in: IPv4-mapped IPv6
+// unmapped, zone dropped.
+func normalAddr(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
+
+// addressKey is the key failed logins from addr are counted under: the address, or
+// for IPv6 its /64 — one host usually holds a whole /64, and must not get a fresh
+// failure budget for each address in it.
+func addressKey(addr string) string {
+	if ip, err := netip.ParseAddr(addr); err == nil && ip.Is6() {
+		return "addr:" + netip.PrefixFrom(ip, 64).Masked().String()
+	}
+	return "addr:" + addr
 }

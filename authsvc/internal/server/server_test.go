@@ -766,3 +766,34 @@ func TestSessionLimitPerUser(t *testing.T) {
 		}
 	}
 }
+
+// TestClientAddressesNormalised: an address is recorded in one form (IPv4-mapped IPv6
+// unmapped, zone dropped), and IPv6 failures are counted per /64, the block one host
+// usually holds, so a host cannot get a fresh failure budget per address.
+func TestClientAddressesNormalised(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken, MaxFailuresPerAddress: 2})
+	e.createUser(t, "dave", "password4")
+	for given, want := range map[string]string{"::ffff:203.0.113.9": "203.0.113.9", "fe80::1%eth0": "fe80::1", "2001:DB8::1": "2001:db8::1"} {
+		resp, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "password4", ClientAddress: given})
+		if err != nil || resp.GetSession().GetClientAddress() != want {
+			t.Fatalf("client_address %q recorded as %q (%v), want %q", given, resp.GetSession().GetClientAddress(), err, want)
+		}
+	}
+	for i, addr := range []string{"2001:db8:0:1::1", "2001:db8:0:1::2"} {
+		_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: fmt.Sprint("guess", i), Password: "x", ClientAddress: addr})
+		wantCode(t, err, codes.Unauthenticated, "INVALID_CREDENTIALS")
+	}
+	_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "password4", ClientAddress: "2001:db8:0:1::3"})
+	wantCode(t, err, codes.ResourceExhausted, "RATE_LIMITED") // the same /64
+	if _, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "password4", ClientAddress: "2001:db8:0:2::3"}); err != nil {
+		t.Fatalf("another /64: %v", err)
+	}
+	// IPv4 is counted per address.
+	for i := range 2 {
+		_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: fmt.Sprint("v4guess", i), Password: "x", ClientAddress: "198.51.100.1"})
+		wantCode(t, err, codes.Unauthenticated, "INVALID_CREDENTIALS")
+	}
+	if _, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "dave", Password: "password4", ClientAddress: "198.51.100.2"}); err != nil {
+		t.Fatalf("the next IPv4 address: %v", err)
+	}
+}

@@ -35,7 +35,8 @@ type LoginRequest struct {
 	UserAgent string `protobuf:"bytes,3,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
 	// The end client's network address, recorded on the session and used for the
 	// per-address failure limit. Set by trusted front ends (edgesvc); when empty, the
-	// address of the gRPC peer is used.
+	// address of the gRPC peer is used. Normalised (IPv4-mapped IPv6 unmapped, zone
+	// dropped); IPv6 failures are counted per /64.
 	ClientAddress string `protobuf:"bytes,4,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
