@@ -59,6 +59,7 @@ type config struct {
 	insecurePlain   bool
 	sessionTTL      time.Duration
 	maxFailUser     int
+	maxFailTotal    int
 	maxFailAddr     int
 	failWindow      time.Duration
 	cleanupInterval time.Duration
@@ -104,7 +105,8 @@ func run(args []string, log *slog.Logger) error {
 	// local user (/proc/*/cmdline). It comes from AUTHSVC_ADMIN_TOKEN or a file.
 	fs.StringVar(&cfg.adminTokenFile, "admin-token-file", env("AUTHSVC_ADMIN_TOKEN_FILE", ""), "file holding the admin token, instead of AUTHSVC_ADMIN_TOKEN, which has no flag (AUTHSVC_ADMIN_TOKEN_FILE)")
 	fs.DurationVar(&cfg.sessionTTL, "session-ttl", envDuration("AUTHSVC_SESSION_TTL", 14*24*time.Hour, &errs), "session lifetime (AUTHSVC_SESSION_TTL)")
-	fs.IntVar(&cfg.maxFailUser, "login-max-failures-per-user", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_USER", 10, &errs), "failed logins per username per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_USER)")
+	fs.IntVar(&cfg.maxFailUser, "login-max-failures-per-user", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_USER", 10, &errs), "failed logins per username from one client address per window; other addresses are not locked out (AUTHSVC_LOGIN_MAX_FAILURES_PER_USER)")
+	fs.IntVar(&cfg.maxFailTotal, "login-max-failures-per-user-total", envIntOrZero("AUTHSVC_LOGIN_MAX_FAILURES_PER_USER_TOTAL", 1000, &errs), "failed logins per username from all addresses per window; 0: no such limit (AUTHSVC_LOGIN_MAX_FAILURES_PER_USER_TOTAL)")
 	fs.IntVar(&cfg.maxFailAddr, "login-max-failures-per-address", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, &errs), "failed logins per client address per window (AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS)")
 	fs.DurationVar(&cfg.failWindow, "login-failure-window", envDuration("AUTHSVC_LOGIN_FAILURE_WINDOW", 15*time.Minute, &errs), "window for counting failed logins (AUTHSVC_LOGIN_FAILURE_WINDOW)")
 	fs.DurationVar(&cfg.cleanupInterval, "cleanup-interval", envDuration("AUTHSVC_CLEANUP_INTERVAL", 10*time.Minute, &errs), "how often expired sessions are deleted (AUTHSVC_CLEANUP_INTERVAL)")
@@ -233,7 +235,8 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 	events := sessionevents.New()
 	srv := server.New(st, hasher, events, server.Config{
 		SessionTTL: cfg.sessionTTL, AdminToken: cfg.adminToken,
-		MaxFailuresPerUser: cfg.maxFailUser, MaxFailuresPerAddress: cfg.maxFailAddr, FailureWindow: cfg.failWindow,
+		MaxFailuresPerUser: cfg.maxFailUser, MaxFailuresPerUserTotal: cmp.Or(cfg.maxFailTotal, -1), // 0 here: no limit
+		MaxFailuresPerAddress: cfg.maxFailAddr, FailureWindow: cfg.failWindow,
 		CacheLease: cfg.cacheLease, MaxSessionsPerUser: cmp.Or(cfg.maxSessions, -1), // 0 here: no limit
 	}, log)
 	creds, err := serverCredentials(cfg)

@@ -51,9 +51,13 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	if err != nil {
 		return nil, err
 	}
+	// Failures are counted per (username, address), per address, and per username
+	// from all addresses (a far higher limit): guesses from one address lock the
+	// username out there, not for its owner elsewhere.
 	userKey := "user:" + strings.ToLower(req.GetUsername())
 	addrKey := addressKey(addr)
-	keys := []string{userKey}
+	pairKey := userKey + "|" + addrKey
+	keys := []string{pairKey, userKey}
 	if addr != "" {
 		keys = append(keys, addrKey)
 	}
@@ -64,11 +68,10 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 		return nil, toStatus(ctx, s.log, err)
 	}
 	var resetAt time.Time
-	if c := counts[userKey]; c.N > s.cfg.MaxFailuresPerUser {
-		resetAt = c.ResetAt
-	}
-	if c := counts[addrKey]; addr != "" && c.N > s.cfg.MaxFailuresPerAddress && c.ResetAt.After(resetAt) {
-		resetAt = c.ResetAt
+	for key, limit := range map[string]int{pairKey: s.cfg.MaxFailuresPerUser, userKey: s.cfg.MaxFailuresPerUserTotal, addrKey: s.cfg.MaxFailuresPerAddress} {
+		if c, ok := counts[key]; ok && limit > 0 && c.N > limit && c.ResetAt.After(resetAt) {
+			resetAt = c.ResetAt
+		}
 	}
 	if !resetAt.IsZero() {
 		wait := max(time.Until(resetAt).Round(time.Second), time.Second)
@@ -124,7 +127,7 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
-	if err := s.store.RefundLoginAttempt(ctx, userKey, addrKey); err != nil {
+	if err := s.store.RefundLoginAttempt(ctx, pairKey, userKey, addrKey); err != nil {
 		s.log.WarnContext(ctx, "refund login attempt", "err", err)
 	}
 	if s.hasher.NeedsRehash(hash) {

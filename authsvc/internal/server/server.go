@@ -30,9 +30,14 @@ type Config struct {
 	// AdminToken authorises AdminService calls. Empty disables the admin API: every
 	// admin call answers UNAUTHENTICATED and says so.
 	AdminToken string
-	// MaxFailuresPerUser is how many failed logins for one username are allowed within
-	// FailureWindow before Login answers RESOURCE_EXHAUSTED. Default 10.
+	// MaxFailuresPerUser is how many failed logins for one username from one client
+	// address are allowed within FailureWindow before Login answers
+	// RESOURCE_EXHAUSTED there; other addresses are not affected. Default 10.
 	MaxFailuresPerUser int
+	// MaxFailuresPerUserTotal is the same limit for one username from all addresses
+	// together, far higher: a user whose password is guessed from many addresses at
+	// once is locked out for the window. Default 1,000; negative: no such limit.
+	MaxFailuresPerUserTotal int
 	// MaxFailuresPerAddress is the same limit for one client address. Default 100.
 	MaxFailuresPerAddress int
 	// FailureWindow is the window failures are counted in. Default 15 minutes.
@@ -57,6 +62,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxFailuresPerUser <= 0 {
 		c.MaxFailuresPerUser = 10
+	}
+	if c.MaxFailuresPerUserTotal == 0 {
+		c.MaxFailuresPerUserTotal = 1000
 	}
 	if c.MaxFailuresPerAddress <= 0 {
 		c.MaxFailuresPerAddress = 100

@@ -797,3 +797,28 @@ func TestClientAddressesNormalised(t *testing.T) {
 		t.Fatalf("the next IPv4 address: %v", err)
 	}
 }
+
+// TestLockoutIsPerAddress: failed guesses lock a username out only at the address
+// they came from; the owner signing in from another address is not refused, until
+// the failures for that user from every address reach the far higher total.
+func TestLockoutIsPerAddress(t *testing.T) {
+	e := newEnv(t, server.Config{AdminToken: adminToken, MaxFailuresPerUser: 3, MaxFailuresPerUserTotal: 8})
+	e.createUser(t, "erin", "password5")
+	login := func(pw, addr string) error {
+		_, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "erin", Password: pw, ClientAddress: addr})
+		return err
+	}
+	for range 3 {
+		wantCode(t, login("wrong", "203.0.113.66"), codes.Unauthenticated, "INVALID_CREDENTIALS")
+	}
+	wantCode(t, login("password5", "203.0.113.66"), codes.ResourceExhausted, "RATE_LIMITED") // the attacker's address
+	if err := login("password5", "198.51.100.1"); err != nil {
+		t.Fatalf("the owner at another address was refused because of failures elsewhere: %v", err)
+	}
+	// The total across addresses: 4 counted at the attacker's address (the refused
+	// attempt too), the owner's success refunded, 4 more: 8, the total; the next is over.
+	for i := range 4 {
+		wantCode(t, login("wrong", fmt.Sprint("203.0.113.", 70+i)), codes.Unauthenticated, "INVALID_CREDENTIALS")
+	}
+	wantCode(t, login("password5", "198.51.100.2"), codes.ResourceExhausted, "RATE_LIMITED")
+}

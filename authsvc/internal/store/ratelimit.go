@@ -43,12 +43,13 @@ func (s *Store) CountLoginAttempt(ctx context.Context, keys []string, window tim
 	return out, nil
 }
 
-// RefundLoginAttempt undoes CountLoginAttempt after a successful login: the user's
-// failures are forgotten, and the address's count drops by one.
-func (s *Store) RefundLoginAttempt(ctx context.Context, userKey, addrKey string) error {
+// RefundLoginAttempt undoes CountLoginAttempt after a successful login: the failures
+// under resetKey (the username at this address) are forgotten, and the attempt is
+// taken back from each of others (the username's total, the address).
+func (s *Store) RefundLoginAttempt(ctx context.Context, resetKey string, others ...string) error {
 	_, err := s.pool.Exec(ctx, `
-		WITH u AS (DELETE FROM login_failures WHERE key = $1)
-		UPDATE login_failures SET failures = greatest(failures - 1, 0) WHERE key = $2`, userKey, addrKey)
+		WITH r AS (DELETE FROM login_failures WHERE key = $1)
+		UPDATE login_failures SET failures = greatest(failures - 1, 0) WHERE key = ANY($2::text[])`, resetKey, others)
 	if err != nil {
 		return fmt.Errorf("refund login attempt: %w", err)
 	}

@@ -53,8 +53,10 @@ type AuthServiceClient interface {
 	//	UNAUTHENTICATED    INVALID_CREDENTIALS: the username is unknown, the password is
 	//	                   wrong or the user is inactive. The answer and its timing are
 	//	                   the same in each case.
-	//	RESOURCE_EXHAUSTED RATE_LIMITED: too many failed logins for this username or
-	//	                   client address in the window; RetryInfo says when it ends.
+	//	RESOURCE_EXHAUSTED RATE_LIMITED: too many failed logins in the window for this
+	//	                   username from this client address, for this client address,
+	//	                   or (a far higher limit) for this username from all
+	//	                   addresses; RetryInfo says when it ends.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
 	// ValidateSession returns the user and session a session token belongs to.
 	//
@@ -206,8 +208,10 @@ type AuthServiceServer interface {
 	//	UNAUTHENTICATED    INVALID_CREDENTIALS: the username is unknown, the password is
 	//	                   wrong or the user is inactive. The answer and its timing are
 	//	                   the same in each case.
-	//	RESOURCE_EXHAUSTED RATE_LIMITED: too many failed logins for this username or
-	//	                   client address in the window; RetryInfo says when it ends.
+	//	RESOURCE_EXHAUSTED RATE_LIMITED: too many failed logins in the window for this
+	//	                   username from this client address, for this client address,
+	//	                   or (a far higher limit) for this username from all
+	//	                   addresses; RetryInfo says when it ends.
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)
 	// ValidateSession returns the user and session a session token belongs to.
 	//
