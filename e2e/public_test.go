@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -93,5 +94,34 @@ func TestForwardingHeadersFromUntrustedPeers(t *testing.T) {
 	sessions, err := s.admin.ListSessions(adminCtx(t.Context()), &authv1.ListSessionsRequest{UserId: u.GetId()})
 	if err != nil || len(sessions.GetSessions()) != 1 || sessions.GetSessions()[0].GetClientAddress() != "127.0.0.1" {
 		t.Fatalf("sessions %v %v; want one from 127.0.0.1, the peer", sessions, err)
+	}
+}
+
+// TestProxiedClientsCountedApart: behind a trusted proxy, failures from one client
+// (its X-Forwarded-For address) do not lock out another client of the same proxy.
+func TestProxiedClientsCountedApart(t *testing.T) {
+	s := newSystem(t, []string{"AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS=3"}, []string{"EDGESVC_TRUSTED_PROXIES=127.0.0.1"})
+	u, pw := s.newUser(t)
+	base := "http://" + s.edge.addr
+	login := func(user, pass, client string) int {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, base+"/login",
+			strings.NewReader(url.Values{"username": {user}, "password": {pass}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Forwarded-For", client)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 4 {
+		login(fmt.Sprint("nobody", i), "guess", "203.0.113.66")
+	}
+	if code := login(u.GetUsername(), pw, "203.0.113.66"); code != http.StatusTooManyRequests {
+		t.Fatalf("the failing client: %d, want 429", code)
+	}
+	if code := login(u.GetUsername(), pw, "198.51.100.9"); code != http.StatusSeeOther {
+		t.Fatalf("another client of the same proxy: %d, want 303 (signed in)", code)
 	}
 }
