@@ -137,10 +137,14 @@ func (c *Conn) Close(code int, reason string) {
 // goroutine's grown stack, about 8 KiB a socket). feed is the session feed's
 // generation when the handshake was authorised.
 func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsumer func() Consumer, feed uint64) {
+	var addr string // worked out only when sockets per address are counted: the handshake is hot
+	if s.cfg.MaxSocketsPerAddress > 0 {
+		addr = s.face.ClientAddr(r)
+	}
 	e, err := s.conns.Add(c, registry.Info{
 		ID: c.id, User: c.user.ID, Username: c.user.Username, Session: c.session.ID,
 		Path: strings.Clone(r.URL.Path), Sock: c.sock, // the path, not a slice of the request line
-		Addr: s.face.ClientAddr(r),
+		Addr: addr,
 	})
 	if err != nil {
 		c.sock.Discard()

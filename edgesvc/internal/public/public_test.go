@@ -2,7 +2,6 @@ package public
 
 import (
 	"crypto/tls"
-	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"testing"
@@ -83,5 +82,4 @@ func TestCookieAndOrigin(t *testing.T) {
 	if !none.OriginAllowed(r) {
 		t.Error("without a public URL, the request's host is allowed")
 	}
-	_ = http.MethodGet
 }

@@ -201,16 +201,6 @@ func (w *Writer) take(max int, keep func() bool, add func(Message)) {
 	w.n.Add(int32(-k))
 }
 
-// Next removes a queued message, if there is one, and uncounts it: for a holder that
-// discards what waits.
-func (w *Writer) Next() (m Message, ok bool) {
-	w.take(1, nil, func(x Message) { m, ok = x, true })
-	if ok {
-		w.bytes.Add(-m.Size())
-	}
-	return m, ok
-}
-
 // Rest reports whether the holder has the end of a batch still to write.
 func (w *Writer) Rest() bool { return len(w.rest) > 0 }
 

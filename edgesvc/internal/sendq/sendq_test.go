@@ -42,8 +42,9 @@ func TestOfferBounds(t *testing.T) {
 	if w.Bytes() != 4 || w.Queued() != 4 {
 		t.Fatalf("bytes %d, queued %d after a refused offer; want 4, 4", w.Bytes(), w.Queued())
 	}
-	if _, ok := w.Next(); !ok || w.Bytes() != 3 {
-		t.Fatalf("Next: bytes %d after discarding one, want 3", w.Bytes())
+	var one Batch
+	if w.Fill(&one, nil, 1, 1<<10); !w.Done(&one, one.Total) || w.Bytes() != 3 {
+		t.Fatalf("bytes %d after writing one of 4, want 3", w.Bytes())
 	}
 	f := Prepare(true, "\x00\x01")
 	if (Message{Frame: f}).Size() != 2 {
@@ -68,7 +69,8 @@ func TestTurn(t *testing.T) {
 	if !w.Release(done) {
 		t.Fatal("released the turn with a message waiting")
 	}
-	w.Next()
+	var b0 Batch
+	w.Fill(&b0, nil, 4, 100)
 	w.Ping()
 	if !w.Release(done) {
 		t.Fatal("released the turn with a ping waiting")

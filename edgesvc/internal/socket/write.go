@@ -91,7 +91,8 @@ func (c *Conn) enqueue(m sendq.Message) (bool, error) {
 func (c *Conn) Flush() { c.flush(nil) }
 
 // flush is Flush writing first (a reply not queued) before anything queued. It
-// reports false if first could not be written because the connection is closing.
+// reports false if first could not be written: the connection is closing, or the
+// socket failed.
 func (c *Conn) flush(first *sendq.Message) bool {
 	if c.sock == nil { // TLS: only a writer goroutine may write, as it may block
 		go c.writeLoop()
@@ -103,6 +104,7 @@ func (c *Conn) flush(first *sendq.Message) bool {
 			return first == nil
 		}
 		st := c.writeBatch(first, false, time.Time{}, batchMsgs)
+		wasFirst := first != nil
 		first = nil
 		switch st {
 		case wroteNothing:
@@ -112,8 +114,8 @@ func (c *Conn) flush(first *sendq.Message) bool {
 		case wroteRest:
 			go c.writeLoop()
 			return true
-		case writeFailed:
-			return true
+		case writeFailed: // the connection was dropped: a reply in this batch is lost
+			return !wasFirst
 		}
 	}
 }
