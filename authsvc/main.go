@@ -26,6 +26,7 @@ import (
 	_ "net/http/pprof" // served only on -debug-listen
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,6 +53,13 @@ type config struct {
 	databaseURL     string
 	adminToken      string
 	adminTokenFile  string
+	frontToken      string
+	frontTokenFile  string
+	frontNames      string
+	maxStreams      int
+	maxStreamsPer   int
+	maxLogins       int
+	maxLoginsPer    int
 	tlsCert         string
 	tlsKey          string
 	tlsClientCA     string
@@ -69,9 +77,9 @@ type config struct {
 	shutdownTimeout time.Duration
 }
 
-// minAdminToken is the shortest admin token authsvc accepts, in bytes: a shorter one
-// could be guessed, and the admin API can do anything.
-const minAdminToken = 32
+// minToken is the shortest admin or front-end token authsvc accepts, in bytes: a
+// shorter one could be guessed, and the admin API can do anything.
+const minToken = 32
 
 func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
@@ -104,6 +112,12 @@ func run(args []string, log *slog.Logger) error {
 	// The admin token itself has no flag: a process's arguments are visible to every
 	// local user (/proc/*/cmdline). It comes from AUTHSVC_ADMIN_TOKEN or a file.
 	fs.StringVar(&cfg.adminTokenFile, "admin-token-file", env("AUTHSVC_ADMIN_TOKEN_FILE", ""), "file holding the admin token, instead of AUTHSVC_ADMIN_TOKEN, which has no flag (AUTHSVC_ADMIN_TOKEN_FILE)")
+	fs.StringVar(&cfg.frontTokenFile, "frontend-token-file", env("AUTHSVC_FRONTEND_TOKEN_FILE", ""), "file holding the front-end token edges present (their EDGESVC_AUTH_TOKEN), instead of AUTHSVC_FRONTEND_TOKEN, which has no flag (AUTHSVC_FRONTEND_TOKEN_FILE)")
+	fs.StringVar(&cfg.frontNames, "frontend-client-names", env("AUTHSVC_FRONTEND_CLIENT_NAMES", ""), "comma-separated DNS names of client certificates (under mTLS) that make their holder a front end; needs -tls-client-ca (AUTHSVC_FRONTEND_CLIENT_NAMES)")
+	fs.IntVar(&cfg.maxStreams, "max-event-streams", envIntOrZero("AUTHSVC_MAX_EVENT_STREAMS", 256, &errs), "WatchSessionEvents streams served at once; 0: no limit (AUTHSVC_MAX_EVENT_STREAMS)")
+	fs.IntVar(&cfg.maxStreamsPer, "max-event-streams-per-caller", envIntOrZero("AUTHSVC_MAX_EVENT_STREAMS_PER_CALLER", 16, &errs), "WatchSessionEvents streams one caller address may hold; 0: no limit (AUTHSVC_MAX_EVENT_STREAMS_PER_CALLER)")
+	fs.IntVar(&cfg.maxLogins, "login-max-concurrent", envIntOrZero("AUTHSVC_LOGIN_MAX_CONCURRENT", 32*runtime.GOMAXPROCS(0), &errs), "logins being checked at once (each hashes a password); more are answered LOGINS_IN_PROGRESS at once; 0: no limit (AUTHSVC_LOGIN_MAX_CONCURRENT; default 32 per CPU)")
+	fs.IntVar(&cfg.maxLoginsPer, "login-max-concurrent-per-address", envIntOrZero("AUTHSVC_LOGIN_MAX_CONCURRENT_PER_ADDRESS", 8, &errs), "logins from one client address (IPv6: /64) being checked at once; 0: no limit (AUTHSVC_LOGIN_MAX_CONCURRENT_PER_ADDRESS)")
 	fs.DurationVar(&cfg.sessionTTL, "session-ttl", envDuration("AUTHSVC_SESSION_TTL", 14*24*time.Hour, &errs), "session lifetime (AUTHSVC_SESSION_TTL)")
 	fs.IntVar(&cfg.maxFailUser, "login-max-failures-per-user", envInt("AUTHSVC_LOGIN_MAX_FAILURES_PER_USER", 10, &errs), "failed logins per username from one client address per window; other addresses are not locked out (AUTHSVC_LOGIN_MAX_FAILURES_PER_USER)")
 	fs.IntVar(&cfg.maxFailTotal, "login-max-failures-per-user-total", envIntOrZero("AUTHSVC_LOGIN_MAX_FAILURES_PER_USER_TOTAL", 1000, &errs), "failed logins per username from all addresses per window; 0: no such limit (AUTHSVC_LOGIN_MAX_FAILURES_PER_USER_TOTAL)")
@@ -129,21 +143,24 @@ func run(args []string, log *slog.Logger) error {
 	if cfg.databaseURL == "" {
 		cfg.databaseURL = os.Getenv("DATABASE_URL")
 	}
-	cfg.adminToken = os.Getenv("AUTHSVC_ADMIN_TOKEN")
-	if cfg.adminTokenFile != "" {
-		if cfg.adminToken != "" {
-			return errors.New("set the admin token once: AUTHSVC_ADMIN_TOKEN or AUTHSVC_ADMIN_TOKEN_FILE (-admin-token-file), not both")
-		}
-		b, err := os.ReadFile(cfg.adminTokenFile)
-		if err != nil {
-			return fmt.Errorf("admin token file: %w", err)
-		}
-		if cfg.adminToken = strings.TrimSpace(string(b)); cfg.adminToken == "" {
-			return fmt.Errorf("admin token file %s is empty", cfg.adminTokenFile)
-		}
+	var err error
+	if cfg.adminToken, err = readSecret("admin token", "AUTHSVC_ADMIN_TOKEN", "AUTHSVC_ADMIN_TOKEN_FILE (-admin-token-file)", cfg.adminTokenFile); err != nil {
+		return err
 	}
-	if n := len(cfg.adminToken); n > 0 && n < minAdminToken {
-		return fmt.Errorf("the admin token must be at least %d bytes, not %d: make one with  head -c 32 /dev/urandom | base64", minAdminToken, n)
+	if n := len(cfg.adminToken); n > 0 && n < minToken {
+		return fmt.Errorf("the admin token must be at least %d bytes, not %d: make one with  head -c 32 /dev/urandom | base64", minToken, n)
+	}
+	if cfg.frontToken, err = readSecret("front-end token", "AUTHSVC_FRONTEND_TOKEN", "AUTHSVC_FRONTEND_TOKEN_FILE (-frontend-token-file)", cfg.frontTokenFile); err != nil {
+		return err
+	}
+	if n := len(cfg.frontToken); n > 0 && n < minToken {
+		return fmt.Errorf("the front-end token must be at least %d bytes, not %d: make one with  head -c 32 /dev/urandom | base64", minToken, n)
+	}
+	if cfg.frontToken != "" && cfg.frontToken == cfg.adminToken {
+		return errors.New("the front-end token must differ from the admin token: every edge holds it")
+	}
+	if cfg.frontNames != "" && cfg.tlsClientCA == "" {
+		return errors.New("AUTHSVC_FRONTEND_CLIENT_NAMES names client certificates: it needs mTLS (AUTHSVC_TLS_CLIENT_CA)")
 	}
 	if cfg.databaseURL == "" {
 		return errors.New("DATABASE_URL (or -database-url) is required")
@@ -238,6 +255,9 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 		MaxFailuresPerUser: cfg.maxFailUser, MaxFailuresPerUserTotal: cmp.Or(cfg.maxFailTotal, -1), // 0 here: no limit
 		MaxFailuresPerAddress: cfg.maxFailAddr, FailureWindow: cfg.failWindow,
 		CacheLease: cfg.cacheLease, MaxSessionsPerUser: cmp.Or(cfg.maxSessions, -1), // 0 here: no limit
+		FrontendToken: cfg.frontToken, FrontendClientNames: splitList(cfg.frontNames),
+		MaxEventStreams: cmp.Or(cfg.maxStreams, -1), MaxEventStreamsPerCaller: cmp.Or(cfg.maxStreamsPer, -1),
+		MaxConcurrentLogins: cmp.Or(cfg.maxLogins, -1), MaxConcurrentLoginsPerAddress: cmp.Or(cfg.maxLoginsPer, -1),
 	}, log)
 	creds, err := serverCredentials(cfg)
 	if err != nil {
@@ -246,6 +266,9 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 	opts := append(srv.ServerOptions(), creds,
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Calls in flight per connection: an edge multiplexes its handshakes' calls on
+		// one connection, and queues past this; nobody can open streams without bound.
+		grpc.MaxConcurrentStreams(1024),
 	)
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
@@ -263,6 +286,9 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 	go events.Run(ctx, st, log)
 	go watchHealth(ctx, st, events, hs)
 	go cleanup(ctx, st, cfg, log)
+	if cfg.frontToken == "" && cfg.frontNames == "" {
+		log.Info("no front-end credential configured: loopback peers are front ends (set AUTHSVC_FRONTEND_TOKEN for edges on other hosts)")
+	}
 	if cfg.adminToken == "" {
 		log.Warn("no admin token configured: AdminService answers UNAUTHENTICATED (set AUTHSVC_ADMIN_TOKEN)")
 	}
@@ -370,6 +396,39 @@ func serverCredentials(cfg config) (grpc.ServerOption, error) {
 		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return grpc.Creds(credentials.NewTLS(tc)), nil
+}
+
+// readSecret returns the secret (what, for messages) in the environment variable envVar or in file (named
+// by the setting fileSetting), not both, with surrounding white space removed; ""
+// when neither is set. Secrets have no flags: a process's arguments are visible to
+// every local user (/proc/*/cmdline).
+func readSecret(what, envVar, fileSetting, file string) (string, error) {
+	v := strings.TrimSpace(os.Getenv(envVar))
+	if file == "" {
+		return v, nil
+	}
+	if v != "" {
+		return "", fmt.Errorf("%s: set %s or %s, not both", what, envVar, fileSetting)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s file (%s): %w", what, fileSetting, err)
+	}
+	if v = strings.TrimSpace(string(b)); v == "" {
+		return "", fmt.Errorf("%s file %s (%s) is empty", what, file, fileSetting)
+	}
+	return v, nil
+}
+
+// splitList splits a comma-separated setting, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func env(name, def string) string {

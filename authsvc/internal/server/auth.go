@@ -51,11 +51,23 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	if err != nil {
 		return nil, err
 	}
+	addrKey := addressKey(addr)
+	// Each login costs a password hash, whatever the username: bound how many are
+	// checked at once from one address and in total, answering the rest at once.
+	leave, over := s.logins.take(addrKey)
+	switch over {
+	case overKey:
+		return nil, fail(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_LOGINS_IN_PROGRESS, time.Second,
+			"too many logins from this address are being checked at once; try again in a second")
+	case overTotal:
+		return nil, fail(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_LOGINS_IN_PROGRESS, time.Second,
+			"too many logins are being checked at once; try again in a second")
+	}
+	defer leave()
 	// Failures are counted per (username, address), per address, and per username
 	// from all addresses (a far higher limit): guesses from one address lock the
 	// username out there, not for its owner elsewhere.
 	userKey := "user:" + strings.ToLower(req.GetUsername())
-	addrKey := addressKey(addr)
 	pairKey := userKey + "|" + addrKey
 	keys := []string{pairKey, userKey}
 	if addr != "" {
@@ -105,12 +117,13 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	}
 
 	tok, tokHash := newToken()
-	ua := strings.Map(func(r rune) rune { // kept for people to read: no NUL, no escapes
+	ua := userAgent(ctx, req.GetUserAgent())
+	ua = strings.Map(func(r rune) rune { // kept for people to read: no NUL, no escapes
 		if unicode.IsControl(r) {
 			return -1
 		}
 		return r
-	}, req.GetUserAgent())
+	}, ua)
 	if utf8.RuneCountInString(ua) > maxUserAgent {
 		ua = string([]rune(ua)[:maxUserAgent])
 	}
@@ -143,6 +156,19 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 		s.ended(ctx) // like every call that ends sessions: none is accepted from a cache after it returns
 	}
 	return &authv1.LoginResponse{Token: tok, Session: sessionPB(sess), User: userPB(user)}, nil
+}
+
+// userAgent is the user agent recorded on a session: the end client's, as a front end
+// names it, else the caller's own gRPC user-agent.
+func userAgent(ctx context.Context, given string) string {
+	if isFrontEnd(ctx) {
+		return given
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("user-agent"); len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 func tokenHash(tok string) ([]byte, error) {
@@ -194,6 +220,17 @@ func (a *authServer) SyncSessionEvents(ctx context.Context, req *authv1.SyncSess
 }
 
 func (a *authServer) WatchSessionEvents(req *authv1.WatchSessionEventsRequest, stream grpc.ServerStreamingServer[authv1.WatchSessionEventsResponse]) error {
+	ctx := stream.Context()
+	closeStream, over := a.s.streams.take(peerHost(ctx))
+	switch over {
+	case overTotal:
+		return fail(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_TOO_MANY_STREAMS, 5*time.Second,
+			"authsvc serves as many session event streams as it may (AUTHSVC_MAX_EVENT_STREAMS); retry later")
+	case overKey:
+		return fail(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_TOO_MANY_STREAMS, 5*time.Second,
+			"this caller has as many session event streams open as it may (AUTHSVC_MAX_EVENT_STREAMS_PER_CALLER); close one first")
+	}
+	defer closeStream()
 	sub := a.s.events.Subscribe(req.GetIncludeMarkers())
 	if sub == nil {
 		return fail(codes.Unavailable, authv1.ErrorReason_ERROR_REASON_EVENT_FEED_UNAVAILABLE, time.Second, "session event feed is not connected to the database; retry")
@@ -204,20 +241,20 @@ func (a *authServer) WatchSessionEvents(req *authv1.WatchSessionEventsRequest, s
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
-	ctx := stream.Context()
 	for {
 		select {
-		case ev := <-sub.Events():
-			msg := &authv1.WatchSessionEventsResponse{Marker: ev.Marker}
-			if ev.Marker == "" {
-				msg = &authv1.WatchSessionEventsResponse{
-					SessionId: ev.SessionID, UserId: ev.UserID,
-					Reason: reasonPB[ev.Reason], EndedAt: timestamppb.New(ev.EndedAt),
+		case <-sub.Ready():
+			for _, ev := range sub.Take() {
+				msg := &authv1.WatchSessionEventsResponse{Marker: ev.Marker}
+				if ev.Marker == "" {
+					msg = &authv1.WatchSessionEventsResponse{
+						SessionId: ev.SessionID, UserId: ev.UserID,
+						Reason: reasonPB[ev.Reason], EndedAt: timestamppb.New(ev.EndedAt),
+					}
 				}
-			}
-			err := stream.Send(msg)
-			if err != nil {
-				return err
+				if err := stream.Send(msg); err != nil {
+					return err
+				}
 			}
 		case <-sub.Lost():
 			return failf(codes.Unavailable, authv1.ErrorReason_ERROR_REASON_EVENTS_MISSED,

@@ -58,7 +58,8 @@ func logCall(ctx context.Context, log *slog.Logger, method string, start time.Ti
 	case codes.Unauthenticated:
 		// Every caller meets these (a wrong password, an expired session): at info,
 		// any anonymous peer could fill the log. A wrong admin token is worth a look.
-		if errorReason(err) == authv1.ErrorReason_ERROR_REASON_ADMIN_TOKEN_INVALID.Reason() {
+		switch errorReason(err) {
+		case authv1.ErrorReason_ERROR_REASON_ADMIN_TOKEN_INVALID.Reason(), authv1.ErrorReason_ERROR_REASON_FRONTEND_TOKEN_INVALID.Reason():
 			level = slog.LevelWarn
 		}
 	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.FailedPrecondition, codes.OutOfRange:

@@ -30,6 +30,8 @@ func TestLogCallLevels(t *testing.T) {
 		{"/gatehouse.auth.v1.AdminService/GetUser", failf(codes.NotFound, authv1.ErrorReason_ERROR_REASON_USER_NOT_FOUND, "x"), ""},
 		{"/gatehouse.auth.v1.AdminService/ListUsers", failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_ADMIN_TOKEN_REQUIRED, "x"), ""},
 		{"/gatehouse.auth.v1.AdminService/ListUsers", failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_ADMIN_TOKEN_INVALID, "x"), "WARN"},
+		{"/gatehouse.auth.v1.AuthService/Login", failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_FRONTEND_TOKEN_INVALID, "x"), "WARN"},
+		{"/gatehouse.auth.v1.AuthService/WatchSessionEvents", failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_FRONTEND_TOKEN_REQUIRED, "x"), ""},
 		{"/gatehouse.auth.v1.AuthService/Login", failf(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_RATE_LIMITED, "x"), "INFO"},
 		{"/gatehouse.auth.v1.AuthService/Login", status.Error(codes.Unavailable, "db"), "INFO"},
 		{"/gatehouse.auth.v1.AuthService/Login", status.Error(codes.Internal, "bug"), "ERROR"},

@@ -10,6 +10,8 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/netip"
+	"runtime"
+	"strings"
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
@@ -51,6 +53,28 @@ type Config struct {
 	// oldest (end reason session_limit, an event and 4401 as usual). Default 100;
 	// negative: no cap.
 	MaxSessionsPerUser int
+	// FrontendToken, when set, is the bearer token front ends (edges) present. A front
+	// end may name the end client's address and user agent on Login and follow the
+	// session event feed. The admin token is accepted as a front-end token too.
+	FrontendToken string
+	// FrontendClientNames are the DNS names of client certificates (verified under
+	// mTLS) that make their holder a front end, lower case. With neither these nor
+	// FrontendToken set, every loopback peer is a front end.
+	FrontendClientNames []string
+	// MaxEventStreams caps the WatchSessionEvents streams open at once. Default 256;
+	// negative: no cap.
+	MaxEventStreams int
+	// MaxEventStreamsPerCaller caps them per caller address. Default 16; negative: no
+	// cap.
+	MaxEventStreamsPerCaller int
+	// MaxConcurrentLogins caps the logins being checked at once (each costs a
+	// password hash; the hasher runs GOMAXPROCS at a time and the rest wait). Default
+	// 32 per GOMAXPROCS; negative: no cap.
+	MaxConcurrentLogins int
+	// MaxConcurrentLoginsPerAddress caps them per client address (IPv6: per /64), so
+	// that a flood from one address cannot make every other client wait. Default 8;
+	// negative: no cap.
+	MaxConcurrentLoginsPerAddress int
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +96,21 @@ func (c *Config) setDefaults() {
 	if c.FailureWindow <= 0 {
 		c.FailureWindow = 15 * time.Minute
 	}
+	c.MaxEventStreams = orDefault(c.MaxEventStreams, 256)
+	c.MaxEventStreamsPerCaller = orDefault(c.MaxEventStreamsPerCaller, 16)
+	c.MaxConcurrentLogins = orDefault(c.MaxConcurrentLogins, 32*runtime.GOMAXPROCS(0))
+	c.MaxConcurrentLoginsPerAddress = orDefault(c.MaxConcurrentLoginsPerAddress, 8)
+}
+
+// orDefault is n, def for 0, and 0 (no limit) for a negative n.
+func orDefault(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
 }
 
 // Server serves AuthService and AdminService.
@@ -82,14 +121,28 @@ type Server struct {
 	events *sessionevents.Fanout
 	log    *slog.Logger
 	admin  [sha256.Size]byte // hash of the admin token, compared in constant time
+	// frontTok is the hash of the front-end token, compared in constant time.
+	frontTok [sha256.Size]byte
+	streams  *limit // WatchSessionEvents streams, per caller address
+	logins   *limit // logins being checked, per client address key
 }
 
 // New returns a Server. events may be shared with other servers of the process.
 func New(st *store.Store, hasher *password.Hasher, events *sessionevents.Fanout, cfg Config, log *slog.Logger) *Server {
 	cfg.setDefaults()
-	s := &Server{store: st, hasher: hasher, cfg: cfg, events: events, log: log}
+	s := &Server{store: st, hasher: hasher, cfg: cfg, events: events, log: log,
+		streams: &limit{max: cfg.MaxEventStreams, per: cfg.MaxEventStreamsPerCaller},
+		logins:  &limit{max: cfg.MaxConcurrentLogins, per: cfg.MaxConcurrentLoginsPerAddress},
+	}
+	s.cfg.FrontendClientNames = nil
+	for _, n := range cfg.FrontendClientNames {
+		s.cfg.FrontendClientNames = append(s.cfg.FrontendClientNames, strings.ToLower(n))
+	}
 	if cfg.AdminToken != "" {
 		s.admin = sha256.Sum256([]byte(cfg.AdminToken))
+	}
+	if cfg.FrontendToken != "" {
+		s.frontTok = sha256.Sum256([]byte(cfg.FrontendToken))
 	}
 	return s
 }
@@ -100,12 +153,12 @@ func (s *Server) Register(g *grpc.Server) {
 	authv1.RegisterAdminServiceServer(g, &adminServer{s: s})
 }
 
-// ServerOptions returns the interceptors the services need: request logging and the
-// admin token check.
+// ServerOptions returns the interceptors the services need: request logging, the
+// admin token check and the front-end check.
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(logUnary(s.log), s.adminUnary),
-		grpc.ChainStreamInterceptor(logStream(s.log), s.adminStream),
+		grpc.ChainUnaryInterceptor(logUnary(s.log), s.adminUnary, s.frontEndUnary),
+		grpc.ChainStreamInterceptor(logStream(s.log), s.adminStream, s.frontEndStream),
 	}
 }
 
@@ -165,11 +218,11 @@ var reasonPB = map[store.EndReason]authv1.SessionEndReason{
 	store.EndSessionLimit:    authv1.SessionEndReason_SESSION_END_REASON_SESSION_LIMIT,
 }
 
-// clientAddress returns the address used for the per-address login limit: the one
-// the request names (set by trusted front ends such as edgesvc), which must be an IP
-// address, else the gRPC peer's host.
+// clientAddress returns the address recorded on the session and used for the
+// per-address login limits: the one the request names when a front end (edgesvc)
+// sent it, which must be an IP address, else the gRPC peer's host.
 func clientAddress(ctx context.Context, given string) (string, error) {
-	if given == "" {
+	if given == "" || !isFrontEnd(ctx) {
 		given = peerHost(ctx)
 		if ip, err := netip.ParseAddr(given); err == nil {
 			return normalAddr(ip).String(), nil

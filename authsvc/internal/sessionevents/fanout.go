@@ -22,15 +22,44 @@ type Fanout struct {
 	changed chan struct{} // signalled when live changes
 }
 
-// Subscription is one subscriber's feed.
+// Subscription is one subscriber's feed. Its queue holds only the events the
+// subscriber has not taken yet, so an idle subscriber that keeps up holds no buffer.
 type Subscription struct {
 	markers bool // deliver SyncSessionEvents markers too
-	ch      chan store.Event
+	mu      sync.Mutex
+	queue   []store.Event
+	ready   chan struct{} // one slot: signalled when the queue stops being empty
 	lost    chan struct{}
 }
 
-// Events delivers the events, in commit order.
-func (s *Subscription) Events() <-chan store.Event { return s.ch }
+// Ready is signalled when events are waiting: call Take.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
+
+// Take returns the events waiting, in commit order, and empties the queue.
+func (s *Subscription) Take() []store.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queue
+	s.queue = nil
+	return q
+}
+
+// offer queues ev, or reports that the subscriber is a whole buffer behind.
+func (s *Subscription) offer(ev store.Event) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) >= subscriptionBuffer {
+		return false
+	}
+	s.queue = append(s.queue, ev)
+	if len(s.queue) == 1 {
+		select {
+		case s.ready <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
 
 // Lost is closed when the subscription has ended: events may have been missed from
 // then on (the subscriber fell behind, the LISTEN connection dropped, or it
@@ -106,9 +135,7 @@ func (b *Fanout) publish(ev store.Event) {
 		if ev.Marker != "" && !sub.markers {
 			continue
 		}
-		select {
-		case sub.ch <- ev:
-		default: // too slow: end it rather than let it miss events silently
+		if !sub.offer(ev) { // too slow: end it rather than let it miss events silently
 			close(sub.lost)
 			delete(b.subs, sub)
 		}
@@ -130,7 +157,7 @@ func (b *Fanout) Subscribe(markers bool) *Subscription {
 	if !b.live {
 		return nil
 	}
-	sub := &Subscription{markers: markers, ch: make(chan store.Event, subscriptionBuffer), lost: make(chan struct{})}
+	sub := &Subscription{markers: markers, ready: make(chan struct{}, 1), lost: make(chan struct{})}
 	b.subs[sub] = struct{}{}
 	return sub
 }

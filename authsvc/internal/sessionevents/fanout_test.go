@@ -27,19 +27,21 @@ func TestFanout(t *testing.T) {
 		t.Fatal("Subscribe refused while listening")
 	}
 
+	if closed(plain.Ready()) || plain.Take() != nil {
+		t.Fatal("ready with nothing published")
+	}
 	b.publish(store.Event{SessionID: "s1"})
 	b.publish(store.Event{Marker: "m1"})
-	if ev := <-plain.Events(); ev.SessionID != "s1" {
-		t.Fatalf("plain got %+v", ev)
+	<-plain.Ready()
+	if evs := plain.Take(); len(evs) != 1 || evs[0].SessionID != "s1" {
+		t.Fatalf("plain got %+v, want only s1 (no marker)", evs)
 	}
-	if ev := <-markers.Events(); ev.SessionID != "s1" {
-		t.Fatalf("markers got %+v first", ev)
+	<-markers.Ready()
+	if evs := markers.Take(); len(evs) != 2 || evs[0].SessionID != "s1" || evs[1].Marker != "m1" {
+		t.Fatalf("markers got %+v, want s1 then the marker", evs)
 	}
-	if ev := <-markers.Events(); ev.Marker != "m1" {
-		t.Fatalf("markers got %+v, want the marker", ev)
-	}
-	if len(plain.Events()) != 0 {
-		t.Fatal("a subscriber that did not ask for markers got one")
+	if closed(plain.Ready()) || plain.Take() != nil {
+		t.Fatal("events left after Take")
 	}
 
 	// A subscriber that falls a whole buffer behind is ended, not left to miss events.

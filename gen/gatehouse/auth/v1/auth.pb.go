@@ -31,11 +31,13 @@ type LoginRequest struct {
 	// The password. Required, at most 1024 bytes.
 	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
 	// The User-Agent of the end client, recorded on the session. Optional, truncated to
-	// 512 characters, control characters removed.
+	// 512 characters, control characters removed. Honoured only from front ends; for
+	// anyone else the session records the caller's own gRPC user-agent.
 	UserAgent string `protobuf:"bytes,3,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
 	// The end client's network address, recorded on the session and used for the
-	// per-address failure limit. Set by trusted front ends (edgesvc); when empty, the
-	// address of the gRPC peer is used. Normalised (IPv4-mapped IPv6 unmapped, zone
+	// per-address failure limit. Honoured only from front ends (edgesvc; see
+	// AuthService); from anyone else, and when empty, the address of the gRPC peer is
+	// used. Normalised (IPv4-mapped IPv6 unmapped, zone
 	// dropped); IPv6 failures are counted per /64.
 	ClientAddress string `protobuf:"bytes,4,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -30,15 +30,24 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AuthService signs users in, validates their sessions and ends them. It needs no
-// credentials of its own: every call is authorised by what it carries (a password or a
-// session token). Front ends such as edgesvc and services in any language call it.
+// AuthService signs users in, validates their sessions and ends them. Login,
+// ValidateSession and Logout need no credentials of their own: each is authorised by
+// what it carries (a password or a session token), so services in any language call
+// them. What only a front end (edgesvc) may do: name the end client's address and
+// user agent on Login, and follow the session event feed (WatchSessionEvents,
+// SyncSessionEvents). A caller is a front end when it sends `authorization: Bearer
+// <token>` with authsvc's front-end token (AUTHSVC_FRONTEND_TOKEN) or its admin token,
+// or presents a client certificate whose DNS name is in AUTHSVC_FRONTEND_CLIENT_NAMES;
+// when authsvc has neither a front-end token nor client names configured, every
+// loopback peer is one. A bearer token that is neither is refused on every call
+// (UNAUTHENTICATED FRONTEND_TOKEN_INVALID), never taken as no token.
 //
 // Every error carries a google.rpc.ErrorInfo detail with domain "auth.gatehouse.dev"
 // and a stable reason, listed below as CODE REASON; branch on the reason, not on the
 // message. UNAVAILABLE and RESOURCE_EXHAUSTED also carry a google.rpc.RetryInfo.
 // Any call may fail with UNAVAILABLE DATABASE_UNAVAILABLE, CANCELED CANCELED,
-// DEADLINE_EXCEEDED DEADLINE_EXCEEDED or INTERNAL INTERNAL.
+// DEADLINE_EXCEEDED DEADLINE_EXCEEDED, INTERNAL INTERNAL or, when it carries a wrong
+// bearer token, UNAUTHENTICATED FRONTEND_TOKEN_INVALID.
 type AuthServiceClient interface {
 	// Login checks a username and password and starts a new session.
 	//
@@ -57,6 +66,12 @@ type AuthServiceClient interface {
 	//	                   username from this client address, for this client address,
 	//	                   or (a far higher limit) for this username from all
 	//	                   addresses; RetryInfo says when it ends.
+	//	RESOURCE_EXHAUSTED LOGINS_IN_PROGRESS: this client address already has as many
+	//	                   logins being checked as it may (AUTHSVC_LOGIN_MAX_CONCURRENT_
+	//	                   PER_ADDRESS), or authsvc as a whole does
+	//	                   (AUTHSVC_LOGIN_MAX_CONCURRENT): password hashing is costly on
+	//	                   purpose, and one client must not make everyone wait. Retry
+	//	                   after RetryInfo.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
 	// ValidateSession returns the user and session a session token belongs to.
 	//
@@ -85,10 +100,15 @@ type AuthServiceClient interface {
 	// authsvc replica on the same database (logout, revoke, user disabled, password
 	// changed). Expiry is not announced: sessions carry expires_at. The server sends the
 	// response headers once the subscription is live, so a client that waits for them
-	// knows that no later event will be missed.
+	// knows that no later event will be missed. Only front ends may call it.
 	//
 	// Errors:
 	//
+	//	UNAUTHENTICATED FRONTEND_TOKEN_REQUIRED: the caller is not a front end (see the
+	//	            service comment); the message says which credential authsvc wants.
+	//	RESOURCE_EXHAUSTED TOO_MANY_STREAMS: authsvc already serves as many streams as it
+	//	            may (AUTHSVC_MAX_EVENT_STREAMS), or this caller's address has as many
+	//	            open as it may (AUTHSVC_MAX_EVENT_STREAMS_PER_CALLER).
 	//	UNAVAILABLE EVENT_FEED_UNAVAILABLE: authsvc is not listening to the database right
 	//	            now; retry after RetryInfo.
 	//	UNAVAILABLE EVENTS_MISSED: the stream ended (the database connection that feeds
@@ -106,10 +126,12 @@ type AuthServiceClient interface {
 	// T + cache_lease. Every call that ends sessions (Logout, RevokeSession,
 	// RevokeUserSessions, SetPassword, SetUserActive with active false) waits
 	// cache_lease after its commit before it returns, so a session it ended is never
-	// taken from a cache after it returns. All replicas must use the same lease.
+	// taken from a cache after it returns. All replicas must use the same lease. Only
+	// front ends may call it.
 	//
 	// Errors:
 	//
+	//	UNAUTHENTICATED FRONTEND_TOKEN_REQUIRED: the caller is not a front end.
 	//	INVALID_ARGUMENT MARKER_INVALID: marker is empty or over 64 bytes.
 	SyncSessionEvents(ctx context.Context, in *SyncSessionEventsRequest, opts ...grpc.CallOption) (*SyncSessionEventsResponse, error)
 }
@@ -185,15 +207,24 @@ func (c *authServiceClient) SyncSessionEvents(ctx context.Context, in *SyncSessi
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
 //
-// AuthService signs users in, validates their sessions and ends them. It needs no
-// credentials of its own: every call is authorised by what it carries (a password or a
-// session token). Front ends such as edgesvc and services in any language call it.
+// AuthService signs users in, validates their sessions and ends them. Login,
+// ValidateSession and Logout need no credentials of their own: each is authorised by
+// what it carries (a password or a session token), so services in any language call
+// them. What only a front end (edgesvc) may do: name the end client's address and
+// user agent on Login, and follow the session event feed (WatchSessionEvents,
+// SyncSessionEvents). A caller is a front end when it sends `authorization: Bearer
+// <token>` with authsvc's front-end token (AUTHSVC_FRONTEND_TOKEN) or its admin token,
+// or presents a client certificate whose DNS name is in AUTHSVC_FRONTEND_CLIENT_NAMES;
+// when authsvc has neither a front-end token nor client names configured, every
+// loopback peer is one. A bearer token that is neither is refused on every call
+// (UNAUTHENTICATED FRONTEND_TOKEN_INVALID), never taken as no token.
 //
 // Every error carries a google.rpc.ErrorInfo detail with domain "auth.gatehouse.dev"
 // and a stable reason, listed below as CODE REASON; branch on the reason, not on the
 // message. UNAVAILABLE and RESOURCE_EXHAUSTED also carry a google.rpc.RetryInfo.
 // Any call may fail with UNAVAILABLE DATABASE_UNAVAILABLE, CANCELED CANCELED,
-// DEADLINE_EXCEEDED DEADLINE_EXCEEDED or INTERNAL INTERNAL.
+// DEADLINE_EXCEEDED DEADLINE_EXCEEDED, INTERNAL INTERNAL or, when it carries a wrong
+// bearer token, UNAUTHENTICATED FRONTEND_TOKEN_INVALID.
 type AuthServiceServer interface {
 	// Login checks a username and password and starts a new session.
 	//
@@ -212,6 +243,12 @@ type AuthServiceServer interface {
 	//	                   username from this client address, for this client address,
 	//	                   or (a far higher limit) for this username from all
 	//	                   addresses; RetryInfo says when it ends.
+	//	RESOURCE_EXHAUSTED LOGINS_IN_PROGRESS: this client address already has as many
+	//	                   logins being checked as it may (AUTHSVC_LOGIN_MAX_CONCURRENT_
+	//	                   PER_ADDRESS), or authsvc as a whole does
+	//	                   (AUTHSVC_LOGIN_MAX_CONCURRENT): password hashing is costly on
+	//	                   purpose, and one client must not make everyone wait. Retry
+	//	                   after RetryInfo.
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)
 	// ValidateSession returns the user and session a session token belongs to.
 	//
@@ -240,10 +277,15 @@ type AuthServiceServer interface {
 	// authsvc replica on the same database (logout, revoke, user disabled, password
 	// changed). Expiry is not announced: sessions carry expires_at. The server sends the
 	// response headers once the subscription is live, so a client that waits for them
-	// knows that no later event will be missed.
+	// knows that no later event will be missed. Only front ends may call it.
 	//
 	// Errors:
 	//
+	//	UNAUTHENTICATED FRONTEND_TOKEN_REQUIRED: the caller is not a front end (see the
+	//	            service comment); the message says which credential authsvc wants.
+	//	RESOURCE_EXHAUSTED TOO_MANY_STREAMS: authsvc already serves as many streams as it
+	//	            may (AUTHSVC_MAX_EVENT_STREAMS), or this caller's address has as many
+	//	            open as it may (AUTHSVC_MAX_EVENT_STREAMS_PER_CALLER).
 	//	UNAVAILABLE EVENT_FEED_UNAVAILABLE: authsvc is not listening to the database right
 	//	            now; retry after RetryInfo.
 	//	UNAVAILABLE EVENTS_MISSED: the stream ended (the database connection that feeds
@@ -261,10 +303,12 @@ type AuthServiceServer interface {
 	// T + cache_lease. Every call that ends sessions (Logout, RevokeSession,
 	// RevokeUserSessions, SetPassword, SetUserActive with active false) waits
 	// cache_lease after its commit before it returns, so a session it ended is never
-	// taken from a cache after it returns. All replicas must use the same lease.
+	// taken from a cache after it returns. All replicas must use the same lease. Only
+	// front ends may call it.
 	//
 	// Errors:
 	//
+	//	UNAUTHENTICATED FRONTEND_TOKEN_REQUIRED: the caller is not a front end.
 	//	INVALID_ARGUMENT MARKER_INVALID: marker is empty or over 64 bytes.
 	SyncSessionEvents(context.Context, *SyncSessionEventsRequest) (*SyncSessionEventsResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()

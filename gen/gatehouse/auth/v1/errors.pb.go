@@ -89,6 +89,18 @@ const (
 	ErrorReason_ERROR_REASON_CANCELED ErrorReason = 28
 	// DEADLINE_EXCEEDED: the caller's deadline passed.
 	ErrorReason_ERROR_REASON_DEADLINE_EXCEEDED ErrorReason = 29
+	// UNAUTHENTICATED: A front-end call (WatchSessionEvents, SyncSessionEvents) from a
+	// caller without a front-end credential.
+	ErrorReason_ERROR_REASON_FRONTEND_TOKEN_REQUIRED ErrorReason = 30
+	// UNAUTHENTICATED: An AuthService call with a bearer token that is neither the
+	// front-end token nor the admin token.
+	ErrorReason_ERROR_REASON_FRONTEND_TOKEN_INVALID ErrorReason = 31
+	// RESOURCE_EXHAUSTED: Too many WatchSessionEvents streams open, in total or from
+	// this caller; RetryInfo says when to retry.
+	ErrorReason_ERROR_REASON_TOO_MANY_STREAMS ErrorReason = 32
+	// RESOURCE_EXHAUSTED: Too many logins being checked at once, from this client
+	// address or in total; RetryInfo says when to retry.
+	ErrorReason_ERROR_REASON_LOGINS_IN_PROGRESS ErrorReason = 33
 )
 
 // Enum value maps for ErrorReason.
@@ -124,38 +136,46 @@ var (
 		27: "ERROR_REASON_INTERNAL",
 		28: "ERROR_REASON_CANCELED",
 		29: "ERROR_REASON_DEADLINE_EXCEEDED",
+		30: "ERROR_REASON_FRONTEND_TOKEN_REQUIRED",
+		31: "ERROR_REASON_FRONTEND_TOKEN_INVALID",
+		32: "ERROR_REASON_TOO_MANY_STREAMS",
+		33: "ERROR_REASON_LOGINS_IN_PROGRESS",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":            0,
-		"ERROR_REASON_CREDENTIALS_REQUIRED":   1,
-		"ERROR_REASON_CREDENTIALS_TOO_LONG":   2,
-		"ERROR_REASON_INVALID_CLIENT_ADDRESS": 3,
-		"ERROR_REASON_INVALID_USERNAME":       4,
-		"ERROR_REASON_INVALID_PASSWORD":       5,
-		"ERROR_REASON_INVALID_USER_ID":        6,
-		"ERROR_REASON_INVALID_PAGE_SIZE":      7,
-		"ERROR_REASON_INVALID_PAGE_TOKEN":     8,
-		"ERROR_REASON_SESSION_ID_REQUIRED":    9,
-		"ERROR_REASON_MARKER_INVALID":         10,
-		"ERROR_REASON_INVALID_CREDENTIALS":    11,
-		"ERROR_REASON_TOKEN_REQUIRED":         12,
-		"ERROR_REASON_SESSION_UNKNOWN":        13,
-		"ERROR_REASON_SESSION_EXPIRED":        14,
-		"ERROR_REASON_SESSION_REVOKED":        15,
-		"ERROR_REASON_USER_INACTIVE":          16,
-		"ERROR_REASON_ADMIN_TOKEN_REQUIRED":   17,
-		"ERROR_REASON_ADMIN_TOKEN_INVALID":    18,
-		"ERROR_REASON_ADMIN_API_DISABLED":     19,
-		"ERROR_REASON_RATE_LIMITED":           20,
-		"ERROR_REASON_USERNAME_TAKEN":         21,
-		"ERROR_REASON_USER_NOT_FOUND":         22,
-		"ERROR_REASON_SESSION_NOT_FOUND":      23,
-		"ERROR_REASON_DATABASE_UNAVAILABLE":   24,
-		"ERROR_REASON_EVENT_FEED_UNAVAILABLE": 25,
-		"ERROR_REASON_EVENTS_MISSED":          26,
-		"ERROR_REASON_INTERNAL":               27,
-		"ERROR_REASON_CANCELED":               28,
-		"ERROR_REASON_DEADLINE_EXCEEDED":      29,
+		"ERROR_REASON_UNSPECIFIED":             0,
+		"ERROR_REASON_CREDENTIALS_REQUIRED":    1,
+		"ERROR_REASON_CREDENTIALS_TOO_LONG":    2,
+		"ERROR_REASON_INVALID_CLIENT_ADDRESS":  3,
+		"ERROR_REASON_INVALID_USERNAME":        4,
+		"ERROR_REASON_INVALID_PASSWORD":        5,
+		"ERROR_REASON_INVALID_USER_ID":         6,
+		"ERROR_REASON_INVALID_PAGE_SIZE":       7,
+		"ERROR_REASON_INVALID_PAGE_TOKEN":      8,
+		"ERROR_REASON_SESSION_ID_REQUIRED":     9,
+		"ERROR_REASON_MARKER_INVALID":          10,
+		"ERROR_REASON_INVALID_CREDENTIALS":     11,
+		"ERROR_REASON_TOKEN_REQUIRED":          12,
+		"ERROR_REASON_SESSION_UNKNOWN":         13,
+		"ERROR_REASON_SESSION_EXPIRED":         14,
+		"ERROR_REASON_SESSION_REVOKED":         15,
+		"ERROR_REASON_USER_INACTIVE":           16,
+		"ERROR_REASON_ADMIN_TOKEN_REQUIRED":    17,
+		"ERROR_REASON_ADMIN_TOKEN_INVALID":     18,
+		"ERROR_REASON_ADMIN_API_DISABLED":      19,
+		"ERROR_REASON_RATE_LIMITED":            20,
+		"ERROR_REASON_USERNAME_TAKEN":          21,
+		"ERROR_REASON_USER_NOT_FOUND":          22,
+		"ERROR_REASON_SESSION_NOT_FOUND":       23,
+		"ERROR_REASON_DATABASE_UNAVAILABLE":    24,
+		"ERROR_REASON_EVENT_FEED_UNAVAILABLE":  25,
+		"ERROR_REASON_EVENTS_MISSED":           26,
+		"ERROR_REASON_INTERNAL":                27,
+		"ERROR_REASON_CANCELED":                28,
+		"ERROR_REASON_DEADLINE_EXCEEDED":       29,
+		"ERROR_REASON_FRONTEND_TOKEN_REQUIRED": 30,
+		"ERROR_REASON_FRONTEND_TOKEN_INVALID":  31,
+		"ERROR_REASON_TOO_MANY_STREAMS":        32,
+		"ERROR_REASON_LOGINS_IN_PROGRESS":      33,
 	}
 )
 
@@ -190,7 +210,7 @@ var File_gatehouse_auth_v1_errors_proto protoreflect.FileDescriptor
 
 const file_gatehouse_auth_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x1egatehouse/auth/v1/errors.proto\x12\x11gatehouse.auth.v1*\xa8\b\n" +
+	"\x1egatehouse/auth/v1/errors.proto\x12\x11gatehouse.auth.v1*\xc3\t\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!ERROR_REASON_CREDENTIALS_REQUIRED\x10\x01\x12%\n" +
@@ -222,7 +242,11 @@ const file_gatehouse_auth_v1_errors_proto_rawDesc = "" +
 	"\x1aERROR_REASON_EVENTS_MISSED\x10\x1a\x12\x19\n" +
 	"\x15ERROR_REASON_INTERNAL\x10\x1b\x12\x19\n" +
 	"\x15ERROR_REASON_CANCELED\x10\x1c\x12\"\n" +
-	"\x1eERROR_REASON_DEADLINE_EXCEEDED\x10\x1dB\xc7\x01\n" +
+	"\x1eERROR_REASON_DEADLINE_EXCEEDED\x10\x1d\x12(\n" +
+	"$ERROR_REASON_FRONTEND_TOKEN_REQUIRED\x10\x1e\x12'\n" +
+	"#ERROR_REASON_FRONTEND_TOKEN_INVALID\x10\x1f\x12!\n" +
+	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10 \x12#\n" +
+	"\x1fERROR_REASON_LOGINS_IN_PROGRESS\x10!B\xc7\x01\n" +
 	"\x15com.gatehouse.auth.v1B\vErrorsProtoP\x01Z;github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1;authv1\xa2\x02\x03GAX\xaa\x02\x11Gatehouse.Auth.V1\xca\x02\x11Gatehouse\\Auth\\V1\xe2\x02\x1dGatehouse\\Auth\\V1\\GPBMetadata\xea\x02\x13Gatehouse::Auth::V1b\x06proto3"
 
 var (
