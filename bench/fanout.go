@@ -343,7 +343,7 @@ func (w *world) benchFanout(r *report) error {
 	}
 	defer cc.Close()
 	api := edgev1.NewEdgeServiceClient(cc)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer bench-api")
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+benchAPIToken)
 	const k = 20
 	var floors []float64 // ms, one per repetition
 	for _, n := range []int{1000, 10_000} {

@@ -37,11 +37,18 @@ import (
 
 // benchAdminToken is the admin token of the authsvc the bench starts (authsvc wants
 // at least 32 bytes).
-const benchAdminToken = "bench-admin-token-0123456789abcdef"
+const (
+	benchAdminToken = "bench-admin-token-0123456789abcdef"
+	benchAPIToken   = "bench-edge-api-token-0123456789abcd"
+	benchFrontToken = "bench-front-end-token-0123456789abc"
+)
 
-// benchEdgeLimits lifts the edge's cap of sockets per user: the bench holds up to
-// 18,000 for its one user.
-const benchEdgeLimits = "EDGESVC_MAX_SOCKETS_PER_USER=0"
+// edgeEnv is what every bench edge gets besides its addresses: no cap of sockets per
+// user (the bench holds up to 18,000 for its one user), and the front-end token it
+// presents to authsvc, as a deployed edge does.
+func edgeEnv(authAddr string, more ...string) []string {
+	return append([]string{"EDGESVC_MAX_SOCKETS_PER_USER=0", "EDGESVC_AUTH_TOKEN=" + benchFrontToken, "EDGESVC_AUTH_ADDR=" + authAddr}, more...)
+}
 
 // plan is what one run measures; quick mode shrinks it to under two minutes.
 type plan struct {
@@ -203,7 +210,7 @@ type world struct {
 	bareWS               *proc
 	bareRPC              *proc
 	bareCast             *proc  // the bare broadcast server
-	edgeAPI              string // the edge API's address (token bench-api)
+	edgeAPI              string // the edge API's address (token benchAPIToken)
 	authC                authv1.AuthServiceClient
 	admin                authv1.AdminServiceClient
 	adminCtx             context.Context
@@ -281,6 +288,7 @@ func runBench(args []string) error {
 		authDebug, edgeDebug = []string{"AUTHSVC_DEBUG_LISTEN=" + w.authDebug}, []string{"EDGESVC_DEBUG_LISTEN=" + w.edgeDebug}
 	}
 	if w.auth, err = startPinned("authsvc", append(authDebug, "DATABASE_URL="+db, "AUTHSVC_LISTEN=127.0.0.1:0", "AUTHSVC_ADMIN_TOKEN="+benchAdminToken,
+		"AUTHSVC_FRONTEND_TOKEN="+benchFrontToken, "AUTHSVC_LOGIN_MAX_CONCURRENT_PER_ADDRESS=0", // the bench signs in from one address
 		"AUTHSVC_ARGON2_MEMORY_KIB=64", "AUTHSVC_ARGON2_TIME=1"), filepath.Join(*bin, "authsvc")); err != nil {
 		return err
 	}
@@ -316,7 +324,7 @@ func runBench(args []string) error {
 		defer func() { _ = exec.Command("taskset", "-a", "-p", "-c", "0-63", strconv.Itoa(pids[0])).Run() }()
 	}
 	w.edgeAPI = freeAddr()
-	if w.edge, err = startPinned("edgesvc", append(edgeDebug, benchEdgeLimits, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN="+w.edgeAPI, "EDGESVC_API_TOKEN=bench-api", "EDGESVC_AUTH_ADDR="+w.auth.addr),
+	if w.edge, err = startPinned("edgesvc", append(edgeDebug, edgeEnv(w.auth.addr, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN="+w.edgeAPI, "EDGESVC_API_TOKEN="+benchAPIToken)...),
 		filepath.Join(*bin, "edgesvc")); err != nil {
 		return err
 	}
@@ -779,7 +787,7 @@ func (w *world) benchIdle(r *report) error {
 					url, pids = "ws://"+srv.addr+"/ws/myapp/1/", []int{srv.pid()}
 				}
 			} else {
-				env := []string{benchEdgeLimits, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=127.0.0.1:0", "EDGESVC_AUTH_ADDR=" + w.auth.addr}
+				env := edgeEnv(w.auth.addr, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=127.0.0.1:0")
 				if w.edgeDebug != "" {
 					env = append(env, "EDGESVC_DEBUG_LISTEN="+w.idleDebug())
 				}
@@ -851,7 +859,7 @@ func (w *world) benchIdle(r *report) error {
 // connection is also a member of one group (put there through the edge API).
 func (w *world) idleInGroup(n int) (float64, int, error) {
 	api := freeAddr()
-	env := []string{benchEdgeLimits, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN=" + api, "EDGESVC_API_TOKEN=bench-api", "EDGESVC_AUTH_ADDR=" + w.auth.addr}
+	env := edgeEnv(w.auth.addr, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN="+api, "EDGESVC_API_TOKEN="+benchAPIToken)
 	srv, err := startPinned("edgesvc", env, filepath.Join(w.bin, "edgesvc"))
 	if err != nil {
 		return 0, 0, err
@@ -878,7 +886,7 @@ func (w *world) idleInGroup(n int) (float64, int, error) {
 		return 0, 0, err
 	}
 	defer cc.Close()
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer bench-api")
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+benchAPIToken)
 	_, err = edgev1.NewEdgeServiceClient(cc).GroupAdd(ctx, &edgev1.GroupAddRequest{
 		Group: "idle", Target: &edgev1.Target{Target: &edgev1.Target_UserId{UserId: w.userID}}})
 	if err != nil {

@@ -35,8 +35,9 @@ import (
 )
 
 const (
-	apiToken     = "e2e-edge-api-token"
-	adminToken   = "e2e-admin-token-0123456789abcdefghij" // at least 32 bytes, as authsvc requires
+	apiToken     = "e2e-edge-api-token-0123456789abcdefgh" // tokens: at least 32 bytes, as the services require
+	adminToken   = "e2e-admin-token-0123456789abcdefghij"
+	frontToken   = "e2e-front-end-token-0123456789abcdef" // authsvc's AUTHSVC_FRONTEND_TOKEN, the edges' EDGESVC_AUTH_TOKEN
 	testPassword = "correct horse battery"
 )
 
@@ -84,7 +85,7 @@ func checkLogsForSecrets() error {
 	defer allProcs.Unlock()
 	for _, p := range allProcs.list {
 		for _, line := range strings.Split(p.logs(), "\n") {
-			if secretRE.MatchString(line) || strings.Contains(line, adminToken) || strings.Contains(line, apiToken) ||
+			if secretRE.MatchString(line) || strings.Contains(line, adminToken) || strings.Contains(line, apiToken) || strings.Contains(line, frontToken) ||
 				strings.Contains(line, testPassword) || strings.Contains(line, "a new password") {
 				return fmt.Errorf("a secret reached the %s log: %s", p.name, line)
 			}
@@ -207,9 +208,11 @@ func authEnv(listen string, extra ...string) []string {
 		"DATABASE_URL=" + dbURL,
 		"AUTHSVC_LISTEN=" + listen,
 		"AUTHSVC_ADMIN_TOKEN=" + adminToken,
+		"AUTHSVC_FRONTEND_TOKEN=" + frontToken,
 		"AUTHSVC_ARGON2_MEMORY_KIB=1024",
 		"AUTHSVC_ARGON2_TIME=1",
 		"AUTHSVC_LOGIN_MAX_FAILURES_PER_ADDRESS=100000",
+		"AUTHSVC_LOGIN_MAX_CONCURRENT_PER_ADDRESS=0", // the tests sign in from one address, at times many at once
 	}, extra...)
 }
 
@@ -219,6 +222,7 @@ func edgeEnv(authAddr string, extra ...string) []string {
 		"EDGESVC_API_LISTEN=127.0.0.1:0",
 		"EDGESVC_API_TOKEN=" + apiToken,
 		"EDGESVC_AUTH_ADDR=" + authAddr,
+		"EDGESVC_AUTH_TOKEN=" + frontToken,
 	}, extra...)
 }
 
@@ -292,6 +296,11 @@ func waitReady(t testing.TB, edgeAddr string) {
 
 func adminCtx(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+adminToken)
+}
+
+// frontCtx presents the front-end token, as an edge does.
+func frontCtx(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+frontToken)
 }
 
 var userSeq struct {

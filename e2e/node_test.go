@@ -15,22 +15,31 @@ import (
 )
 
 // TestNodeClient runs examples/node (grpc-js loading the .proto files) against the
-// real authsvc, plaintext and with mTLS, and checks what it prints, including a
-// session event caused while it watches.
+// real authsvc, plaintext with the front-end token, with mTLS and a certificate named
+// as a front end, and with no front-end credential, and checks what it prints,
+// including a session event caused while it watches (or the stream's refusal).
 func TestNodeClient(t *testing.T) {
 	node, dir := nodeExample(t)
-	t.Run("plaintext", func(t *testing.T) {
+	plain := func(t *testing.T) *system {
 		auth := startAuth(t)
 		cc := dial(t, auth.addr)
-		s := &system{authC: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc)}
-		runNode(t, node, dir, auth.addr, s, nil)
+		return &system{auth: auth, authC: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc)}
+	}
+	t.Run("plaintext", func(t *testing.T) {
+		s := plain(t)
+		runNode(t, node, dir, s.auth.addr, s, true, []string{"GATEHOUSE_FRONTEND_TOKEN=" + frontToken})
+	})
+	t.Run("no front-end token", func(t *testing.T) {
+		s := plain(t)
+		runNode(t, node, dir, s.auth.addr, s, false, nil)
 	})
 	t.Run("mtls", func(t *testing.T) {
 		f := tlsFiles(t, t.TempDir())
-		auth := startAuth(t, "AUTHSVC_TLS_CERT="+f["server.pem"], "AUTHSVC_TLS_KEY="+f["server-key.pem"], "AUTHSVC_TLS_CLIENT_CA="+f["ca.pem"])
+		auth := startAuth(t, "AUTHSVC_TLS_CERT="+f["server.pem"], "AUTHSVC_TLS_KEY="+f["server-key.pem"], "AUTHSVC_TLS_CLIENT_CA="+f["ca.pem"],
+			"AUTHSVC_FRONTEND_CLIENT_NAMES="+edgeCertName)
 		cc := mtlsConn(t, auth.addr, f)
 		s := &system{authC: authv1.NewAuthServiceClient(cc), admin: authv1.NewAdminServiceClient(cc)}
-		runNode(t, node, dir, auth.addr, s, []string{"GATEHOUSE_CA=" + f["ca.pem"], "GATEHOUSE_CERT=" + f["client.pem"], "GATEHOUSE_KEY=" + f["client-key.pem"]})
+		runNode(t, node, dir, auth.addr, s, true, []string{"GATEHOUSE_CA=" + f["ca.pem"], "GATEHOUSE_CERT=" + f["client.pem"], "GATEHOUSE_KEY=" + f["client-key.pem"]})
 	})
 }
 
@@ -48,8 +57,9 @@ func nodeExample(t *testing.T) (node, dir string) {
 	return node, dir
 }
 
-// runNode runs client.js for a new user and checks each line it prints.
-func runNode(t *testing.T, node, dir, addr string, s *system, extra []string) {
+// runNode runs client.js for a new user and checks each line it prints; front says
+// whether it may follow the session event feed.
+func runNode(t *testing.T, node, dir, addr string, s *system, front bool, extra []string) {
 	t.Helper()
 	u, pw := s.newUser(t)
 	cmd := exec.Command(node, "client.js")
@@ -97,6 +107,15 @@ func runNode(t *testing.T, node, dir, addr string, s *system, extra []string) {
 	next(regexp.MustCompile(`^validate: user ` + id + `, session ` + session + `, expires \d{4}-\d\d-\d\dT`))
 	next(regexp.MustCompile(`^sessions: 1 live for user ` + id + `$`))
 	next(regexp.MustCompile(`^unknown user: UNAUTHENTICATED INVALID_CREDENTIALS \(auth\.gatehouse\.dev\)$`))
+	if !front {
+		next(regexp.MustCompile(`^session events: UNAUTHENTICATED FRONTEND_TOKEN_REQUIRED \(set GATEHOUSE_FRONTEND_TOKEN\)$`))
+		for range lines {
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("node exit: %v; stderr:\n%s", err, stderr.String())
+		}
+		return
+	}
 	next(regexp.MustCompile(`^watching session events$`))
 
 	if _, err := s.admin.RevokeSession(adminCtx(t.Context()), &authv1.RevokeSessionRequest{SessionId: session}); err != nil {

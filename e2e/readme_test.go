@@ -171,7 +171,7 @@ func TestReadmeGrpcurl(t *testing.T) {
 }
 
 // readmeWorld sets up what the README assumes after `make run`: a working directory
-// with bin/grpcurl, .run/admin-token, a database whose first user is demo (id 1), and
+// with bin/grpcurl, .run/admin-token and .run/frontend-token, a database whose first user is demo (id 1), and
 // authsvc listening (with mTLS and certs/ for the mtls block; for the edge block, an
 // edge too, with .run/api-token, node id edge-1, and demo's page open in two tabs). It
 // returns the directory, the README's addresses mapped to the real ones, and a check
@@ -187,8 +187,10 @@ func readmeWorld(t *testing.T, mode string) (string, map[string]string, func(*te
 	if err := os.Symlink(filepath.Join(binDir, "grpcurl"), filepath.Join(dir, "bin", "grpcurl")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, ".run", "admin-token"), []byte(adminToken), 0o600); err != nil {
-		t.Fatal(err)
+	for name, tok := range map[string]string{"admin-token": adminToken, "frontend-token": frontToken} {
+		if err := os.WriteFile(filepath.Join(dir, ".run", name), []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	db := pgtest.New(t)
 	cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "authsvc"), "demo-user", "demo")

@@ -223,7 +223,7 @@ func TestTwoReplicasStreamEveryEvent(t *testing.T) {
 	defer cancel()
 	var streams []authv1.AuthService_WatchSessionEventsClient
 	for _, cc := range []*grpc.ClientConn{ca, cb} {
-		st, err := authv1.NewAuthServiceClient(cc).WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{})
+		st, err := authv1.NewAuthServiceClient(cc).WatchSessionEvents(frontCtx(ctx), &authv1.WatchSessionEventsRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}

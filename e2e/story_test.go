@@ -65,7 +65,7 @@ func TestReadmeStory(t *testing.T) {
 	}
 	echo(t, ws, "hello")
 
-	stream, err := authC.WatchSessionEvents(t.Context(), &authv1.WatchSessionEventsRequest{})
+	stream, err := authC.WatchSessionEvents(frontCtx(t.Context()), &authv1.WatchSessionEventsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

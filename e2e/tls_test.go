@@ -53,9 +53,9 @@ func newCA(t testing.TB, name string) *certAuthority {
 	return &certAuthority{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
-// issue signs a leaf certificate for 127.0.0.1 and localhost, usable as a server
-// or a client certificate, and returns its PEM certificate and key.
-func (ca *certAuthority) issue(t testing.TB, cn string) (certPEM, keyPEM []byte) {
+// issue signs a leaf certificate for 127.0.0.1, localhost and the extra DNS names,
+// usable as a server or a client certificate, and returns its PEM certificate and key.
+func (ca *certAuthority) issue(t testing.TB, cn string, dns ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -66,7 +66,7 @@ func (ca *certAuthority) issue(t testing.TB, cn string) (certPEM, keyPEM []byte)
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: append([]string{"localhost"}, dns...),
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -81,17 +81,21 @@ func (ca *certAuthority) issue(t testing.TB, cn string) (certPEM, keyPEM []byte)
 }
 
 // tlsFiles writes the PEM files the services and grpcurl read, as the README names
-// them, into dir: ca.pem, server.pem/server-key.pem, client.pem/client-key.pem, and
-// rogue.pem/rogue-key.pem (a client certificate from another CA).
+// them, into dir: ca.pem, server.pem/server-key.pem, client.pem/client-key.pem (the
+// edge's, also named edge.gatehouse.internal), service.pem/service-key.pem (another
+// client of the same CA, not a front end) and rogue.pem/rogue-key.pem (a client
+// certificate from another CA).
 func tlsFiles(t testing.TB, dir string) map[string]string {
 	t.Helper()
 	ca, other := newCA(t, "gatehouse test CA"), newCA(t, "rogue CA")
 	srv, srvKey := ca.issue(t, "authsvc")
-	cli, cliKey := ca.issue(t, "edgesvc")
-	rogue, rogueKey := other.issue(t, "edgesvc")
+	cli, cliKey := ca.issue(t, "edgesvc", edgeCertName)
+	svc, svcKey := ca.issue(t, "some-service", "service.gatehouse.internal")
+	rogue, rogueKey := other.issue(t, "edgesvc", edgeCertName)
 	files := map[string][]byte{
 		"ca.pem": ca.pem, "server.pem": srv, "server-key.pem": srvKey,
-		"client.pem": cli, "client-key.pem": cliKey, "rogue.pem": rogue, "rogue-key.pem": rogueKey,
+		"client.pem": cli, "client-key.pem": cliKey, "service.pem": svc, "service-key.pem": svcKey,
+		"rogue.pem": rogue, "rogue-key.pem": rogueKey,
 	}
 	out := map[string]string{}
 	for name, b := range files {
@@ -211,12 +215,20 @@ func mustRead(t testing.TB, p string) []byte {
 	return b
 }
 
+// edgeCertName is the DNS name of the edge's client certificate from tlsFiles.
+const edgeCertName = "edge.gatehouse.internal"
+
 // mtlsConn dials addr with the CA and client certificate in f (from tlsFiles).
 func mtlsConn(t testing.TB, addr string, f map[string]string) *grpc.ClientConn {
+	return mtlsConnAs(t, addr, f, "client")
+}
+
+// mtlsConnAs dials addr with the CA in f and the client certificate name.pem.
+func mtlsConnAs(t testing.TB, addr string, f map[string]string, name string) *grpc.ClientConn {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(mustRead(t, f["ca.pem"]))
-	cert, err := tls.LoadX509KeyPair(f["client.pem"], f["client-key.pem"])
+	cert, err := tls.LoadX509KeyPair(f[name+".pem"], f[name+"-key.pem"])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,21 +30,39 @@ type apiConfig struct {
 // loadToken reads the token from EDGESVC_API_TOKEN or the token file (not both). The
 // token is never a flag: flags show in /proc/*/cmdline.
 func (c *apiConfig) loadToken() error {
-	c.token = strings.TrimSpace(os.Getenv("EDGESVC_API_TOKEN")) // as the presented token is
-	if c.tokenFile == "" {
-		return nil
-	}
-	if c.token != "" {
-		return errors.New("set the edge API token once: EDGESVC_API_TOKEN or EDGESVC_API_TOKEN_FILE (-api-token-file), not both")
-	}
-	b, err := os.ReadFile(c.tokenFile)
+	tok, err := readSecret("edge API token", "EDGESVC_API_TOKEN", "EDGESVC_API_TOKEN_FILE (-api-token-file)", c.tokenFile)
 	if err != nil {
-		return fmt.Errorf("edge API token file: %w", err)
+		return err
 	}
-	if c.token = strings.TrimSpace(string(b)); c.token == "" {
-		return fmt.Errorf("edge API token file %s is empty", c.tokenFile)
+	if n := len(tok); n > 0 && n < minToken {
+		return fmt.Errorf("the edge API token must be at least %d bytes, not %d: anyone who guesses it can reach every user; make one with  head -c 32 /dev/urandom | base64", minToken, n)
 	}
+	c.token = tok
 	return nil
+}
+
+// minToken is the shortest edge API token the edge accepts, in bytes.
+const minToken = 32
+
+// readSecret returns the secret (what, for messages) in the environment variable envVar or in file (named
+// by the setting fileSetting), not both, with surrounding white space removed. ""
+// when neither is set.
+func readSecret(what, envVar, fileSetting, file string) (string, error) {
+	v := strings.TrimSpace(os.Getenv(envVar)) // as a presented token is
+	if file == "" {
+		return v, nil
+	}
+	if v != "" {
+		return "", fmt.Errorf("%s: set %s or %s, not both", what, envVar, fileSetting)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s file (%s): %w", what, fileSetting, err)
+	}
+	if v = strings.TrimSpace(string(b)); v == "" {
+		return "", fmt.Errorf("%s file %s (%s) is empty", what, file, fileSetting)
+	}
+	return v, nil
 }
 
 // serve builds the edge API's gRPC server (EdgeService, health, reflection), its

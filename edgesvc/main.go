@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/gatehouse/gatehouse/edgesvc/edge"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/chat"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/public"
 )
@@ -57,6 +58,7 @@ func run(args []string, log *slog.Logger) error {
 		tlsCert, tlsKey           string
 		authCA, authCert, authKey string
 		authServerName            string
+		authTokenFile             string
 		cfg                       edge.Config
 		shutdownTimeout           time.Duration
 		api                       apiConfig
@@ -83,6 +85,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&authCert, "auth-cert", env("EDGESVC_AUTH_CERT", ""), "PEM client certificate for mTLS to authsvc; needs -auth-key and -auth-ca (EDGESVC_AUTH_CERT)")
 	fs.StringVar(&authKey, "auth-key", env("EDGESVC_AUTH_KEY", ""), "PEM private key for -auth-cert (EDGESVC_AUTH_KEY)")
 	fs.StringVar(&authServerName, "auth-server-name", env("EDGESVC_AUTH_SERVER_NAME", ""), "name to verify in authsvc's certificate; default: the host of -auth-addr (EDGESVC_AUTH_SERVER_NAME)")
+	fs.StringVar(&authTokenFile, "auth-token-file", env("EDGESVC_AUTH_TOKEN_FILE", ""), "file holding the front-end token presented to authsvc (authsvc's AUTHSVC_FRONTEND_TOKEN), instead of EDGESVC_AUTH_TOKEN, which has no flag (EDGESVC_AUTH_TOKEN_FILE)")
 	fs.StringVar(&cfg.NodeID, "node-id", env("EDGESVC_NODE_ID", ""), "this edge's name in connection ids (<node id>.<counter>), unique among edges: letters, digits, '-', '_', at most 64; default: the host name and a random suffix (EDGESVC_NODE_ID)")
 	fs.StringVar(&api.listen, "api-listen", env("EDGESVC_API_LISTEN", "127.0.0.1:50052"), "gRPC listen address of the edge API, gatehouse.edge.v1.EdgeService (EDGESVC_API_LISTEN)")
 	fs.StringVar(&api.tokenFile, "api-token-file", env("EDGESVC_API_TOKEN_FILE", ""), "file holding the edge API's bearer token (EDGESVC_API_TOKEN_FILE; or set EDGESVC_API_TOKEN)")
@@ -141,13 +144,22 @@ func run(args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	authToken, err := readSecret("authsvc front-end token", "EDGESVC_AUTH_TOKEN", "EDGESVC_AUTH_TOKEN_FILE (-auth-token-file)", authTokenFile)
+	if err != nil {
+		return err
+	}
+	dialOpts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithChainUnaryInterceptor(auth.FrontEndRefusals),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if authToken != "" {
+		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearer(authToken)))
+	}
 	if authCA == "" && !isLoopback(authAddr) {
 		log.Warn("dialing authsvc in plaintext off loopback: a network peer could read session tokens and answer ValidateSession in its place; set EDGESVC_AUTH_CA (and authsvc's TLS)", "authsvc", authAddr)
 	}
-	cc, err := grpc.NewClient(authAddr,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	cc, err := grpc.NewClient(authAddr, dialOpts...)
 	if err != nil {
 		return fmt.Errorf("authsvc client: %w", err)
 	}
@@ -197,7 +209,7 @@ func run(args []string, log *slog.Logger) error {
 	go func() { errc <- hs.Serve(lis) }()
 	go func() { errc <- g.Serve(apiLis) }()
 	log.Info("edgesvc listening", "addr", lis.Addr().String(), "tls", tlsCert != "", "api", apiLis.Addr().String(),
-		"api_tls", api.tlsCert != "", "api_mtls", api.tlsClientCA != "", "authsvc", authAddr, "auth_tls", authCA != "", "node", srv.NodeID())
+		"api_tls", api.tlsCert != "", "api_mtls", api.tlsClientCA != "", "authsvc", authAddr, "auth_tls", authCA != "", "auth_token", authToken != "", "node", srv.NodeID())
 	if api.token == "" && api.tlsClientCA == "" {
 		log.Warn("no edge API token configured: EdgeService answers UNAUTHENTICATED API_DISABLED (set EDGESVC_API_TOKEN or EDGESVC_API_TOKEN_FILE)")
 	}
@@ -226,6 +238,18 @@ func run(args []string, log *slog.Logger) error {
 	}
 	return nil
 }
+
+// bearer presents the front-end token to authsvc on every call, which lets the edge
+// name its clients' addresses on Login and follow the session event feed.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity is false: plaintext to authsvc on loopback is normal, and
+// off loopback the edge warns and authsvc refuses unless told it is insecure.
+func (bearer) RequireTransportSecurity() bool { return false }
 
 // authCredentials returns the transport credentials for dialing authsvc: TLS verified
 // against caFile when it is set (with a client certificate for mTLS when certFile is),

@@ -13,12 +13,19 @@ if [ -z "${DATABASE_URL:-}" ]; then
 fi
 export DATABASE_URL
 
-# The admin token and the demo password are made once and kept in .run/ (git-ignored),
-# so they stay the same from run to run until `make clean`.
+# The tokens (admin, front-end, edge API) and the demo password are made once and kept
+# in .run/ (git-ignored), so they stay the same from run to run until `make clean`.
 newsecret() { head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
 [ -s .run/admin-token ] || { newsecret >.run/admin-token; chmod 600 .run/admin-token; }
 [ -s .run/api-token ] || { newsecret >.run/api-token; chmod 600 .run/api-token; }
+[ -s .run/frontend-token ] || { newsecret >.run/frontend-token; chmod 600 .run/frontend-token; }
 export AUTHSVC_ADMIN_TOKEN=${AUTHSVC_ADMIN_TOKEN:-$(cat .run/admin-token)}
+# authsvc trusts as front ends (to name clients' addresses, to follow session ends)
+# only those presenting the front-end token; the edge presents it.
+if [ -z "${AUTHSVC_FRONTEND_TOKEN:-}" ] && [ -z "${AUTHSVC_FRONTEND_TOKEN_FILE:-}" ]; then
+  export AUTHSVC_FRONTEND_TOKEN_FILE=.run/frontend-token
+  [ -n "${EDGESVC_AUTH_TOKEN:-}" ] || export EDGESVC_AUTH_TOKEN_FILE=${EDGESVC_AUTH_TOKEN_FILE:-.run/frontend-token}
+fi
 export AUTHSVC_LISTEN=${AUTHSVC_LISTEN:-127.0.0.1:50051}
 export EDGESVC_LISTEN=${EDGESVC_LISTEN:-127.0.0.1:8000}
 export EDGESVC_AUTH_ADDR=${EDGESVC_AUTH_ADDR:-$AUTHSVC_LISTEN}
@@ -67,6 +74,8 @@ cat <<MSG
     open       http://$host:$port/
     sign in as $demo
     admin      AUTHSVC_ADMIN_TOKEN=$AUTHSVC_ADMIN_TOKEN
+    tokens     .run/admin-token (AdminService), .run/frontend-token (the edge's, to authsvc),
+               .run/api-token (the edge API)
     grpcurl    grpcurl -plaintext -H "authorization: Bearer \$(cat .run/admin-token)" $AUTHSVC_LISTEN list
     edge API   grpcurl -plaintext -H "authorization: Bearer \$(cat .run/api-token)" $EDGESVC_API_LISTEN list
     database   $DATABASE_URL${pgdir:+

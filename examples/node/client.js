@@ -2,13 +2,17 @@
 // A Node.js service that uses gatehouse's authsvc from the .proto files alone: it
 // checks health, signs a user in, validates the token, lists the user's sessions with
 // the admin token, shows how a refusal's google.rpc.ErrorInfo reads, and prints
-// session-ended events as they happen until SIGINT/SIGTERM.
+// session-ended events as they happen until SIGINT/SIGTERM. Following session events
+// is for front ends: it needs the front-end token.
 //
 // Environment:
 //   GATEHOUSE_AUTH_ADDR    authsvc address (default 127.0.0.1:50051)
 //   GATEHOUSE_USERNAME     user to sign in (required)
 //   GATEHOUSE_PASSWORD     their password (required)
 //   GATEHOUSE_ADMIN_TOKEN  admin token, for ListSessions (required)
+//   GATEHOUSE_FRONTEND_TOKEN
+//                          front-end token, to follow session events (make run writes
+//                          .run/frontend-token); without it the stream is refused
 //   GATEHOUSE_CA, GATEHOUSE_CERT, GATEHOUSE_KEY
 //                          PEM files: TLS to authsvc (CA), and mTLS (cert and key)
 
@@ -32,7 +36,9 @@ async function main() {
   const h = await call(health, 'Check', { service: 'gatehouse.auth.v1.AuthService' });
   console.log(`health: ${h.status}`);
 
-  const login = await call(auth, 'Login', { username, password, userAgent: 'gatehouse-node-example' });
+  // user_agent and client_address are a front end's to name; this service signs in
+  // as itself, so authsvc records its own address and gRPC user agent.
+  const login = await call(auth, 'Login', { username, password });
   console.log(`login: user ${login.user.id} (${login.user.username}), session ${login.session.id}`);
 
   const v = await call(auth, 'ValidateSession', { token: login.token });
@@ -50,7 +56,10 @@ async function main() {
     console.log(`unknown user: ${grpc.status[err.code]} ${info ? `${info.reason} (${info.domain})` : 'no ErrorInfo'}`);
   }
 
-  const stream = auth.WatchSessionEvents({});
+  const front = new grpc.Metadata();
+  const frontToken = process.env.GATEHOUSE_FRONTEND_TOKEN;
+  if (frontToken) front.set('authorization', `Bearer ${frontToken}`);
+  const stream = auth.WatchSessionEvents({}, front);
   stream.on('metadata', () => console.log('watching session events'));
   stream.on('data', (ev) => {
     console.log(`event: session ${ev.sessionId} of user ${ev.userId} ended: ${ev.reason}`);
@@ -58,6 +67,11 @@ async function main() {
   stream.on('error', (err) => {
     if (err.code === grpc.status.CANCELLED) return;
     const info = errorInfo(err);
+    if (info && info.reason === 'FRONTEND_TOKEN_REQUIRED') {
+      console.log(`session events: ${grpc.status[err.code]} ${info.reason} (set GATEHOUSE_FRONTEND_TOKEN)`);
+      auth.close(); adm.close(); health.close();
+      return;
+    }
     console.error(`event stream ended: ${grpc.status[err.code]} ${info ? info.reason : ''} ${err.details}`);
     process.exitCode = 1;
   });

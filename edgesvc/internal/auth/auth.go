@@ -215,6 +215,22 @@ func Details(err error) ErrorDetails {
 	return out
 }
 
+// FrontEndRefusals is the client interceptor of the edge's connection to authsvc: it
+// turns authsvc's refusal of the edge's own credential (FRONTEND_TOKEN_INVALID, or
+// FRONTEND_TOKEN_REQUIRED) into UNAVAILABLE. A misconfigured edge then fails closed
+// (503) and never takes the refusal for a verdict on a user's session: a 401, or
+// closing every held socket with 4401 when it re-validates them.
+func FrontEndRefusals(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if grpcstatus.Code(err) == codes.Unauthenticated {
+		switch Details(err).Reason {
+		case authv1.ErrorReason_ERROR_REASON_FRONTEND_TOKEN_INVALID.Reason(), authv1.ErrorReason_ERROR_REASON_FRONTEND_TOKEN_REQUIRED.Reason():
+			return grpcstatus.Error(codes.Unavailable, "authsvc refuses this edge's front-end credential (EDGESVC_AUTH_TOKEN): "+grpcstatus.Convert(err).Message())
+		}
+	}
+	return err
+}
+
 // Refusal is how the edge answers a request whose Authorize failed with err: 401 and
 // authsvc's reason when the session is not valid, else 503 AUTH_UNAVAILABLE (authsvc
 // unreachable, too slow or failing: fail closed).

@@ -45,7 +45,13 @@ func (a *Authority) Watch(ctx context.Context) {
 		if time.Since(start) > 30*time.Second {
 			backoff = 100 * time.Millisecond
 		}
-		a.log.WarnContext(ctx, "session event feed lost; resubscribing", "err", err, "backoff", backoff)
+		if status.Code(err) == codes.Unauthenticated {
+			// Retrying cannot help until an operator fixes the credential; say which.
+			a.log.ErrorContext(ctx, "authsvc refuses this edge the session event feed: EDGESVC_AUTH_TOKEN must be authsvc's AUTHSVC_FRONTEND_TOKEN "+
+				"(or, under mTLS, the edge's certificate name must be in AUTHSVC_FRONTEND_CLIENT_NAMES); the edge is not ready until then", "err", err, "backoff", backoff)
+		} else {
+			a.log.WarnContext(ctx, "session event feed lost; resubscribing", "err", err, "backoff", backoff)
+		}
 		select {
 		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 		case <-ctx.Done():
