@@ -72,7 +72,7 @@ type Config struct {
 	// 32 per GOMAXPROCS; negative: no cap.
 	MaxConcurrentLogins int
 	// MaxConcurrentLoginsPerAddress caps them per client address (IPv6: per /64), so
-	// that a flood from one address cannot make every other client wait. Default 8;
+	// that a flood from one address cannot make every other client wait. Default 4;
 	// negative: no cap.
 	MaxConcurrentLoginsPerAddress int
 }
@@ -99,7 +99,7 @@ func (c *Config) setDefaults() {
 	c.MaxEventStreams = orDefault(c.MaxEventStreams, 256)
 	c.MaxEventStreamsPerCaller = orDefault(c.MaxEventStreamsPerCaller, 16)
 	c.MaxConcurrentLogins = orDefault(c.MaxConcurrentLogins, 32*runtime.GOMAXPROCS(0))
-	c.MaxConcurrentLoginsPerAddress = orDefault(c.MaxConcurrentLoginsPerAddress, 8)
+	c.MaxConcurrentLoginsPerAddress = orDefault(c.MaxConcurrentLoginsPerAddress, 4)
 }
 
 // orDefault is n, def for 0, and 0 (no limit) for a negative n.
