@@ -380,7 +380,7 @@ func TestEdgeAPIConfigRefused(t *testing.T) {
 		{[]string{"EDGESVC_API_TOKEN=", "EDGESVC_API_TOKEN_FILE=" + empty + "-missing"}, "EDGESVC_API_TOKEN_FILE"},
 		{[]string{"EDGESVC_API_TOKEN=short-token"}, "at least 32 bytes"},
 		{[]string{"EDGESVC_AUTH_TOKEN=", "EDGESVC_AUTH_TOKEN_FILE=" + empty}, "is empty"},
-		{[]string{"EDGESVC_AUTH_TOKEN_FILE=" + empty}, "not both"}, // EDGESVC_AUTH_TOKEN is set too
+		{[]string{"EDGESVC_AUTH_TOKEN_FILE=" + empty}, "not both"},      // EDGESVC_AUTH_TOKEN is set too
 		{[]string{"EDGESVC_API_TOKEN_FILE=" + f["ca.pem"]}, "not both"}, // EDGESVC_API_TOKEN is set too
 		{[]string{"EDGESVC_SEND_BUFFER=1000"}, "at least twice EDGESVC_READ_LIMIT"},
 		{[]string{"EDGESVC_NODE_ID=no.dots"}, "EDGESVC_NODE_ID"},
