@@ -13,6 +13,7 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPCURL_VERSION            := v1.9.4
+NATS_SERVER_VERSION        := v2.15.3
 
 MODULES := gen authsvc edgesvc e2e bench examples/go-room
 # Every package of every workspace module (go.work's root is not a module itself).
@@ -32,16 +33,16 @@ run: build ## Start PostgreSQL (or use DATABASE_URL), authsvc and edgesvc; print
 	scripts/run.sh
 
 .PHONY: test
-test: build $(BIN)/grpcurl $(BIN)/buf examples/node/node_modules ## Run every test against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
+test: build $(BIN)/grpcurl $(BIN)/buf $(BIN)/nats-server examples/node/node_modules ## Run every test against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
 	db=$$(scripts/pg.sh) && \
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)" go test -count=1 -timeout 20m $(PKGS)
 
 .PHONY: test-race
-test-race: $(BIN)/grpcurl $(BIN)/buf examples/node/node_modules ## make test under the race detector: tests with -race, e2e against race-built services
+test-race: $(BIN)/grpcurl $(BIN)/buf $(BIN)/nats-server examples/node/node_modules ## make test under the race detector: tests with -race, e2e against race-built services
 	mkdir -p $(BIN)/race
 	go build -race -o $(BIN)/race/authsvc ./authsvc
 	go build -race -o $(BIN)/race/edgesvc ./edgesvc
-	cp $(BIN)/grpcurl $(BIN)/buf $(BIN)/race/
+	cp $(BIN)/grpcurl $(BIN)/buf $(BIN)/nats-server $(BIN)/race/
 	db=$$(scripts/pg.sh) && \
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)/race" GORACE=halt_on_error=1 go test -race -count=1 -timeout 30m $(PKGS)
 
@@ -69,9 +70,11 @@ $(BIN)/protoc-gen-go-grpc:
 	go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 $(BIN)/grpcurl:
 	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+$(BIN)/nats-server:
+	go install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
 
 .PHONY: tools
-tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl ## Install the pinned tools into bin/
+tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/nats-server ## Install the pinned tools into bin/
 
 .PHONY: generate
 generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerate gen/ from proto/

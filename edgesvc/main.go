@@ -95,6 +95,8 @@ func run(args []string, log *slog.Logger) error {
 	fs.IntVar(&cfg.MaxSocketsPerUser, "max-sockets-per-user", envIntOrZero("EDGESVC_MAX_SOCKETS_PER_USER", 1000, &errs), "sockets one user may hold on this edge; more are refused with 429 TOO_MANY_SOCKETS; 0: no limit (EDGESVC_MAX_SOCKETS_PER_USER)")
 	fs.IntVar(&cfg.MaxSocketsPerAddress, "max-sockets-per-address", envIntOrZero("EDGESVC_MAX_SOCKETS_PER_ADDRESS", 0, &errs), "sockets one client address may hold (behind a proxy, its address); 0: no limit (EDGESVC_MAX_SOCKETS_PER_ADDRESS)")
 	fs.IntVar(&cfg.MaxSockets, "max-sockets", envIntOrZero("EDGESVC_MAX_SOCKETS", 0, &errs), "sockets this edge holds at most; 0: no limit (EDGESVC_MAX_SOCKETS)")
+	var nc natsConfig
+	nc.flags(fs)
 	var debugListen string
 	fs.StringVar(&debugListen, "debug-listen", env("EDGESVC_DEBUG_LISTEN", ""), "address for net/http/pprof (EDGESVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
 	if err := fs.Parse(args); err != nil {
@@ -138,6 +140,10 @@ func run(args []string, log *slog.Logger) error {
 		if o = strings.TrimSpace(o); o != "" {
 			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
 		}
+	}
+
+	if err := nc.apply(fs, &cfg); err != nil {
+		return err
 	}
 
 	creds, err := authCredentials(authCA, authCert, authKey, authServerName)
@@ -261,26 +267,38 @@ func authCredentials(caFile, certFile, keyFile, serverName string) (credentials.
 		}
 		return insecure.NewCredentials(), nil
 	}
+	tc, err := clientTLS("authsvc", "EDGESVC_AUTH", caFile, certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	tc.ServerName = serverName
+	return credentials.NewTLS(tc), nil
+}
+
+// clientTLS is the TLS configuration of a client of what: servers verified with the
+// CA bundle in caFile, and the certificate in certFile and keyFile presented, if set
+// (settings, such as "EDGESVC_AUTH", names their settings in errors).
+func clientTLS(what, settings, caFile, certFile, keyFile string) (*tls.Config, error) {
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("authsvc CA: %w", err)
+		return nil, fmt.Errorf("%s CA: %w", what, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("authsvc CA %s: no PEM certificates", caFile)
+		return nil, fmt.Errorf("%s CA %s: no PEM certificates", what, caFile)
 	}
-	tc := &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12}
+	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("EDGESVC_AUTH_CERT and EDGESVC_AUTH_KEY go together")
+		return nil, fmt.Errorf("%s_CERT and %s_KEY go together", settings, settings)
 	}
 	if certFile != "" {
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("authsvc client certificate: %w", err)
+			return nil, fmt.Errorf("%s client certificate: %w", what, err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}
-	return credentials.NewTLS(tc), nil
+	return tc, nil
 }
 
 func env(name, def string) string {

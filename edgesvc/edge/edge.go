@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
@@ -26,6 +27,7 @@ import (
 	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/local"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/metrics"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/natslayer"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/public"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/site"
@@ -89,10 +91,24 @@ type Config struct {
 	// MaxSocketsPerAddress caps the sockets from one client address (the TCP peer's),
 	// and MaxSockets all of this edge's sockets, the same way. Default (0): no limit.
 	MaxSocketsPerAddress, MaxSockets int
+	// NATSURL joins this edge to the others that use the same NATS server (or
+	// cluster; comma-separated URLs, credentials may be in them) and NATSPrefix:
+	// sends, group changes, kicks, listings and presence then reach the connections
+	// of every edge. Empty: this edge alone, with nothing else to run.
+	NATSURL string
+	// NATSPrefix starts every NATS subject the edges use; edges that share one are
+	// one system. Dot-separated tokens of letters, digits, '-' and '_'. Default
+	// "gatehouse".
+	NATSPrefix string
+	// NATSOptions are more nats.go options (nats.RootCAs, nats.UserCredentials…).
+	NATSOptions []nats.Option
 }
 
 // ValidNodeID reports whether id can be used as Config.NodeID as it is.
 func ValidNodeID(id string) bool { return registry.ValidNodeID(id) }
+
+// ValidNATSPrefix reports whether p can be used as Config.NATSPrefix.
+func ValidNATSPrefix(p string) bool { return natslayer.ValidPrefix(p) }
 
 func (c Config) withDefaults() Config {
 	if c.ReadLimit <= 0 {
@@ -144,6 +160,7 @@ type Server struct {
 	auth    *auth.Authority
 	conns   *registry.Registry[*Conn]
 	layer   layer.Layer
+	nats    *natslayer.Layer // the layer, when NATSURL is set
 	metrics *metrics.Set
 	ids     *registry.IDs
 
@@ -157,6 +174,8 @@ type Server struct {
 
 // New returns a Server that calls authsvc over cc. Add WebSocket routes with Handle,
 // run WatchSessions in a goroutine, serve it over HTTP, and call Shutdown to stop.
+// With Config.NATSURL set it connects to NATS, retrying in the background while
+// NATS is unreachable; it panics if NATSPrefix is not valid (ValidNATSPrefix).
 func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	cfg = cfg.withDefaults()
 	reg := prometheus.NewRegistry()
@@ -169,7 +188,18 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	}
 	s.conns.SetLimits(registry.Limits{PerUser: max(cfg.MaxSocketsPerUser, 0), PerAddress: cfg.MaxSocketsPerAddress, Total: cfg.MaxSockets})
 	s.metrics = metrics.New(reg, s.conns.Stats)
-	s.layer = layer.Local{Edge: &local.Edge[*Conn]{Conns: s.conns, Node: cfg.NodeID}}
+	here := &local.Edge[*Conn]{Conns: s.conns, Node: cfg.NodeID}
+	s.layer = layer.Local{Edge: here}
+	if cfg.NATSURL != "" {
+		nl, err := natslayer.New(natslayer.Config{
+			URL: cfg.NATSURL, Prefix: cfg.NATSPrefix, Node: cfg.NodeID, MaxMessage: cfg.ReadLimit, Options: cfg.NATSOptions,
+		}, here, metrics.NATS(reg), log)
+		if err != nil {
+			panic("edge: " + err.Error())
+		}
+		s.conns.SetWatch(nl.Watch)
+		s.layer, s.nats = nl, nl
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.rt = socket.NewRuntime(s.ctx, socket.Config{
 		ReadLimit: cfg.ReadLimit, SendQueue: cfg.SendQueue, SendBuffer: cfg.SendBuffer, PingPeriod: cfg.PingPeriod,
@@ -214,12 +244,17 @@ func (s *Server) WatchSessions(ctx context.Context) { s.auth.Watch(ctx) }
 // Shutdown refuses new sockets (503 SHUTTING_DOWN, before any consumer hears of them),
 // closes every open one with 1001, and waits until they are gone and every consumer's
 // Disconnect has returned, handshakes in flight included, or ctx ends (its error).
+// With NATS, the edge then leaves the others and closes its NATS connection.
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.cancel()
 	for _, e := range s.conns.Shutdown() {
 		e.Sock.CloseSoon(CloseGoingAway, "server shutting down")
 	}
-	return s.conns.Wait(ctx)
+	err := s.conns.Wait(ctx)
+	if s.nats != nil {
+		s.nats.Close()
+	}
+	return err
 }
 
 // handleReady answers 200 "ready", or 503 "not ready": why goes to the log (once

@@ -52,11 +52,12 @@ func (s *Server) ListConnections(ctx context.Context, to *Target, after *Connect
 	if after != nil {
 		q.After = layer.Cursor{At: after.ConnectedAt, ID: after.ID}
 	}
-	conns, partial, err := s.layer.List(ctx, q)
+	res, err := s.layer.List(ctx, q)
 	if err != nil {
 		return ConnectionPage{}, err
 	}
-	page := ConnectionPage{Partial: partial, More: len(conns) > limit}
+	conns := res.Conns
+	page := ConnectionPage{Partial: res.Partial, More: len(conns) > limit || res.Cut && len(conns) > 0}
 	for _, c := range conns[:min(limit, len(conns))] {
 		page.Connections = append(page.Connections, ConnectionInfo{
 			ID: c.ID, User: User{ID: c.User, Username: c.Username}, SessionID: c.Session,

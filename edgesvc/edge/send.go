@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
@@ -23,7 +24,7 @@ var (
 	// ErrReasonTooLong: a close reason is at most 120 bytes.
 	ErrReasonTooLong = errors.New("close reason over 120 bytes")
 	// ErrPayloadTooLarge: a message sent is at most Config.ReadLimit bytes, as one
-	// received is.
+	// received is (and, with NATS, at most what NATS carries: its max_payload).
 	ErrPayloadTooLarge = errors.New("message over the edge's read limit")
 	// ErrLayerUnavailable: with several edges, the layer between them is down;
 	// nothing was delivered or applied, so the call may be retried. One edge on its
@@ -100,6 +101,9 @@ func (s *Server) send(ctx context.Context, to Target, binary bool, data string, 
 		return ErrPayloadTooLarge
 	}
 	if err := s.layer.Send(ctx, layer.Send{To: to.t, Data: data, Binary: binary, Exclude: exclude}); err != nil {
+		if errors.Is(err, layer.ErrTooLarge) {
+			return fmt.Errorf("%w: %v", ErrPayloadTooLarge, err)
+		}
 		return err
 	}
 	s.metrics.Sends[to.t.Kind].Inc()

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/gatehouse/gatehouse/edgesvc/edge"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
 )
 
 // ErrorDomain is the google.rpc.ErrorInfo domain of every EdgeService error.
@@ -172,6 +173,7 @@ func target(t *edgev1.Target) (edge.Target, error) {
 
 // Send implements EdgeService.Send.
 func (s *Service) Send(ctx context.Context, req *edgev1.SendRequest) (*edgev1.SendResponse, error) {
+	ctx = layer.RequireAll(ctx) // with several edges: all of them, or UNAVAILABLE and nothing done
 	to, err := target(req.GetTarget())
 	if err == nil {
 		switch p := req.GetPayload().(type) {
@@ -189,6 +191,7 @@ func (s *Service) Send(ctx context.Context, req *edgev1.SendRequest) (*edgev1.Se
 
 // GroupAdd implements EdgeService.GroupAdd.
 func (s *Service) GroupAdd(ctx context.Context, req *edgev1.GroupAddRequest) (*edgev1.GroupAddResponse, error) {
+	ctx = layer.RequireAll(ctx) // with several edges: all of them, or UNAVAILABLE and nothing done
 	to, err := target(req.GetTarget())
 	if err == nil {
 		err = s.srv.GroupAdd(ctx, req.GetGroup(), to)
@@ -201,6 +204,7 @@ func (s *Service) GroupAdd(ctx context.Context, req *edgev1.GroupAddRequest) (*e
 
 // GroupDiscard implements EdgeService.GroupDiscard.
 func (s *Service) GroupDiscard(ctx context.Context, req *edgev1.GroupDiscardRequest) (*edgev1.GroupDiscardResponse, error) {
+	ctx = layer.RequireAll(ctx) // with several edges: all of them, or UNAVAILABLE and nothing done
 	to, err := target(req.GetTarget())
 	if err == nil {
 		err = s.srv.GroupDiscard(ctx, req.GetGroup(), to)
@@ -213,6 +217,7 @@ func (s *Service) GroupDiscard(ctx context.Context, req *edgev1.GroupDiscardRequ
 
 // Disconnect implements EdgeService.Disconnect.
 func (s *Service) Disconnect(ctx context.Context, req *edgev1.DisconnectRequest) (*edgev1.DisconnectResponse, error) {
+	ctx = layer.RequireAll(ctx) // with several edges: all of them, or UNAVAILABLE and nothing done
 	to, err := target(req.GetTarget())
 	if err == nil {
 		err = s.srv.Disconnect(ctx, to, int(req.GetCode()), req.GetReason())
@@ -245,6 +250,7 @@ func targetKey(t *edgev1.Target) string {
 
 // ListConnections implements EdgeService.ListConnections.
 func (s *Service) ListConnections(ctx context.Context, req *edgev1.ListConnectionsRequest) (*edgev1.ListConnectionsResponse, error) {
+	ctx = layer.RequireAll(ctx) // with several edges: all of them, or UNAVAILABLE and nothing done
 	var to *edge.Target
 	if req.GetTarget() != nil {
 		t, err := target(req.GetTarget())
@@ -283,6 +289,7 @@ func (s *Service) ListConnections(ctx context.Context, req *edgev1.ListConnectio
 
 // GroupPresence implements EdgeService.GroupPresence.
 func (s *Service) GroupPresence(ctx context.Context, req *edgev1.GroupPresenceRequest) (*edgev1.GroupPresenceResponse, error) {
+	ctx = layer.RequireAll(ctx) // with several edges: all of them, or UNAVAILABLE and nothing done
 	p, err := s.srv.GroupPresence(ctx, req.GetGroup())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)

@@ -59,6 +59,24 @@ type Edge interface {
 // nothing was delivered or applied, so the call may be retried. Local never returns it.
 var ErrUnavailable = errors.New("the layer between edges is unavailable")
 
+// ErrTooLarge is returned for a message larger than the layer between edges carries.
+var ErrTooLarge = errors.New("the message is larger than the layer between edges carries")
+
+// requireAllKey marks a context made by RequireAll.
+type requireAllKey struct{}
+
+// RequireAll returns a context under which a layer between edges that cannot reach
+// the others fails with ErrUnavailable, delivering and applying nothing, so that
+// the caller may retry without duplicates (the edge API's calls). Under any other
+// context, it reaches this edge's connections only (consumers' sends: the chat room
+// goes on locally).
+func RequireAll(ctx context.Context) context.Context {
+	return context.WithValue(ctx, requireAllKey{}, true)
+}
+
+// AllRequired reports whether ctx was made by RequireAll.
+func AllRequired(ctx context.Context) bool { return ctx.Value(requireAllKey{}) != nil }
+
 // Layer reaches the connections of every edge. Sends made through one Layer reach
 // every connection in the order they were made; GroupAdd, GroupDiscard and Disconnect
 // return once every live edge has applied them. List and Presence gather every edge's
@@ -68,7 +86,7 @@ type Layer interface {
 	GroupAdd(ctx context.Context, group string, to Target) error
 	GroupDiscard(ctx context.Context, group string, to Target) error
 	Disconnect(ctx context.Context, to Target, code int, reason string) error
-	List(ctx context.Context, q ListQuery) (conns []ConnInfo, partial bool, err error)
+	List(ctx context.Context, q ListQuery) (Page, error)
 	Presence(ctx context.Context, group string) (users []PresentUser, partial bool, err error)
 }
 
@@ -145,9 +163,16 @@ type PresentUser struct {
 	Count    int
 }
 
+// Page is a layer's answer to a ListQuery.
+type Page struct {
+	Conns   []ConnInfo // up to the query's Limit, in order
+	Partial bool       // an edge did not answer in time: its connections are missing
+	Cut     bool       // there may be more after the last, however few Conns holds
+}
+
 // List returns the edge's answer; it never fails.
-func (l Local) List(_ context.Context, q ListQuery) ([]ConnInfo, bool, error) {
-	return l.Edge.List(q), false, nil
+func (l Local) List(_ context.Context, q ListQuery) (Page, error) {
+	return Page{Conns: l.Edge.List(q)}, nil
 }
 
 // Presence returns the edge's answer; it never fails.

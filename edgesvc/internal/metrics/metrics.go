@@ -8,6 +8,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/auth"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/natslayer"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
 )
 
@@ -94,5 +95,35 @@ func New(reg prometheus.Registerer, stats func() (groups, memberships int)) *Set
 	for kind, name := range map[layer.Kind]string{layer.User: "user", layer.Session: "session", layer.Connection: "connection", layer.Group: "group"} {
 		m.Sends[kind] = sends.WithLabelValues(name)
 	}
+	return m
+}
+
+// NATS registers the series of the layer between edges on reg, for an edge that
+// uses NATS.
+func NATS(reg prometheus.Registerer) natslayer.Metrics {
+	m := natslayer.Metrics{
+		Connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gatehouse_edge_nats_connected", Help: "1 while the edge is connected to NATS; 0: the edge API's calls answer LAYER_UNAVAILABLE and consumers reach this edge's connections only.",
+		}),
+		Edges: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gatehouse_edge_nats_edges", Help: "Edges heard from within three heartbeats, this one included.",
+		}),
+		Dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_edge_nats_dropped_total", Help: "Messages from NATS dropped because this edge's dispatcher was behind (slow consumer; delivery is at most once).",
+		}),
+		Unanswered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_edge_nats_unanswered_total", Help: "Calls to every edge that an edge did not answer in time (listings and presence then say partial; changes fail with LAYER_UNAVAILABLE).",
+		}),
+		LocalOnly: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_edge_nats_local_only_total", Help: "Consumers' sends and changes applied to this edge's connections only, NATS being unreachable.",
+		}),
+		Refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_edge_nats_refused_total", Help: "Edge API calls refused with LAYER_UNAVAILABLE, NATS being unreachable.",
+		}),
+		Disconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_edge_nats_disconnects_total", Help: "Times the NATS connection was lost.",
+		}),
+	}
+	reg.MustRegister(m.Connected, m.Edges, m.Dropped, m.Unanswered, m.LocalOnly, m.Refused, m.Disconnects)
 	return m
 }

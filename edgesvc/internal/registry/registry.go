@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/socket"
 )
 
@@ -88,6 +89,7 @@ type Registry[C any] struct {
 	lastPrune time.Time
 	closing   bool
 	wg        sync.WaitGroup // one per entry not yet removed
+	watch     func(t layer.Target, on bool)
 }
 
 type ended struct {
@@ -118,6 +120,24 @@ func (r *Registry[C]) SetLimits(l Limits) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.limits = l
+}
+
+// SetWatch makes the registry call watch when a user, session or group gains its
+// first connection here (on) and when it loses its last (!on): a layer between edges
+// subscribes to what reaches them. watch is called under the registry's lock, in the
+// order of the changes, so it must be quick and must not call the Registry. Set it
+// before the first Add.
+func (r *Registry[C]) SetWatch(watch func(t layer.Target, on bool)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watch = watch
+}
+
+// notify tells the watcher, if any, that t gained or lost its connections here.
+func (r *Registry[C]) notify(t layer.Target, on bool) {
+	if r.watch != nil {
+		r.watch(t, on)
+	}
 }
 
 // Why Add refuses a connection.
@@ -166,6 +186,12 @@ func (r *Registry[C]) Add(c C, info Info) (*Entry[C], error) {
 	}
 	e := &Entry[C]{Info: info, Conn: c, Since: time.Now().Round(0)}
 	r.byID[e.ID] = e
+	if len(r.bySession[e.Session]) == 0 {
+		r.notify(layer.Target{Kind: layer.Session, ID: e.Session}, true)
+	}
+	if len(r.byUser[e.User]) == 0 {
+		r.notify(layer.Target{Kind: layer.User, User: e.User}, true)
+	}
 	r.bySession[e.Session] = append(r.bySession[e.Session], e)
 	r.byUser[e.User] = append(r.byUser[e.User], e)
 	if e.Addr != "" {
@@ -183,8 +209,12 @@ func (r *Registry[C]) Remove(e *Entry[C]) {
 		return
 	}
 	delete(r.byID, e.ID)
-	remove(r.bySession, e.Session, e)
-	remove(r.byUser, e.User, e)
+	if remove(r.bySession, e.Session, e) {
+		r.notify(layer.Target{Kind: layer.Session, ID: e.Session}, false)
+	}
+	if remove(r.byUser, e.User, e) {
+		r.notify(layer.Target{Kind: layer.User, User: e.User}, false)
+	}
 	if e.Addr != "" {
 		if r.byAddr[e.Addr]--; r.byAddr[e.Addr] == 0 {
 			delete(r.byAddr, e.Addr)
@@ -196,21 +226,22 @@ func (r *Registry[C]) Remove(e *Entry[C]) {
 	r.wg.Done()
 }
 
-// remove takes e out of m[k] (order is not kept).
-func remove[K comparable, C any](m map[K][]*Entry[C], k K, e *Entry[C]) {
+// remove takes e out of m[k] (order is not kept), and reports whether it was the last.
+func remove[K comparable, C any](m map[K][]*Entry[C], k K, e *Entry[C]) (emptied bool) {
 	list := m[k]
 	i := slices.Index(list, e)
 	if i < 0 {
-		return
+		return false
 	}
 	last := len(list) - 1
 	list[i] = list[last]
 	list[last] = nil
 	if last == 0 {
 		delete(m, k)
-	} else {
-		m[k] = list[:last]
+		return true
 	}
+	m[k] = list[:last]
+	return false
 }
 
 // Join puts e in group; joining a group again does nothing. It fails with
@@ -232,6 +263,7 @@ func (r *Registry[C]) Join(e *Entry[C], group string) error {
 	// may be a slice of a larger message.
 	if len(members) == 0 {
 		group = strings.Clone(group)
+		r.notify(layer.Target{Kind: layer.Group, ID: group}, true)
 	} else if i := slices.IndexFunc(members[0].groups, func(m membership) bool { return m.group == group }); i >= 0 {
 		group = members[0].groups[i].group
 	}
@@ -267,6 +299,7 @@ func (r *Registry[C]) leaveLocked(e *Entry[C], i int) {
 	members[last] = nil
 	if last == 0 {
 		delete(r.byGroup, m.group)
+		r.notify(layer.Target{Kind: layer.Group, ID: m.group}, false)
 	} else {
 		r.byGroup[m.group] = members[:last]
 	}

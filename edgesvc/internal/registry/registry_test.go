@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
 )
 
 type conn struct{ name string }
@@ -281,4 +283,38 @@ func TestLimits(t *testing.T) {
 	if n := len(r.byAddr); n != 3 { // .1 (b1, c1, e2), .2, .4
 		t.Fatalf("%d addresses counted, want 3", n)
 	}
+}
+
+// TestWatch: the watcher hears each user, session and group gain its first
+// connection and lose its last, once each, in order.
+func TestWatch(t *testing.T) {
+	r := New[*conn]()
+	var got []string
+	r.SetWatch(func(tg layer.Target, on bool) {
+		got = append(got, fmt.Sprintf("%v %d %d %s", on, tg.Kind, tg.User, tg.ID))
+	})
+	expect := func(want ...string) {
+		t.Helper()
+		if !slices.Equal(got, want) {
+			t.Fatalf("watch heard %q, want %q", got, want)
+		}
+		got = nil
+	}
+	a := mustAdd(t, r, "a", 1, "s1")
+	expect("true 2 0 s1", "true 1 1 ")
+	b := mustAdd(t, r, "b", 1, "s1")
+	expect()
+	_ = r.Join(a, "room")
+	expect("true 4 0 room")
+	_ = r.Join(b, "room")
+	_ = r.Join(b, "room")
+	expect()
+	r.Leave(a, "room")
+	expect()
+	r.Remove(a)
+	expect()
+	r.Remove(b) // its last group goes with it
+	expect("false 2 0 s1", "false 1 1 ", "false 4 0 room")
+	r.Remove(b)
+	expect()
 }

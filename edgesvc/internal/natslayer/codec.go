@@ -1,0 +1,149 @@
+package natslayer
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/layer"
+	"github.com/gatehouse/gatehouse/edgesvc/internal/registry"
+)
+
+// What the first byte of a message on the dispatcher's channel says it is.
+const (
+	opSend    = 's' // a Send, in the binary form below
+	opControl = 'c' // a control request, JSON after the byte
+)
+
+// sendOverhead is room enough for a send's header (its target and a few excluded ids).
+const sendOverhead = 4096
+
+// maxKey is the longest session id a subject is made for: no session authsvc issues
+// comes near it, so a longer one matches no connection anywhere.
+const maxKey = 512
+
+// subjects names what the layer publishes and subscribes to, under one prefix. No
+// subject is built from unescaped input: user ids are decimal, session ids and group
+// names are base64url (group names hold '.', NATS's separator), and node ids are
+// made of letters, digits, '-' and '_' only.
+type subjects struct{ prefix string }
+
+func (s subjects) control() string            { return s.prefix + ".ctl" }
+func (s subjects) heartbeat() string          { return s.prefix + ".hb" }
+func (s subjects) replies(node string) string { return s.prefix + ".r." + node }
+func (s subjects) node(node string) string    { return s.prefix + ".n." + node }
+
+// target returns the subject a send to t goes to, or false when t can match no
+// connection on any edge (nothing needs to be sent).
+func (s subjects) target(t layer.Target) (string, bool) {
+	switch t.Kind {
+	case layer.User:
+		return s.prefix + ".u." + strconv.FormatInt(t.User, 10), t.User > 0
+	case layer.Session:
+		return s.prefix + ".s." + base64.RawURLEncoding.EncodeToString([]byte(t.ID)), t.ID != "" && len(t.ID) <= maxKey
+	case layer.Group:
+		return s.prefix + ".g." + base64.RawURLEncoding.EncodeToString([]byte(t.ID)), registry.ValidGroup(t.ID)
+	case layer.Connection:
+		node, _, ok := cutLast(t.ID, '.')
+		if !ok || !registry.ValidNodeID(node) {
+			return "", false
+		}
+		return s.node(node), true
+	}
+	return "", false
+}
+
+// cutLast cuts s around the last sep.
+func cutLast(s string, sep byte) (before, after string, found bool) {
+	if i := strings.LastIndexByte(s, sep); i >= 0 {
+		return s[:i], s[i+1:], true
+	}
+	return s, "", false
+}
+
+// ValidPrefix reports whether p can prefix the layer's subjects: dot-separated
+// tokens of letters, digits, '-' and '_' (no wildcards, no empty token).
+func ValidPrefix(p string) bool {
+	if p == "" || len(p) > 64 {
+		return false
+	}
+	for _, tok := range strings.Split(p, ".") {
+		if !registry.ValidNodeID(tok) {
+			return false
+		}
+	}
+	return true
+}
+
+// encodeSend encodes m: opSend, the kind, flags (1: binary), the user, the id, the
+// excluded ids, then the data to the end.
+func encodeSend(m layer.Send) []byte {
+	n := 3 + binary.MaxVarintLen64*(3+len(m.Exclude)) + len(m.To.ID) + len(m.Data)
+	for _, id := range m.Exclude {
+		n += len(id)
+	}
+	b := make([]byte, 0, n)
+	var flags byte
+	if m.Binary {
+		flags = 1
+	}
+	b = append(b, opSend, byte(m.To.Kind), flags)
+	b = binary.AppendUvarint(b, uint64(m.To.User))
+	b = appendString(b, m.To.ID)
+	b = binary.AppendUvarint(b, uint64(len(m.Exclude)))
+	for _, id := range m.Exclude {
+		b = appendString(b, id)
+	}
+	return append(b, m.Data...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+var errMalformed = errors.New("malformed message")
+
+// decodeSend decodes what encodeSend made; anything else is errMalformed.
+func decodeSend(b []byte) (layer.Send, error) {
+	var m layer.Send
+	if len(b) < 3 || b[0] != opSend || b[1] < byte(layer.User) || b[1] > byte(layer.Group) || b[2] > 1 {
+		return m, errMalformed
+	}
+	m.To.Kind, m.Binary = layer.Kind(b[1]), b[2] == 1
+	b = b[3:]
+	user, n := binary.Uvarint(b)
+	if n <= 0 || user > 1<<63-1 {
+		return m, errMalformed
+	}
+	m.To.User, b = int64(user), b[n:]
+	var ok bool
+	if m.To.ID, b, ok = readString(b); !ok {
+		return m, errMalformed
+	}
+	count, n := binary.Uvarint(b)
+	if n <= 0 || count > uint64(len(b)) {
+		return m, errMalformed
+	}
+	b = b[n:]
+	if count > 0 {
+		m.Exclude = make([]string, count)
+		for i := range m.Exclude {
+			if m.Exclude[i], b, ok = readString(b); !ok {
+				return m, errMalformed
+			}
+		}
+	}
+	m.Data = string(b)
+	return m, nil
+}
+
+func readString(b []byte) (string, []byte, bool) {
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l > uint64(len(b)-n) {
+		return "", nil, false
+	}
+	return string(b[n : n+int(l)]), b[n+int(l):], true
+}
