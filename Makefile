@@ -32,6 +32,10 @@ build: ## Build bin/authsvc and bin/edgesvc
 run: build ## Start PostgreSQL (or use DATABASE_URL), authsvc and edgesvc; print the URL
 	scripts/run.sh
 
+.PHONY: cluster
+cluster: build $(BIN)/nats-server ## Two authsvc, two edges over NATS and HAProxy in front (needs haproxy); print the URLs
+	scripts/cluster.sh
+
 .PHONY: test
 test: build $(BIN)/grpcurl $(BIN)/buf $(BIN)/nats-server examples/node/node_modules ## Run every test against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
 	db=$$(scripts/pg.sh) && \
