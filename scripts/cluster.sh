@@ -54,6 +54,17 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# label prefixes each line of a process's log with its name.
+label() { sed -u "s/^/$(printf '%-9s' "$1")| /"; }
+
+# Every port must be free: a process left on one would answer in a new one's place.
+for a in "127.0.0.1:$lb_port" "127.0.0.1:$nats_port" "${auth_addrs[@]}" "${edge_addrs[@]}" "${api_addrs[@]}"; do
+  if (exec 3<>"/dev/tcp/${a%:*}/${a##*:}") 2>/dev/null; then
+    echo "$a is in use (make run or make cluster still running?); stop what holds it first" >&2
+    exit 1
+  fi
+done
+
 # waitport waits until host:port takes connections, or the last process started exits.
 waitport() {
   for _ in $(seq 100); do
@@ -70,13 +81,13 @@ cat >.run/cluster/nats.conf <<CONF
 listen: 127.0.0.1:$nats_port
 max_payload: 2MB
 CONF
-bin/nats-server -c .run/cluster/nats.conf 2>&1 | sed -u 's/^/nats     | /' & pids+=($!)
+bin/nats-server -c .run/cluster/nats.conf > >(label nats) 2>&1 & pids+=($!)
 waitport "127.0.0.1:$nats_port" nats-server
 
 for i in 0 1; do
   AUTHSVC_LISTEN=${auth_addrs[i]} AUTHSVC_ADMIN_TOKEN_FILE=.run/admin-token \
     AUTHSVC_FRONTEND_TOKEN_FILE=.run/frontend-token \
-    bin/authsvc 2>&1 | sed -u "s/^/authsvc-$((i + 1)) | /" & pids+=($!)
+    bin/authsvc > >(label "authsvc-$((i + 1))") 2>&1 & pids+=($!)
   waitport "${auth_addrs[i]}" "authsvc-$((i + 1))"
 done
 
@@ -86,7 +97,7 @@ for i in 0 1; do
     EDGESVC_API_TOKEN_FILE=.run/api-token EDGESVC_NODE_ID=edge-$((i + 1)) \
     EDGESVC_NATS_URL=nats://127.0.0.1:$nats_port \
     EDGESVC_PUBLIC_URL=http://127.0.0.1:$lb_port EDGESVC_TRUSTED_PROXIES=127.0.0.1 \
-    bin/edgesvc 2>&1 | sed -u "s/^/edge-$((i + 1))   | /" & pids+=($!)
+    bin/edgesvc > >(label "edge-$((i + 1))") 2>&1 & pids+=($!)
 done
 for a in "${edge_addrs[@]}"; do
   for _ in $(seq 100); do
@@ -96,7 +107,7 @@ for a in "${edge_addrs[@]}"; do
 done
 
 scripts/haproxy.cfg.sh "127.0.0.1:$lb_port" "${edge_addrs[@]}" >.run/cluster/haproxy.cfg
-haproxy -W -db -f .run/cluster/haproxy.cfg 2>&1 | sed -u 's/^/haproxy  | /' & pids+=($!)
+haproxy -W -db -f .run/cluster/haproxy.cfg > >(label haproxy) 2>&1 & pids+=($!)
 waitport "127.0.0.1:$lb_port" haproxy
 
 cat <<MSG

@@ -12,7 +12,7 @@ listen=$1
 shift
 cat <<CFG
 global
-    maxconn 100000
+    maxconn 8000
 
 defaults
     mode http
