@@ -56,7 +56,7 @@ examples/node/node_modules: examples/node/package-lock.json
 	touch $@
 
 .PHONY: bench
-bench: build ## Load benchmark against same-run bare baselines (QUICK=1: under 2 minutes); results in bench/results/
+bench: build $(BIN)/nats-server ## Load benchmark against same-run bare baselines (QUICK=1: under 2 minutes); results in bench/results/
 	go build -o $(BIN)/bench ./bench
 	db=$$(scripts/pg.sh) && \
 	DATABASE_URL="$$db" taskset -c 1 $(BIN)/bench run -bin $(BIN) $(if $(QUICK),-quick)

@@ -361,6 +361,7 @@ func runBench(args []string) error {
 		{"idle memory", w.benchIdle},
 		{"revocation", w.benchRevocation},
 		{"fan-out", w.benchFanout},
+		{"layer over NATS", w.benchLayer},
 	}
 	for _, st := range steps {
 		if !strings.Contains(st.name, *only) {

@@ -399,4 +399,13 @@ func TestShutdownRefusesNewSockets(t *testing.T) {
 	if made.Load() != 1 {
 		t.Fatal("a consumer was made for a handshake refused by Shutdown")
 	}
+	// A balancer checking /readyz stops sending clients here.
+	resp, err = http.Get("http" + strings.TrimPrefix(base, "ws") + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz after Shutdown: %d, want 503", resp.StatusCode)
+	}
 }

@@ -166,6 +166,7 @@ type Server struct {
 
 	face     *public.Face           // the public URL, trusted proxies, allowed origins
 	notReady atomic.Pointer[string] // why /readyz last answered 503, to log each reason once
+	draining atomic.Bool            // Shutdown has begun: /readyz answers 503
 
 	// ctx lives as long as the Server, for work not tied to one request.
 	ctx    context.Context
@@ -241,12 +242,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.Serve
 // is closed too. Until it runs, /readyz answers 503 and the session cache is unused.
 func (s *Server) WatchSessions(ctx context.Context) { s.auth.Watch(ctx) }
 
-// Shutdown refuses new sockets (503 SHUTTING_DOWN, before any consumer hears of them),
+// Shutdown refuses new sockets (503 SHUTTING_DOWN, before any consumer hears of them;
+// /readyz answers 503 too, so a balancer sends clients elsewhere),
 // closes every open one with 1001, and waits until they are gone and every consumer's
 // Disconnect has returned, handshakes in flight included, or ctx ends (its error).
 // With NATS, the edge then leaves the others and closes its NATS connection.
 func (s *Server) Shutdown(ctx context.Context) error {
 	defer s.cancel()
+	s.draining.Store(true)
 	for _, e := range s.conns.Shutdown() {
 		e.Sock.CloseSoon(CloseGoingAway, "server shutting down")
 	}
@@ -260,6 +263,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // handleReady answers 200 "ready", or 503 "not ready": why goes to the log (once
 // per change of reason), not to whoever probes, as it names internal addresses.
 func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
 	if err := s.auth.Ready(r.Context()); err != nil {
 		why := err.Error()
 		if last := s.notReady.Swap(&why); last == nil || *last != why {
