@@ -26,9 +26,12 @@ var (
 	// ErrPayloadTooLarge: a message sent is at most Config.ReadLimit bytes, as one
 	// received is (and, with NATS, at most what NATS carries: its max_payload).
 	ErrPayloadTooLarge = errors.New("message over the edge's read limit")
-	// ErrLayerUnavailable: with several edges, the layer between them is down;
-	// nothing was delivered or applied, so the call may be retried. One edge on its
-	// own never returns it.
+	// ErrLayerUnavailable: with several edges, the layer between them (NATS) is
+	// unusable, or an edge did not apply a change in time. GroupAdd, GroupDiscard and
+	// Disconnect fail with it; Send only for the edge API (a consumer's Send then
+	// reaches this edge's connections only). Nothing was delivered or applied (a
+	// change an edge did not answer was applied by the others: each is idempotent),
+	// so the call may be retried. One edge on its own never returns it.
 	ErrLayerUnavailable = layer.ErrUnavailable
 )
 

@@ -103,27 +103,30 @@ func New(reg prometheus.Registerer, stats func() (groups, memberships int)) *Set
 func NATS(reg prometheus.Registerer) natslayer.Metrics {
 	m := natslayer.Metrics{
 		Connected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "gatehouse_edge_nats_connected", Help: "1 while the edge is connected to NATS; 0: the edge API's calls answer LAYER_UNAVAILABLE and consumers reach this edge's connections only.",
+			Name: "gatehouse_edge_nats_connected", Help: "1 while the edge is connected to NATS and hears its own heartbeats through it; 0: the edge API's calls answer LAYER_UNAVAILABLE and consumers' sends reach this edge's connections only.",
 		}),
 		Edges: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gatehouse_edge_nats_edges", Help: "Edges heard from within three heartbeats, this one included.",
 		}),
 		Dropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatehouse_edge_nats_dropped_total", Help: "Messages from NATS dropped because this edge's dispatcher was behind (slow consumer; delivery is at most once).",
+			Name: "gatehouse_edge_nats_dropped_total", Help: "Messages for this edge's connections dropped because its dispatcher was behind (past 64 MiB waiting; delivery is at most once).",
+		}),
+		Unsent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_edge_nats_unsent_total", Help: "Messages NATS did not take from this edge (the connection was failing): lost, as delivery is at most once.",
 		}),
 		Unanswered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatehouse_edge_nats_unanswered_total", Help: "Calls to every edge that an edge did not answer in time (listings and presence then say partial; changes fail with LAYER_UNAVAILABLE).",
 		}),
 		LocalOnly: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatehouse_edge_nats_local_only_total", Help: "Consumers' sends and changes applied to this edge's connections only, NATS being unreachable.",
+			Name: "gatehouse_edge_nats_local_only_total", Help: "Consumers' sends delivered to this edge's connections only, NATS being unusable.",
 		}),
 		Refused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatehouse_edge_nats_refused_total", Help: "Edge API calls refused with LAYER_UNAVAILABLE, NATS being unreachable.",
+			Name: "gatehouse_edge_nats_refused_total", Help: "Calls refused with LAYER_UNAVAILABLE (edge API calls, group changes and kicks), NATS being unusable.",
 		}),
 		Disconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatehouse_edge_nats_disconnects_total", Help: "Times the NATS connection was lost.",
 		}),
 	}
-	reg.MustRegister(m.Connected, m.Edges, m.Dropped, m.Unanswered, m.LocalOnly, m.Refused, m.Disconnects)
+	reg.MustRegister(m.Connected, m.Edges, m.Dropped, m.Unsent, m.Unanswered, m.LocalOnly, m.Refused, m.Disconnects)
 	return m
 }

@@ -128,13 +128,12 @@ func decodeSend(b []byte) (layer.Send, error) {
 		return m, errMalformed
 	}
 	b = b[n:]
-	if count > 0 {
-		m.Exclude = make([]string, count)
-		for i := range m.Exclude {
-			if m.Exclude[i], b, ok = readString(b); !ok {
-				return m, errMalformed
-			}
+	for range count { // each id is read before the next is made room for
+		var id string
+		if id, b, ok = readString(b); !ok {
+			return m, errMalformed
 		}
+		m.Exclude = append(m.Exclude, id)
 	}
 	m.Data = string(b)
 	return m, nil

@@ -6,17 +6,22 @@
 // sessions and groups it holds connections of (from the first to the last, as the
 // registry reports them), to its own node subject (sends to one connection) and to
 // the control subject (group changes, kicks, listings and presence, answered by
-// every edge). Every one of these subscriptions feeds one channel, read by one
-// dispatcher goroutine: messages one edge published reach each other edge's
-// connections in the order it published them, and an edge receives its own sends
-// the same way, so nothing is delivered twice. Edges announce themselves on a
-// heartbeat subject; a call that must reach every edge waits for the edges heard
-// from within the last three heartbeats.
+// every edge). Everything the edge does on NATS — subscribe, unsubscribe, publish —
+// goes through one outbox, in order, worked by one goroutine: no caller, and never
+// the registry's lock, waits for NATS. Everything received feeds one inbox, bounded
+// in bytes, applied in order by one dispatcher goroutine: messages one edge
+// published reach each other edge's connections in the order it published them,
+// and an edge receives its own sends the same way, so nothing is delivered twice.
+// Edges announce themselves on a heartbeat subject; a call that must reach every
+// edge waits for the edges heard from within the last three heartbeats.
 //
-// While NATS is unreachable, calls made under layer.RequireAll fail with
-// layer.ErrUnavailable and do nothing; the others (consumers') reach this edge's
-// connections only; listings and presence answer with this edge's part, partial.
-// nats.go reconnects by itself and restores every subscription.
+// The layer is usable while nats.go is connected and this edge's own heartbeat came
+// back lately (a stalled server is noticed within three heartbeats). Otherwise calls
+// made under layer.RequireAll fail with layer.ErrUnavailable, doing nothing; other
+// sends (consumers') reach this edge's connections only, through the dispatcher, in
+// order; group changes and kicks fail with ErrUnavailable (they are not sends);
+// listings and presence answer with this edge's part, partial. nats.go reconnects
+// by itself and restores every subscription.
 package natslayer
 
 import (
@@ -28,7 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -47,9 +52,10 @@ type Config struct {
 	URL    string // NATS server URL(s), comma-separated; credentials may be in them
 	Prefix string // every subject starts with it; edges sharing one are one system. Default "gatehouse"
 	Node   string // this edge's node id (registry.ValidNodeID)
-	// Pending is how many received messages may wait for the dispatcher; past it
-	// NATS drops them (counted and logged: delivery is at most once). Default 65,536.
-	Pending int
+	// Pending bounds the bytes of received messages waiting for the dispatcher, and
+	// of messages waiting to be published; past it a message is dropped (counted and
+	// logged: delivery is at most once). Default 64 MiB each.
+	Pending int64
 	// Heartbeat is how often the edge announces itself; an edge not heard from for
 	// three of them is gone. Default 1 s.
 	Heartbeat time.Duration
@@ -64,12 +70,13 @@ type Config struct {
 
 // Metrics are the series the layer keeps.
 type Metrics struct {
-	Connected   prometheus.Gauge   // 1 while connected to NATS
+	Connected   prometheus.Gauge   // 1 while the layer is usable
 	Edges       prometheus.Gauge   // edges heard from, this one included
 	Dropped     prometheus.Counter // received messages dropped: the dispatcher was behind
+	Unsent      prometheus.Counter // messages not published: NATS did not take them
 	Unanswered  prometheus.Counter // calls an edge did not answer in time
-	LocalOnly   prometheus.Counter // calls applied to this edge only, NATS being down
-	Refused     prometheus.Counter // calls refused with ErrUnavailable, NATS being down
+	LocalOnly   prometheus.Counter // sends delivered on this edge only, NATS being unusable
+	Refused     prometheus.Counter // calls refused with ErrUnavailable, NATS being unusable
 	Disconnects prometheus.Counter // NATS connections lost
 }
 
@@ -82,16 +89,25 @@ type Layer struct {
 	m        Metrics
 	log      *slog.Logger
 	nc       *nats.Conn
-	ch       chan *nats.Msg
 	instance string // this run of the edge, to tell two edges with one node id apart
 
+	in     chan *nats.Msg                // from nats.go's reader, for the forwarder
+	inbox  *queue[*nats.Msg]             // for the dispatcher
+	outbox *queue[outgoing]              // for the sender
+	subs   map[string]*nats.Subscription // the sender's: subject → subscription
+	fixed  []*nats.Subscription
+
+	up         atomic.Bool  // nats.go is connected
+	upSince    atomic.Int64 // unix ns of the last (re)connect
+	selfSeen   atomic.Int64 // unix ns this edge's own heartbeat last came back
+	maxPayload atomic.Int64 // the server's, as of the last connect
+
 	mu          sync.Mutex
-	interest    map[string]*nats.Subscription // subject → subscription, while connections here need it
-	fixed       []*nats.Subscription          // control and node subjects
-	droppedGone int64                         // drops of subscriptions since ended
-	droppedSeen int64                         // drops counted in Metrics.Dropped
-	peers       map[string]peer
-	dupWarned   map[string]bool
+	peers       map[string]time.Time // other edges, last heard from
+	lastDup     string               // the last other instance seen with this node id
+	dropped     int64                // received messages dropped by nats.go, as last summed
+	droppedGone int64                // of subscriptions since ended
+	lastWarn    map[string]time.Time // for rate-limited warnings
 
 	seq   atomic.Uint64
 	calls sync.Map // request id → *call
@@ -101,12 +117,37 @@ type Layer struct {
 	closeOnce sync.Once
 }
 
-type peer struct{ seen time.Time }
+// outgoing is one thing the sender does on NATS, in order.
+type outgoing struct {
+	sub, unsub     bool // subscribe to or unsubscribe from subject; else publish
+	subject, reply string
+	data           []byte
+	done           chan error // if not nil, told how the publish went
+}
+
+// maxPeers bounds the edges remembered (anyone who may publish under the prefix
+// could announce more).
+const maxPeers = 1024
 
 // Validate checks what New would refuse, for a command to report before it starts.
-func Validate(url, prefix string) error {
-	if strings.TrimSpace(url) == "" {
+func Validate(urls, prefix string) error {
+	if strings.TrimSpace(urls) == "" {
 		return errors.New("no NATS URL")
+	}
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" || (p.Path != "" && p.Path != "/") || p.RawQuery != "" {
+			return fmt.Errorf("NATS URL %q: want nats://host:port (or tls://, ws://, wss://), comma-separated", redact(u))
+		}
+		switch p.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("NATS URL %q: scheme %q, want nats, tls, ws or wss", redact(u), p.Scheme)
+		}
 	}
 	if prefix != "" && !ValidPrefix(prefix) {
 		return fmt.Errorf("subject prefix %q: want dot-separated tokens of letters, digits, '-' and '_', at most 64 characters", prefix)
@@ -127,7 +168,7 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 		return nil, fmt.Errorf("node id %q is not valid", cfg.Node)
 	}
 	if cfg.Pending <= 0 {
-		cfg.Pending = 65536
+		cfg.Pending = 64 << 20
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = time.Second
@@ -139,21 +180,27 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 	_, _ = rand.Read(nonce[:])
 	l := &Layer{
 		cfg: cfg, subj: subjects{cfg.Prefix}, edge: edge, m: m, log: log.With("layer", "nats"),
-		ch: make(chan *nats.Msg, cfg.Pending), instance: hex.EncodeToString(nonce[:]),
-		interest: map[string]*nats.Subscription{}, peers: map[string]peer{}, dupWarned: map[string]bool{},
+		instance: hex.EncodeToString(nonce[:]),
+		in:       make(chan *nats.Msg, 65536), inbox: newQueue[*nats.Msg](cfg.Pending), outbox: newQueue[outgoing](cfg.Pending),
+		subs: map[string]*nats.Subscription{}, peers: map[string]time.Time{}, lastWarn: map[string]time.Time{},
 		stop: make(chan struct{}),
 	}
+	l.maxPayload.Store(1 << 20) // NATS's default, until the server says
 	opts := []nats.Option{
 		nats.Name("gatehouse-edge " + cfg.Node),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
-		nats.ReconnectBufSize(-1), // while disconnected, publishing fails rather than queueing: nothing is delivered late or twice
-		nats.PingInterval(5 * time.Second),
+		nats.ReconnectBufSize(-1), // while disconnected, publishing fails rather than queueing: nothing goes out late
+		nats.IgnoreAuthErrorAbort(),
+		nats.PingInterval(time.Second), // a dead connection is noticed in about 2 s
 		nats.MaxPingsOutstanding(2),
-		nats.ConnectHandler(func(nc *nats.Conn) { l.up(nc, "connected") }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { l.up(nc, "reconnected") }),
-		nats.DisconnectErrHandler(l.down),
+		nats.FlusherTimeout(2 * time.Second), // a stalled server fails writes rather than holding them a minute
+		nats.ConnectHandler(func(nc *nats.Conn) { l.connected(nc, "connected") }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { l.connected(nc, "reconnected") }),
+		nats.DisconnectErrHandler(l.disconnected),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { l.warnEvery("reconnect", "cannot reach NATS; retrying", "err", err) }),
+		nats.ClosedHandler(func(*nats.Conn) { l.closed() }),
 		nats.ErrorHandler(l.asyncError),
 	}
 	nc, err := nats.Connect(cfg.URL, append(opts, cfg.Options...)...)
@@ -161,8 +208,10 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 		return nil, fmt.Errorf("NATS: %w", err)
 	}
 	l.nc = nc
+	// Subscriptions made before the sender starts: the first hello it sends finds
+	// them in place, so the answering beats are heard.
 	for _, s := range []string{l.subj.control(), l.subj.node(cfg.Node)} {
-		sub, err := nc.ChanSubscribe(s, l.ch)
+		sub, err := nc.ChanSubscribe(s, l.in)
 		if err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("NATS: subscribe %s: %w", s, err)
@@ -178,10 +227,15 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 		return nil, fmt.Errorf("NATS: %w", err)
 	}
 	l.m.Edges.Set(1)
-	l.stopped.Add(2)
+	if nc.IsConnected() { // the connect handler, which runs later, says so too
+		l.markUp(nc)
+	}
+	l.stopped.Add(4)
+	go l.forward()
 	go l.dispatch()
+	go l.send()
 	go l.beat()
-	if !nc.IsConnected() { // else the connect handler runs
+	if !nc.IsConnected() {
 		l.m.Connected.Set(0)
 		l.log.Warn("NATS is not reachable yet: the edge API's calls answer LAYER_UNAVAILABLE and consumers reach this edge's connections only until it is", "url", redact(cfg.URL))
 	}
@@ -193,8 +247,7 @@ func redact(urls string) string {
 	var out []string
 	for _, u := range strings.Split(urls, ",") {
 		if at := strings.LastIndexByte(u, '@'); at >= 0 {
-			scheme, _, ok := strings.Cut(u, "://")
-			if ok {
+			if scheme, _, ok := strings.Cut(u, "://"); ok {
 				u = scheme + "://[redacted]@" + u[at+1:]
 			} else {
 				u = "[redacted]@" + u[at+1:]
@@ -205,70 +258,218 @@ func redact(urls string) string {
 	return strings.Join(out, ",")
 }
 
-// up runs when the connection is (re)established: nats.go has restored every
-// subscription; the other edges hear of this one at once.
-// It may run before New has set l.nc.
-func (l *Layer) up(nc *nats.Conn, what string) {
-	l.m.Connected.Set(1)
+// connected runs when nats.go has (re)established the connection and restored
+// every subscription; the other edges hear of this one at once. It may run before
+// New has set l.nc.
+func (l *Layer) connected(nc *nats.Conn, what string) {
+	l.markUp(nc)
 	l.log.Info("NATS "+what, "server", nc.ConnectedUrlRedacted())
 	if limit := nc.MaxPayload() - sendOverhead; l.cfg.MaxMessage > limit {
-		l.log.Warn("NATS's max_payload is below the edge's read limit plus room for a send's header: sends over max_payload less that room fail with PAYLOAD_TOO_LARGE; raise max_payload in the NATS server's configuration or lower EDGESVC_READ_LIMIT", "max_payload", nc.MaxPayload(), "read_limit", l.cfg.MaxMessage, "room", sendOverhead)
+		l.log.Warn("NATS's max_payload is below the edge's read limit plus room for a send's header: sends over max_payload less that room fail with PAYLOAD_TOO_LARGE; raise max_payload in the NATS server's configuration or lower EDGESVC_READ_LIMIT",
+			"max_payload", nc.MaxPayload(), "read_limit", l.cfg.MaxMessage, "room", sendOverhead)
 	}
-	l.announce(nc, "hello")
+	l.announce("hello")
 }
 
-func (l *Layer) down(_ *nats.Conn, err error) {
+// markUp records that nc is connected.
+func (l *Layer) markUp(nc *nats.Conn) {
+	l.maxPayload.Store(nc.MaxPayload())
+	l.upSince.Store(time.Now().UnixNano())
+	l.up.Store(true)
+	l.m.Connected.Set(1)
+}
+
+func (l *Layer) disconnected(_ *nats.Conn, err error) {
+	l.up.Store(false)
 	l.m.Connected.Set(0)
 	l.m.Disconnects.Inc()
 	l.log.Warn("NATS connection lost: the edge API's calls answer LAYER_UNAVAILABLE and consumers reach this edge's connections only until it is back", "err", err)
 }
 
+func (l *Layer) closed() {
+	l.up.Store(false)
+	l.m.Connected.Set(0)
+	select {
+	case <-l.stop: // Close
+	default:
+		l.log.Error("NATS connection closed for good: this edge is on its own until it restarts")
+	}
+}
+
 func (l *Layer) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 	if errors.Is(err, nats.ErrSlowConsumer) {
-		l.log.Warn("NATS messages dropped: this edge's dispatcher is behind (deliveries are at most once)", "pending_limit", l.cfg.Pending)
+		l.warnEvery("slow", "NATS messages dropped: this edge takes them slower than they come (deliveries are at most once)")
 		return
 	}
 	subject := ""
 	if sub != nil {
 		subject = sub.Subject
 	}
-	l.log.Warn("NATS error", "subject", subject, "err", err)
+	l.warnEvery(err.Error(), "NATS error", "subject", subject, "err", err)
+}
+
+// warnEvery logs a warning of kind at most every 10 s.
+func (l *Layer) warnEvery(kind, msg string, args ...any) {
+	l.mu.Lock()
+	last, ok := l.lastWarn[kind]
+	if ok && time.Since(last) < 10*time.Second {
+		l.mu.Unlock()
+		return
+	}
+	if len(l.lastWarn) > 100 {
+		clear(l.lastWarn)
+	}
+	l.lastWarn[kind] = time.Now()
+	l.mu.Unlock()
+	l.log.Warn(msg, args...)
+}
+
+// usable reports whether what is published now reaches the other edges: nats.go is
+// connected and this edge heard its own heartbeat lately (or connected lately).
+func (l *Layer) usable() bool {
+	if !l.up.Load() {
+		return false
+	}
+	window := 3 * l.cfg.Heartbeat.Nanoseconds()
+	now := time.Now().UnixNano()
+	return now-l.selfSeen.Load() < window || now-l.upSince.Load() < window
 }
 
 // Watch subscribes to what reaches t's connections while this edge holds some (on),
-// and unsubscribes when it holds none. The registry calls it, in order.
+// and unsubscribes when it holds none. The registry calls it, in order, under its
+// lock: it only queues the change for the sender.
 func (l *Layer) Watch(t layer.Target, on bool) {
 	s, ok := l.subj.target(t)
 	if !ok || t.Kind == layer.Connection {
 		return
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !on {
-		if sub := l.interest[s]; sub != nil {
-			if n, err := sub.Dropped(); err == nil {
-				l.droppedGone += int64(n)
-			}
-			_ = sub.Unsubscribe()
-			delete(l.interest, s)
-		}
-		return
-	}
-	if l.interest[s] != nil {
-		return
-	}
-	sub, err := l.nc.ChanSubscribe(s, l.ch)
-	if err != nil {
-		if !l.nc.IsClosed() {
-			l.log.Error("NATS: cannot subscribe: sends from other edges will not reach this edge's connections", "subject", s, "err", err)
-		}
-		return
-	}
-	l.interest[s] = sub
+	l.outbox.push(outgoing{sub: on, unsub: !on, subject: s}, 0, true)
 }
 
-// connected reports whether publishing can reach the other edges now.
-func (l *Layer) connected() bool { return l.nc.IsConnected() }
+// send works the outbox: subscriptions, unsubscriptions and publishes, in order.
+func (l *Layer) send() {
+	defer l.stopped.Done()
+	for {
+		select {
+		case <-l.outbox.ready:
+		case <-l.stop:
+			return
+		}
+		for _, o := range l.outbox.take() {
+			switch {
+			case o.sub:
+				if l.subs[o.subject] != nil {
+					continue
+				}
+				sub, err := l.nc.ChanSubscribe(o.subject, l.in)
+				if err != nil {
+					if !l.nc.IsClosed() {
+						l.log.Error("NATS: cannot subscribe: sends from other edges will not reach this edge's connections", "subject", o.subject, "err", err)
+					}
+					continue
+				}
+				l.mu.Lock()
+				l.subs[o.subject] = sub
+				l.mu.Unlock()
+			case o.unsub:
+				l.mu.Lock()
+				sub := l.subs[o.subject]
+				delete(l.subs, o.subject)
+				if sub != nil {
+					if n, err := sub.Dropped(); err == nil {
+						l.droppedGone += int64(n)
+					}
+				}
+				l.mu.Unlock()
+				if sub != nil {
+					_ = sub.Unsubscribe()
+				}
+			default:
+				var err error
+				if o.reply == "" {
+					err = l.nc.Publish(o.subject, o.data)
+				} else {
+					err = l.nc.PublishRequest(o.subject, o.reply, o.data)
+				}
+				if err != nil {
+					l.m.Unsent.Inc()
+					l.warnEvery("unsent", "NATS did not take a message: it is lost (deliveries are at most once)", "subject", o.subject, "err", err)
+				}
+				if o.done != nil {
+					o.done <- err
+				}
+			}
+		}
+	}
+}
+
+// publish queues data for subject (answers to reply); false if the outbox is full.
+func (l *Layer) publish(subject, reply string, data []byte) bool {
+	return l.outbox.push(outgoing{subject: subject, reply: reply, data: data}, int64(len(data)), false)
+}
+
+// forward moves what nats.go received into the inbox, dropping (and counting) what
+// does not fit its byte bound.
+func (l *Layer) forward() {
+	defer l.stopped.Done()
+	for {
+		select {
+		case m := <-l.in:
+			if !l.inbox.push(m, int64(len(m.Data)+len(m.Subject)), false) {
+				l.m.Dropped.Inc()
+				l.warnEvery("behind", "NATS messages dropped: this edge's dispatcher is behind (deliveries are at most once)")
+			}
+		case <-l.stop:
+			return
+		}
+	}
+}
+
+// dispatch applies, in the order received, everything in the inbox: sends (from
+// NATS, or delivered locally while NATS is unusable) and control requests.
+func (l *Layer) dispatch() {
+	defer l.stopped.Done()
+	for {
+		select {
+		case <-l.inbox.ready:
+		case <-l.stop:
+			return
+		}
+		for _, m := range l.inbox.take() {
+			l.apply(m)
+		}
+	}
+}
+
+func (l *Layer) apply(m *nats.Msg) {
+	if len(m.Data) == 0 {
+		return
+	}
+	switch m.Data[0] {
+	case opSend:
+		s, err := decodeSend(m.Data)
+		if err != nil {
+			l.warnEvery("malformed", "malformed send on NATS", "subject", m.Subject)
+			return
+		}
+		l.edge.Deliver(s)
+	case opControl:
+		var r request
+		if err := json.Unmarshal(m.Data[1:], &r); err != nil {
+			l.warnEvery("malformed", "malformed request on NATS", "subject", m.Subject, "err", err)
+			return
+		}
+		if r.Op == opList || r.Op == opPresence {
+			// Questions wait for nothing that follows them: answered aside, from the
+			// registry as it stands after everything before them, so deliveries go on.
+			go l.answer(m.Reply, r)
+			return
+		}
+		l.answer(m.Reply, r)
+	default:
+		l.warnEvery("unknown", "unknown message on NATS", "subject", m.Subject)
+	}
+}
 
 // Send publishes m to its target's subject; every edge holding a connection it
 // matches (this one included) delivers it.
@@ -277,62 +478,60 @@ func (l *Layer) Send(ctx context.Context, m layer.Send) error {
 	if !ok {
 		return nil // no connection anywhere can match it
 	}
-	if l.connected() {
-		err := l.nc.Publish(s, encodeSend(m))
-		if err == nil {
-			return nil
-		}
-		if errors.Is(err, nats.ErrMaxPayload) {
-			return fmt.Errorf("%w (NATS max_payload %d bytes)", layer.ErrTooLarge, l.nc.MaxPayload())
-		}
+	data := encodeSend(m)
+	if int64(len(data)) > l.maxPayload.Load() {
+		return fmt.Errorf("%w (NATS max_payload %d bytes)", layer.ErrTooLarge, l.maxPayload.Load())
 	}
-	return l.alone(ctx, func() error { l.edge.Deliver(m); return nil })
-}
-
-// alone applies a call to this edge only, NATS being unreachable, unless the call
-// requires every edge.
-func (l *Layer) alone(ctx context.Context, apply func() error) error {
+	if l.usable() && l.publish(s, "", data) {
+		return nil
+	}
 	if layer.AllRequired(ctx) {
 		l.m.Refused.Inc()
-		return fmt.Errorf("%w: NATS is not reachable", layer.ErrUnavailable)
+		return fmt.Errorf("%w: NATS is not usable", layer.ErrUnavailable)
 	}
+	// This edge's members only, in order with what came before them.
 	l.m.LocalOnly.Inc()
-	return apply()
+	if !l.inbox.push(&nats.Msg{Data: data}, int64(len(data)), false) {
+		l.m.Dropped.Inc()
+	}
+	return nil
 }
 
 // GroupAdd has every edge join its connections to matches to group.
 func (l *Layer) GroupAdd(ctx context.Context, group string, to layer.Target) error {
-	return l.change(ctx, request{Op: opAdd, Group: group, To: &to}, func() error { return l.edge.GroupAdd(group, to) })
+	return l.change(ctx, request{Op: opAdd, Group: group, To: &to})
 }
 
 // GroupDiscard has every edge take its connections to matches out of group.
 func (l *Layer) GroupDiscard(ctx context.Context, group string, to layer.Target) error {
-	return l.change(ctx, request{Op: opDiscard, Group: group, To: &to}, func() error { l.edge.GroupDiscard(group, to); return nil })
+	return l.change(ctx, request{Op: opDiscard, Group: group, To: &to})
 }
 
 // Disconnect has every edge close its connections to matches.
 func (l *Layer) Disconnect(ctx context.Context, to layer.Target, code int, reason string) error {
-	return l.change(ctx, request{Op: opDisconnect, To: &to, Code: code, Reason: reason}, func() error { l.edge.Disconnect(to, code, reason); return nil })
+	return l.change(ctx, request{Op: opDisconnect, To: &to, Code: code, Reason: reason})
 }
 
 // change sends a change to every edge and returns once each edge heard from lately
-// has applied it. An edge that does not answer in time makes it fail with
-// ErrUnavailable: the others did apply it, and every change is idempotent, so the
-// caller may retry.
-func (l *Layer) change(ctx context.Context, r request, local func() error) error {
-	if !l.connected() {
-		return l.alone(ctx, local)
-	}
+// has applied it. While NATS is unusable it fails with ErrUnavailable, doing
+// nothing; an edge that does not answer in time makes it fail with ErrUnavailable
+// too: the others did apply it, and every change is idempotent, so the caller may
+// retry.
+func (l *Layer) change(ctx context.Context, r request) error {
 	answers, missing, err := l.ask(ctx, r)
-	if errors.Is(err, layer.ErrUnavailable) {
-		return l.alone(ctx, local)
-	}
 	if err != nil {
+		if errors.Is(err, layer.ErrUnavailable) {
+			l.m.Refused.Inc()
+		}
 		return err
 	}
 	for _, a := range answers {
-		if a.Err == errTooManyGroups {
+		switch a.Err {
+		case "":
+		case errTooManyGroups:
 			return registry.ErrTooManyGroups
+		default:
+			return fmt.Errorf("%w: edge %s did not apply it: %s", layer.ErrUnavailable, a.Node, a.Err)
 		}
 	}
 	if len(missing) > 0 {
@@ -344,9 +543,6 @@ func (l *Layer) change(ctx context.Context, r request, local func() error) error
 // List gathers every edge's connections that q matches and returns the first
 // q.Limit, in order.
 func (l *Layer) List(ctx context.Context, q layer.ListQuery) (layer.Page, error) {
-	if !l.connected() {
-		return layer.Page{Conns: l.edge.List(q), Partial: true}, nil
-	}
 	answers, missing, err := l.ask(ctx, request{Op: opList, To: q.To, After: q.After, Limit: q.Limit})
 	if errors.Is(err, layer.ErrUnavailable) {
 		return layer.Page{Conns: l.edge.List(q), Partial: true}, nil
@@ -357,6 +553,10 @@ func (l *Layer) List(ctx context.Context, q layer.ListQuery) (layer.Page, error)
 	var page layer.Page
 	var cut *layer.Cursor // an edge whose answer was cut knows nothing past its last
 	for _, a := range answers {
+		if a.Err != "" {
+			missing = append(missing, a.Node)
+			continue
+		}
 		page.Conns = append(page.Conns, a.Conns...)
 		if a.Cut && len(a.Conns) > 0 {
 			if c := a.Conns[len(a.Conns)-1].Cursor(); cut == nil || c.Before(*cut) {
@@ -383,9 +583,6 @@ func (l *Layer) List(ctx context.Context, q layer.ListQuery) (layer.Page, error)
 
 // Presence gathers every edge's members of group, by user.
 func (l *Layer) Presence(ctx context.Context, group string) ([]layer.PresentUser, bool, error) {
-	if !l.connected() {
-		return l.edge.Presence(group), true, nil
-	}
 	answers, missing, err := l.ask(ctx, request{Op: opPresence, Group: group})
 	if errors.Is(err, layer.ErrUnavailable) {
 		return l.edge.Presence(group), true, nil
@@ -395,11 +592,14 @@ func (l *Layer) Presence(ctx context.Context, group string) ([]layer.PresentUser
 	}
 	byUser := map[int64]*layer.PresentUser{}
 	for _, a := range answers {
+		if a.Err != "" {
+			missing = append(missing, a.Node)
+			continue
+		}
 		for _, u := range a.Users {
 			if p := byUser[u.ID]; p != nil {
 				p.Count += u.Count
 			} else {
-				u := u
 				byUser[u.ID] = &u
 			}
 		}
@@ -421,8 +621,12 @@ const (
 	opPresence   = "presence"
 )
 
-// errTooManyGroups is how an answer says registry.ErrTooManyGroups.
-const errTooManyGroups = "too_many_groups"
+// errTooManyGroups is how an answer says registry.ErrTooManyGroups; errTooLarge,
+// that the answer would not fit NATS's max_payload.
+const (
+	errTooManyGroups = "too_many_groups"
+	errTooLarge      = "too_large"
+)
 
 // request is a control request, published to every edge.
 type request struct {
@@ -450,52 +654,80 @@ type answer struct {
 // call is a request waiting for its answers.
 type call struct {
 	mu      sync.Mutex
-	want    map[string]bool // edges still to answer
-	answers []answer
-	done    chan struct{} // closed once want is empty
+	answers map[string]answer // by edge
+	more    chan struct{}     // a token after each answer
 }
 
 // ask publishes r to every edge and waits for the answers of the edges heard from
 // lately (this one included), until ctx ends or Config.Timeout passes; missing
-// names those that did not answer. It fails with ErrUnavailable when r cannot be
-// published.
+// names those that did not answer. Right after a (re)connect it also waits one
+// heartbeat, for the other edges' answers to this edge's hello. It fails with
+// ErrUnavailable, having published nothing, while NATS is unusable.
 func (l *Layer) ask(ctx context.Context, r request) (answers []answer, missing []string, err error) {
+	if !l.usable() {
+		return nil, nil, fmt.Errorf("%w: NATS is not usable", layer.ErrUnavailable)
+	}
 	r.ID, r.From = l.seq.Add(1), l.cfg.Node
 	data, err := json.Marshal(r)
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &call{want: l.live(), done: make(chan struct{})}
+	c := &call{answers: map[string]answer{}, more: make(chan struct{}, 1)}
 	l.calls.Store(r.ID, c)
 	defer l.calls.Delete(r.ID)
-	if err := l.nc.PublishRequest(l.subj.control(), l.subj.replies(l.cfg.Node), append([]byte{opControl}, data...)); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", layer.ErrUnavailable, err)
+	if !l.publish(l.subj.control(), l.subj.replies(l.cfg.Node), append([]byte{opControl}, data...)) {
+		return nil, nil, fmt.Errorf("%w: NATS is not taking messages", layer.ErrUnavailable)
 	}
-	t := time.NewTimer(l.cfg.Timeout)
+	start := time.Now()
+	deadline := start.Add(l.cfg.Timeout)
+	warm := time.Unix(0, l.upSince.Load()).Add(l.cfg.Heartbeat)
+	t := time.NewTimer(0)
 	defer t.Stop()
-	select {
-	case <-c.done:
-	case <-t.C:
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+	<-t.C
+	for {
+		c.mu.Lock()
+		missing = missing[:0]
+		for node := range l.live() {
+			if _, ok := c.answers[node]; !ok {
+				missing = append(missing, node)
+			}
+		}
+		c.mu.Unlock()
+		now := time.Now()
+		if len(missing) == 0 && !now.Before(warm) || !now.Before(deadline) {
+			break
+		}
+		wake := deadline
+		if len(missing) == 0 {
+			wake = warm
+		}
+		t.Reset(time.Until(wake))
+		select {
+		case <-c.more:
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	missing = slices.Sorted(maps.Keys(c.want))
+	for _, a := range c.answers {
+		answers = append(answers, a)
+	}
+	c.answers = nil // later answers are dropped
+	c.mu.Unlock()
+	slices.Sort(missing)
 	if len(missing) > 0 {
 		l.m.Unanswered.Inc()
-		l.log.Warn("edges did not answer in time", "op", r.Op, "edges", missing, "timeout", l.cfg.Timeout)
+		l.warnEvery("unanswered", "edges did not answer in time", "op", r.Op, "edges", missing, "timeout", l.cfg.Timeout)
 	}
-	answers, c.answers = c.answers, nil
-	c.want = nil // later answers are dropped
 	return answers, missing, nil
 }
 
 // answered takes an answer to one of this edge's requests.
 func (l *Layer) answered(m *nats.Msg) {
 	var a answer
-	if err := json.Unmarshal(m.Data, &a); err != nil {
-		l.log.Warn("malformed answer on NATS", "subject", m.Subject, "err", err)
+	if err := json.Unmarshal(m.Data, &a); err != nil || !registry.ValidNodeID(a.Node) {
+		l.warnEvery("malformed", "malformed answer on NATS", "subject", m.Subject)
 		return
 	}
 	v, ok := l.calls.Load(a.ID)
@@ -504,54 +736,13 @@ func (l *Layer) answered(m *nats.Msg) {
 	}
 	c := v.(*call)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.want == nil {
-		return
+	if c.answers != nil {
+		c.answers[a.Node] = a
 	}
-	c.answers = append(c.answers, a)
-	if c.want[a.Node] {
-		delete(c.want, a.Node)
-		if len(c.want) == 0 {
-			close(c.done)
-		}
-	}
-}
-
-// dispatch applies, in the order received, every message of the subscriptions
-// that feed the channel: sends, then control requests, answered here.
-func (l *Layer) dispatch() {
-	defer l.stopped.Done()
-	for {
-		select {
-		case m := <-l.ch:
-			l.apply(m)
-		case <-l.stop:
-			return
-		}
-	}
-}
-
-func (l *Layer) apply(m *nats.Msg) {
-	if len(m.Data) == 0 {
-		return
-	}
-	switch m.Data[0] {
-	case opSend:
-		s, err := decodeSend(m.Data)
-		if err != nil {
-			l.log.Warn("malformed send on NATS", "subject", m.Subject)
-			return
-		}
-		l.edge.Deliver(s)
-	case opControl:
-		var r request
-		if err := json.Unmarshal(m.Data[1:], &r); err != nil {
-			l.log.Warn("malformed request on NATS", "subject", m.Subject, "err", err)
-			return
-		}
-		l.answer(m.Reply, r)
+	c.mu.Unlock()
+	select {
+	case c.more <- struct{}{}:
 	default:
-		l.log.Warn("unknown message on NATS", "subject", m.Subject)
 	}
 }
 
@@ -576,19 +767,22 @@ func (l *Layer) answer(reply string, r request) {
 	case r.Op == opPresence:
 		a.Users = l.edge.Presence(r.Group)
 	default:
-		a.Err = "unknown_op"
+		a.Err = "unknown_op " + r.Op
 	}
 	if reply == "" {
 		return
 	}
 	data, _ := json.Marshal(a)
-	for limit := l.nc.MaxPayload() - 1024; int64(len(data)) > limit && len(a.Conns) > 0; {
+	limit := l.maxPayload.Load() - 1024
+	for int64(len(data)) > limit && len(a.Conns) > 0 {
 		a.Conns, a.Cut = a.Conns[:len(a.Conns)/2], true // answer a prefix; the asker pages on
 		data, _ = json.Marshal(a)
 	}
-	if err := l.nc.Publish(reply, data); err != nil {
-		l.log.Warn("NATS: cannot answer", "op", r.Op, "to", r.From, "err", err)
+	if int64(len(data)) > limit {
+		l.warnEvery("too_large", "an answer is too large for NATS's max_payload: the asker sees it as missing", "op", r.Op, "bytes", len(data))
+		data, _ = json.Marshal(answer{ID: r.ID, Node: l.cfg.Node, Err: errTooLarge})
 	}
+	l.publish(reply, "", data)
 }
 
 // heartbeat is what an edge announces on the heartbeat subject.
@@ -598,33 +792,39 @@ type heartbeat struct {
 	Kind     string `json:"kind"` // hello (answer with a beat), beat, bye
 }
 
-// announce publishes this edge's heartbeat of kind on nc.
-func (l *Layer) announce(nc *nats.Conn, kind string) {
+// announce queues this edge's heartbeat of kind.
+func (l *Layer) announce(kind string) {
 	data, _ := json.Marshal(heartbeat{Node: l.cfg.Node, Instance: l.instance, Kind: kind})
-	_ = nc.Publish(l.subj.heartbeat(), data)
+	l.outbox.push(outgoing{subject: l.subj.heartbeat(), data: data}, int64(len(data)), true)
 }
 
-// heard takes another edge's heartbeat.
+// heard takes a heartbeat: this edge's own (NATS works) or another's.
 func (l *Layer) heard(m *nats.Msg) {
 	var h heartbeat
 	if json.Unmarshal(m.Data, &h) != nil || !registry.ValidNodeID(h.Node) {
 		return
 	}
-	l.mu.Lock()
 	if h.Node == l.cfg.Node {
-		warn := h.Instance != l.instance && !l.dupWarned[h.Instance]
-		l.dupWarned[h.Instance] = true
+		if h.Instance == l.instance {
+			l.selfSeen.Store(time.Now().UnixNano())
+			return
+		}
+		l.mu.Lock()
+		warn := h.Instance != l.lastDup
+		l.lastDup = h.Instance
 		l.mu.Unlock()
 		if warn {
 			l.log.Error("another edge uses this node id: connection ids and answers collide; give each edge its own EDGESVC_NODE_ID", "node_id", h.Node)
 		}
 		return
 	}
+	l.mu.Lock()
 	_, known := l.peers[h.Node]
-	if h.Kind == "bye" {
+	switch {
+	case h.Kind == "bye":
 		delete(l.peers, h.Node)
-	} else {
-		l.peers[h.Node] = peer{seen: time.Now()}
+	case known || len(l.peers) < maxPeers:
+		l.peers[h.Node] = time.Now()
 	}
 	l.m.Edges.Set(float64(len(l.peers) + 1))
 	l.mu.Unlock()
@@ -635,7 +835,7 @@ func (l *Layer) heard(m *nats.Msg) {
 		l.log.Info("edge joined", "node_id", h.Node)
 	}
 	if h.Kind == "hello" {
-		l.announce(l.nc, "beat")
+		l.announce("beat")
 	}
 }
 
@@ -644,52 +844,69 @@ func (l *Layer) live() map[string]bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]bool{l.cfg.Node: true}
-	for node, p := range l.peers {
-		if time.Since(p.seen) < 3*l.cfg.Heartbeat {
+	for node, seen := range l.peers {
+		if time.Since(seen) < 3*l.cfg.Heartbeat {
 			out[node] = true
 		}
 	}
 	return out
 }
 
-// beat announces this edge every heartbeat, forgets edges gone silent and counts
-// dropped messages.
+// beat announces this edge every heartbeat, forgets edges gone silent (only while
+// this edge hears itself: when it is the one cut off, it cannot tell) and counts
+// the messages nats.go dropped.
 func (l *Layer) beat() {
 	defer l.stopped.Done()
 	t := time.NewTicker(l.cfg.Heartbeat)
 	defer t.Stop()
+	wasUsable := false
 	for {
 		select {
 		case <-t.C:
 		case <-l.stop:
 			return
 		}
-		if l.connected() {
-			l.announce(l.nc, "beat")
+		if l.up.Load() {
+			l.announce("beat")
 		}
+		usable := l.usable()
+		if usable != wasUsable && l.up.Load() {
+			if usable {
+				l.m.Connected.Set(1)
+			} else {
+				l.m.Connected.Set(0)
+				l.log.Warn("NATS does not carry this edge's heartbeats back: the layer counts as down until it does")
+			}
+		}
+		wasUsable = usable
 		var gone []string
 		l.mu.Lock()
-		for node, p := range l.peers {
-			if time.Since(p.seen) >= 3*l.cfg.Heartbeat {
-				delete(l.peers, node)
-				gone = append(gone, node)
+		if usable {
+			for node, seen := range l.peers {
+				if time.Since(seen) >= 3*l.cfg.Heartbeat {
+					delete(l.peers, node)
+					gone = append(gone, node)
+				}
 			}
 		}
 		l.m.Edges.Set(float64(len(l.peers) + 1))
-		dropped := l.droppedGone
-		for _, sub := range l.interest {
+		subs := make([]*nats.Subscription, 0, len(l.subs)+len(l.fixed))
+		for _, sub := range l.subs {
+			subs = append(subs, sub)
+		}
+		subs = append(subs, l.fixed...)
+		gonedrops := l.droppedGone
+		l.mu.Unlock()
+		dropped := gonedrops
+		for _, sub := range subs {
 			if n, err := sub.Dropped(); err == nil {
 				dropped += int64(n)
 			}
 		}
-		for _, sub := range l.fixed {
-			if n, err := sub.Dropped(); err == nil {
-				dropped += int64(n)
-			}
-		}
-		if dropped > l.droppedSeen {
-			l.m.Dropped.Add(float64(dropped - l.droppedSeen))
-			l.droppedSeen = dropped
+		l.mu.Lock()
+		if dropped > l.dropped {
+			l.m.Dropped.Add(float64(dropped - l.dropped))
+			l.dropped = dropped
 		}
 		l.mu.Unlock()
 		for _, node := range gone {
@@ -702,12 +919,18 @@ func (l *Layer) beat() {
 // Calls after the first do nothing.
 func (l *Layer) Close() {
 	l.closeOnce.Do(func() {
-		if l.connected() {
-			l.announce(l.nc, "bye")
-			_ = l.nc.FlushTimeout(time.Second)
+		if l.usable() {
+			done := make(chan error, 1)
+			data, _ := json.Marshal(heartbeat{Node: l.cfg.Node, Instance: l.instance, Kind: "bye"})
+			l.outbox.push(outgoing{subject: l.subj.heartbeat(), data: data, done: done}, int64(len(data)), true)
+			select {
+			case <-done:
+				_ = l.nc.FlushTimeout(time.Second)
+			case <-time.After(time.Second):
+			}
 		}
-		l.nc.Close()
 		close(l.stop)
 		l.stopped.Wait()
+		l.nc.Close()
 	})
 }
