@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -120,7 +121,7 @@ func (r *report) markdown() string {
 		if unit == "" {
 			unit = "ms"
 		}
-		fmt.Fprintf(&b, "| %s | %.2f %s | < %.0f %s | %s |\n", c.Name, c.Value, unit, c.Target, unit, yesNo(c.Met))
+		fmt.Fprintf(&b, "| %s | %.2f %s | < %s %s | %s |\n", c.Name, c.Value, unit, strconv.FormatFloat(c.Target, 'f', -1, 64), unit, yesNo(c.Met))
 	}
 	return b.String()
 }
