@@ -97,16 +97,11 @@ func TestBrowserThroughBalancer(t *testing.T) {
 		tb.do(t, chromedp.Navigate(base+"/chat/"+room+"/"))
 		tb.waitFor(t, who+"'s chat socket", `document.querySelector('#conn-state').dataset.state === 'open'`, 10*time.Second)
 	}
-	members := func(tb *tab, names ...string) {
-		t.Helper()
-		js := fmt.Sprintf(`JSON.stringify([...document.querySelectorAll('#members li')].map(e => e.textContent)) === %q`, jsonList(names))
-		tb.waitFor(t, "members "+strings.Join(names, ", "), js, 10*time.Second)
-	}
 
 	ta := newBrowser(t)
 	ta.signIn(t, base, alice.GetUsername(), apw)
 	open(ta, "alice")
-	members(ta, alice.GetUsername())
+	ta.members(t, alice.GetUsername())
 	tb := newBrowser(t)
 	tb.signIn(t, base, bob.GetUsername(), bpw)
 	open(tb, "bob")
@@ -123,18 +118,11 @@ func TestBrowserThroughBalancer(t *testing.T) {
 		open(tb, "bob")
 	}
 	t.Logf("alice's socket is on %s, bob's on %s", edgeOf(alice.GetId()), edgeOf(bob.GetId()))
-	members(tb, alice.GetUsername(), bob.GetUsername())
-	members(ta, alice.GetUsername(), bob.GetUsername())
+	tb.members(t, alice.GetUsername(), bob.GetUsername())
+	ta.members(t, alice.GetUsername(), bob.GetUsername())
 
-	say := func(from *tab, text string, readers ...*tab) {
-		t.Helper()
-		from.do(t, chromedp.SendKeys(chromedp.CSS("#message"), text+"\r"))
-		for _, r := range readers {
-			r.waitFor(t, "the message "+text, fmt.Sprintf(`[...document.querySelectorAll('#log li .text')].some(e => e.textContent.endsWith(%q))`, ": "+text), 10*time.Second)
-		}
-	}
-	say(tb, "hello across edges", ta, tb)
-	say(ta, "hello back", ta, tb)
+	tb.say(t, "hello across edges", ta, tb)
+	ta.say(t, "hello back", ta, tb)
 	ta.screenshot(t, "chat-two-edges")
 
 	// The edge API of the edge that does not hold bob's socket kicks him.
@@ -146,7 +134,7 @@ func TestBrowserThroughBalancer(t *testing.T) {
 		t.Fatal(err)
 	}
 	tb.waitFor(t, "bob's page to show the kick", `document.querySelector('#conn-state').textContent.includes('4003') && document.querySelector('#conn-state').dataset.state === 'closed'`, 10*time.Second)
-	members(ta, alice.GetUsername())
+	ta.members(t, alice.GetUsername())
 	for _, x := range []*tab{ta, tb} {
 		if errs := x.consoleErrors(); len(errs) > 0 {
 			t.Fatalf("console errors: %v", errs)

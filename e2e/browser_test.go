@@ -442,30 +442,18 @@ func TestBrowserChat(t *testing.T) {
 	}
 	a.do(t, chromedp.Navigate(base+"/chat/"+room+"/"))
 	a.waitFor(t, "alice's chat socket", `document.querySelector('#conn-state').dataset.state === 'open'`, 10*time.Second)
-	members := func(tb *tab, names ...string) {
-		t.Helper()
-		js := fmt.Sprintf(`JSON.stringify([...document.querySelectorAll('#members li')].map(e => e.textContent)) === %q`, jsonList(names))
-		tb.waitFor(t, "members "+strings.Join(names, ", "), js, 10*time.Second)
-	}
-	members(a, alice.GetUsername())
+	a.members(t, alice.GetUsername())
 
 	b := newBrowser(t)
 	b.signIn(t, base, bob.GetUsername(), bpw)
 	b.do(t, chromedp.Navigate(base+"/chat/"+room+"/"))
 	b.waitFor(t, "bob's chat socket", `document.querySelector('#conn-state').dataset.state === 'open'`, 10*time.Second)
-	members(b, alice.GetUsername(), bob.GetUsername())
-	members(a, alice.GetUsername(), bob.GetUsername())
+	b.members(t, alice.GetUsername(), bob.GetUsername())
+	a.members(t, alice.GetUsername(), bob.GetUsername())
 	a.waitFor(t, "bob's arrival", fmt.Sprintf(`[...document.querySelectorAll('#log li.sys .text')].some(e => e.textContent === %q)`, bob.GetUsername()+" joined."), 10*time.Second)
 
-	say := func(from *tab, text string, readers ...*tab) {
-		t.Helper()
-		from.do(t, chromedp.SendKeys(chromedp.CSS("#message"), text+"\r"))
-		for _, r := range readers {
-			r.waitFor(t, "the message "+text, fmt.Sprintf(`[...document.querySelectorAll('#log li .text')].some(e => e.textContent.endsWith(%q))`, ": "+text), 10*time.Second)
-		}
-	}
-	say(b, "hello from bob", a, b)
-	say(a, "<b>hi</b> bob", a, b)
+	b.say(t, "hello from bob", a, b)
+	a.say(t, "<b>hi</b> bob", a, b)
 	if n := a.count(t, "#log li b"); n != 0 {
 		t.Fatal("a message was rendered as HTML")
 	}
@@ -477,7 +465,7 @@ func TestBrowserChat(t *testing.T) {
 	}
 	b.waitFor(t, "bob's page to show the kick", `document.querySelector('#conn-state').textContent.includes('4003') && document.querySelector('#conn-state').dataset.state === 'closed'`, 10*time.Second)
 	a.waitFor(t, "bob's departure", fmt.Sprintf(`[...document.querySelectorAll('#log li.sys .text')].some(e => e.textContent === %q)`, bob.GetUsername()+" left."), 10*time.Second)
-	members(a, alice.GetUsername())
+	a.members(t, alice.GetUsername())
 	before := handshakes(t, s.edge.addr)
 	time.Sleep(3 * time.Second) // several backoff periods
 	if after := handshakes(t, s.edge.addr); after != before {
@@ -487,6 +475,22 @@ func TestBrowserChat(t *testing.T) {
 		if errs := tb.consoleErrors(); len(errs) > 0 {
 			t.Fatalf("console errors: %v", errs)
 		}
+	}
+}
+
+// members waits until the chat page's members list is names, in order.
+func (b *tab) members(t *testing.T, names ...string) {
+	t.Helper()
+	js := fmt.Sprintf(`JSON.stringify([...document.querySelectorAll('#members li')].map(e => e.textContent)) === %q`, jsonList(names))
+	b.waitFor(t, "members "+strings.Join(names, ", "), js, 10*time.Second)
+}
+
+// say types text into the chat page's box and waits until every reader shows it.
+func (b *tab) say(t *testing.T, text string, readers ...*tab) {
+	t.Helper()
+	b.do(t, chromedp.SendKeys(chromedp.CSS("#message"), text+"\r"))
+	for _, r := range readers {
+		r.waitFor(t, "the message "+text, fmt.Sprintf(`[...document.querySelectorAll('#log li .text')].some(e => e.textContent.endsWith(%q))`, ": "+text), 10*time.Second)
 	}
 }
 
