@@ -384,6 +384,11 @@ func TestEdgeAPIConfigRefused(t *testing.T) {
 		{[]string{"EDGESVC_API_TOKEN_FILE=" + f["ca.pem"]}, "not both"}, // EDGESVC_API_TOKEN is set too
 		{[]string{"EDGESVC_SEND_BUFFER=1000"}, "at least twice EDGESVC_READ_LIMIT"},
 		{[]string{"EDGESVC_NODE_ID=no.dots"}, "EDGESVC_NODE_ID"},
+		{[]string{"EDGESVC_NATS_URL=http://127.0.0.1:4222"}, `scheme "http"`},
+		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1", "EDGESVC_NATS_PREFIX=gatehouse.*"}, "subject prefix"},
+		{[]string{"EDGESVC_NATS_CA=" + f["ca.pem"]}, "need EDGESVC_NATS_URL"},
+		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1", "EDGESVC_NATS_CERT=" + f["server.pem"]}, "need EDGESVC_NATS_CA"},
+		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1", "EDGESVC_NATS_CREDS=" + empty + "-missing"}, "EDGESVC_NATS_CREDS"},
 	} {
 		cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "edgesvc"))
 		cmd.Env = append(os.Environ(), edgeEnv("127.0.0.1:1", tc.env...)...)

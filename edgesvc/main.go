@@ -97,6 +97,8 @@ func run(args []string, log *slog.Logger) error {
 	fs.IntVar(&cfg.MaxSockets, "max-sockets", envIntOrZero("EDGESVC_MAX_SOCKETS", 0, &errs), "sockets this edge holds at most; 0: no limit (EDGESVC_MAX_SOCKETS)")
 	var nc natsConfig
 	nc.flags(fs)
+	var routesPath string
+	fs.StringVar(&routesPath, "routes-file", env("EDGESVC_ROUTES_FILE", ""), "JSON file of routes whose connections a consumer service in any language runs (gatehouse.app.v1.ConsumerService): {\"routes\": [{\"path\": \"/ws/commands/{room}/\", \"consumer\": \"host:port\"}]} (EDGESVC_ROUTES_FILE)")
 	var debugListen string
 	fs.StringVar(&debugListen, "debug-listen", env("EDGESVC_DEBUG_LISTEN", ""), "address for net/http/pprof (EDGESVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
 	if err := fs.Parse(args); err != nil {
@@ -145,6 +147,10 @@ func run(args []string, log *slog.Logger) error {
 	if err := nc.apply(fs, &cfg); err != nil {
 		return err
 	}
+	routes, err := loadRoutes(routesPath)
+	if err != nil {
+		return err
+	}
 
 	creds, err := authCredentials(authCA, authCert, authKey, authServerName)
 	if err != nil {
@@ -183,6 +189,13 @@ func run(args []string, log *slog.Logger) error {
 	srv := edge.New(cc, cfg, log)
 	srv.Handle("/ws/myapp/{user_id}/", func() edge.Consumer { return edge.Echo{} })
 	srv.Handle("/ws/chat/{room}/", chat.New(srv))
+	closers, err := handleRoutes(srv, routes, log)
+	for _, c := range closers {
+		defer c()
+	}
+	if err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

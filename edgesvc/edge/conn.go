@@ -114,6 +114,12 @@ func (c *Conn) Send(text string) error { return c.sock.Send(text) }
 // answer is written from the calling goroutine, sparing a hand-off.
 func (c *Conn) Reply(text string) error { return c.sock.Reply(text) }
 
+// SendBinary is Send for one binary message; data is copied.
+func (c *Conn) SendBinary(data []byte) error { return c.sock.Push(true, string(data)) }
+
+// ReplyBinary is Reply for one binary message; data is copied.
+func (c *Conn) ReplyBinary(data []byte) error { return c.sock.ReplyBinary(string(data)) }
+
 // Close closes the connection with code and reason (cut to 123 bytes): the client
 // receives what was sent before, then the close frame, if it takes them within a
 // second (else it is dropped); once Close has returned, Send and Reply return

@@ -161,6 +161,7 @@ type Server struct {
 	conns   *registry.Registry[*Conn]
 	layer   layer.Layer
 	nats    *natslayer.Layer // the layer, when NATSURL is set
+	reg     *prometheus.Registry
 	metrics *metrics.Set
 	ids     *registry.IDs
 
@@ -187,6 +188,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 		conns: registry.New[*Conn](),
 		ids:   registry.NewIDs(cfg.NodeID),
 	}
+	s.reg = reg
 	s.conns.SetLimits(registry.Limits{PerUser: max(cfg.MaxSocketsPerUser, 0), PerAddress: cfg.MaxSocketsPerAddress, Total: cfg.MaxSockets})
 	s.metrics = metrics.New(reg, s.conns.Stats)
 	here := &local.Edge[*Conn]{Conns: s.conns, Node: cfg.NodeID}
@@ -228,6 +230,9 @@ func (s *Server) Handle(pattern string, newConsumer func() Consumer) {
 	}
 	s.mux.Handle("GET "+pattern, s.handshake(newConsumer, strings.Contains(pattern, "{user_id}")))
 }
+
+// Metrics returns the registry behind /metrics, for a program's own series.
+func (s *Server) Metrics() prometheus.Registerer { return s.reg }
 
 // NodeID returns the edge's node id (Config.NodeID, or the default it got).
 func (s *Server) NodeID() string { return s.cfg.NodeID }

@@ -129,11 +129,17 @@ func (c *Conn) flush(first *sendq.Message) bool {
 // When nothing is queued or being written, the reply goes straight to the socket from
 // the calling goroutine, sparing the queue and the hand-off to a writer goroutine;
 // the guarantees above are unchanged.
-func (c *Conn) Reply(text string) error {
+func (c *Conn) Reply(text string) error { return c.reply(sendq.Message{Data: text}) }
+
+// ReplyBinary is Reply for a binary message.
+func (c *Conn) ReplyBinary(data string) error {
+	return c.reply(sendq.Message{Frame: Prepare(true, data)})
+}
+
+func (c *Conn) reply(m sendq.Message) error {
 	if c.isClosing() {
 		return ErrClosed
 	}
-	m := sendq.Message{Data: text}
 	if c.w.Queued() == 0 && c.w.Take() {
 		// Holding the turn, Run has happened: sock is set (nil under TLS).
 		if c.sock != nil {

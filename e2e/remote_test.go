@@ -1,0 +1,342 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appv1 "github.com/gatehouse/gatehouse/gen/gatehouse/app/v1"
+	edgev1 "github.com/gatehouse/gatehouse/gen/gatehouse/edge/v1"
+	"github.com/gorilla/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Remote consumers: routes whose connections a gRPC service runs
+// (gatehouse.app.v1.ConsumerService), here a Go one on loopback against the built edge.
+
+const consumerToken = "e2e-consumer-token-0123456789abcdefgh"
+
+// commands is a small consumer service: a room per path, "/who", broadcast.
+type commands struct {
+	appv1.UnimplementedConsumerServiceServer
+	mu          sync.Mutex
+	connects    []*appv1.Connection
+	received    map[string][]string // by connection id
+	disconnects map[string][]int32  // by connection id
+	slow        chan struct{}       // "slow" waits on it
+}
+
+func newCommands() *commands {
+	return &commands{received: map[string][]string{}, disconnects: map[string][]int32{}, slow: make(chan struct{})}
+}
+
+func authorized(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("authorization"); len(v) != 1 || v[0] != "Bearer "+consumerToken {
+		return status.Error(codes.Unauthenticated, "no token")
+	}
+	return nil
+}
+
+func text(t string) *appv1.Action {
+	return &appv1.Action{Action: &appv1.Action_Reply{Reply: &appv1.Reply{Payload: &appv1.Reply_Text{Text: t}}}}
+}
+
+func (s *commands) Connect(ctx context.Context, req *appv1.ConnectRequest) (*appv1.ConnectResponse, error) {
+	if err := authorized(ctx); err != nil {
+		return nil, err
+	}
+	c := req.GetConnection()
+	s.mu.Lock()
+	s.connects = append(s.connects, c)
+	s.mu.Unlock()
+	room := c.GetPathParams()["room"]
+	if c.GetQuery()["refuse"] != "" {
+		return &appv1.ConnectResponse{Refusal: &appv1.Refusal{Status: 403, Reason: "ROOM_CLOSED", Message: "room " + room + " is closed"}}, nil
+	}
+	if c.GetQuery()["kick"] != "" {
+		return &appv1.ConnectResponse{Actions: []*appv1.Action{text("not today"), {Action: &appv1.Action_Close{Close: &appv1.Close{Code: 4003, Reason: "not today"}}}}}, nil
+	}
+	return &appv1.ConnectResponse{Actions: []*appv1.Action{
+		{Action: &appv1.Action_Join{Join: &appv1.Join{Group: "room." + room}}},
+		text(fmt.Sprintf("welcome %s to %s", c.GetUser().GetUsername(), room)),
+	}}, nil
+}
+
+func (s *commands) Receive(ctx context.Context, req *appv1.ReceiveRequest) (*appv1.ReceiveResponse, error) {
+	if err := authorized(ctx); err != nil {
+		return nil, err
+	}
+	c := req.GetConnection()
+	msg := req.GetText()
+	s.mu.Lock()
+	s.received[c.GetId()] = append(s.received[c.GetId()], msg)
+	s.mu.Unlock()
+	switch {
+	case msg == "boom":
+		return nil, status.Error(codes.Internal, "boom")
+	case msg == "slow":
+		select {
+		case <-s.slow:
+		case <-ctx.Done():
+		}
+		return &appv1.ReceiveResponse{}, nil
+	case msg == "bad action":
+		return &appv1.ReceiveResponse{Actions: []*appv1.Action{{Action: &appv1.Action_Join{Join: &appv1.Join{Group: "no spaces"}}}}}, nil
+	case msg == "bye":
+		return &appv1.ReceiveResponse{Actions: []*appv1.Action{{Action: &appv1.Action_Close{Close: &appv1.Close{Code: 4001, Reason: "see you"}}}}}, nil
+	case req.GetBinary() != nil:
+		return &appv1.ReceiveResponse{Actions: []*appv1.Action{{Action: &appv1.Action_Reply{Reply: &appv1.Reply{Payload: &appv1.Reply_Binary{Binary: append([]byte("got "), req.GetBinary()...)}}}}}}, nil
+	case strings.HasPrefix(msg, "echo "):
+		return &appv1.ReceiveResponse{Actions: []*appv1.Action{text(msg)}}, nil
+	}
+	room := c.GetPathParams()["room"]
+	return &appv1.ReceiveResponse{Actions: []*appv1.Action{{Action: &appv1.Action_Send{Send: &appv1.Send{
+		Target:  &edgev1.Target{Target: &edgev1.Target_Group{Group: "room." + room}},
+		Payload: &appv1.Send_Text{Text: c.GetUser().GetUsername() + ": " + msg},
+	}}}}}, nil
+}
+
+func (s *commands) Disconnect(ctx context.Context, req *appv1.DisconnectRequest) (*appv1.DisconnectResponse, error) {
+	if err := authorized(ctx); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.disconnects[req.GetConnection().GetId()] = append(s.disconnects[req.GetConnection().GetId()], req.GetCode())
+	return &appv1.DisconnectResponse{}, nil
+}
+
+// serveConsumer serves svc on addr (a free loopback address if empty) until stop.
+func serveConsumer(t *testing.T, svc appv1.ConsumerServiceServer, addr string) (string, func()) {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	appv1.RegisterConsumerServiceServer(g, svc)
+	go func() { _ = g.Serve(lis) }()
+	var once sync.Once
+	stop := func() { once.Do(g.Stop) }
+	t.Cleanup(stop)
+	return lis.Addr().String(), stop
+}
+
+// routesFor writes a routes file sending /ws/commands/{room}/ to addr.
+func routesFor(t *testing.T, addr, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte(consumerToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "routes.json")
+	body := fmt.Sprintf(`{"routes": [{"path": "/ws/commands/{room}/", "consumer": %q, "token_file": %q, "timeout": "500ms"%s}]}`, addr, tok, extra)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func commandsURL(edgeAddr, room string) string {
+	return fmt.Sprintf("ws://%s/ws/commands/%s/", edgeAddr, room)
+}
+
+func openCommands(t *testing.T, s *system, url, token string) *websocket.Conn {
+	t.Helper()
+	ws, code, reason := dialWSReason(t, url, cookieHeader(s.edge.addr, token))
+	if code != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake %s: %d %s", url, code, reason)
+	}
+	return ws
+}
+
+// TestRemoteConsumer: a remote service decides what sockets of its route do.
+func TestRemoteConsumer(t *testing.T) {
+	svc := newCommands()
+	addr, _ := serveConsumer(t, svc, "")
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, addr, "")})
+	alice, apw := s.newUser(t)
+	bob, bpw := s.newUser(t)
+	la, lb := s.login(t, alice, apw), s.login(t, bob, bpw)
+
+	wa := openCommands(t, s, commandsURL(s.edge.addr, "lobby")+"?lang=fr", la.GetToken())
+	readText(t, wa, "welcome "+alice.GetUsername()+" to lobby")
+	svc.mu.Lock()
+	c := svc.connects[0]
+	svc.mu.Unlock()
+	if c.GetUser().GetId() != alice.GetId() || c.GetUser().GetUsername() != alice.GetUsername() || c.GetSessionId() != la.GetSession().GetId() ||
+		c.GetPath() != "/ws/commands/lobby/" || c.GetRoute() != "/ws/commands/{room}/" || c.GetPathParams()["room"] != "lobby" ||
+		c.GetQuery()["lang"] != "fr" || c.GetHeaders()["origin"] == "" || c.GetId() == "" {
+		t.Fatalf("the service was told %v", c)
+	}
+	wb := openCommands(t, s, commandsURL(s.edge.addr, "lobby"), lb.GetToken())
+	readText(t, wb, "welcome "+bob.GetUsername()+" to lobby")
+
+	// A message goes to the service, whose Send reaches the room.
+	if err := wb.WriteMessage(websocket.TextMessage, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	readText(t, wa, bob.GetUsername()+": hello")
+	readText(t, wb, bob.GetUsername()+": hello")
+
+	// One connection's messages reach the service in order, one at a time.
+	for i := range 50 {
+		if err := wa.WriteMessage(websocket.TextMessage, []byte(fmt.Sprint("echo ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		readText(t, wa, fmt.Sprint("echo ", i))
+	}
+	// Binary both ways.
+	if err := wa.WriteMessage(websocket.BinaryMessage, []byte{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	_ = wa.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if mt, b, err := wa.ReadMessage(); err != nil || mt != websocket.BinaryMessage || string(b) != "got \x01\x02" {
+		t.Fatalf("binary reply: %d %q %v", mt, b, err)
+	}
+
+	// Refused by the service: its status and reason, before any upgrade.
+	_, code, reason := dialWSReason(t, commandsURL(s.edge.addr, "lobby")+"?refuse=1", cookieHeader(s.edge.addr, la.GetToken()))
+	if code != http.StatusForbidden || reason != "ROOM_CLOSED" {
+		t.Fatalf("refused by the service: %d %s", code, reason)
+	}
+	// Closed in Connect: upgraded, then the code.
+	wk := openCommands(t, s, commandsURL(s.edge.addr, "lobby")+"?kick=1", la.GetToken())
+	readText(t, wk, "not today")
+	expectClose(t, wk, 4003, "not today", 5*time.Second)
+
+	// The service closes a connection; the edge tells it, once, with the code.
+	wc := openCommands(t, s, commandsURL(s.edge.addr, "other"), la.GetToken())
+	readText(t, wc, "welcome "+alice.GetUsername()+" to other")
+	_ = wc.WriteMessage(websocket.TextMessage, []byte("bye"))
+	expectClose(t, wc, 4001, "see you", 5*time.Second)
+
+	// A failing Receive closes with 1011; an action that cannot be done too.
+	wf := openCommands(t, s, commandsURL(s.edge.addr, "other"), la.GetToken())
+	readText(t, wf, "welcome "+alice.GetUsername()+" to other")
+	_ = wf.WriteMessage(websocket.TextMessage, []byte("boom"))
+	expectClose(t, wf, 1011, "internal error", 5*time.Second)
+	wg := openCommands(t, s, commandsURL(s.edge.addr, "other"), la.GetToken())
+	readText(t, wg, "welcome "+alice.GetUsername()+" to other")
+	_ = wg.WriteMessage(websocket.TextMessage, []byte("bad action"))
+	expectClose(t, wg, 1011, "internal error", 5*time.Second)
+
+	// A Receive past its deadline closes with 1013, and delays no other connection.
+	ws := openCommands(t, s, commandsURL(s.edge.addr, "other"), la.GetToken())
+	readText(t, ws, "welcome "+alice.GetUsername()+" to other")
+	_ = ws.WriteMessage(websocket.TextMessage, []byte("slow"))
+	_ = wa.WriteMessage(websocket.TextMessage, []byte("echo meanwhile"))
+	readText(t, wa, "echo meanwhile")
+	expectClose(t, ws, 1013, "the application is not answering", 5*time.Second)
+
+	// Disconnect: each closed connection is reported once, with its code.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		svc.mu.Lock()
+		n := len(svc.disconnects)
+		var bad []string
+		for id, codes := range svc.disconnects {
+			if len(codes) != 1 {
+				bad = append(bad, fmt.Sprint(id, codes))
+			}
+		}
+		svc.mu.Unlock()
+		if len(bad) > 0 {
+			t.Fatalf("Disconnect called more than once: %v", bad)
+		}
+		if n >= 5 { // kick, bye, boom, bad action, slow
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Disconnects, want 5", n)
+		}
+	}
+	if m := metric(t, s.edge.addr, `gatehouse_edge_consumer_calls_total{method="receive",outcome="deadline",route="/ws/commands/{room}/"}`); m != 1 {
+		t.Errorf("receive deadlines counted: %v, want 1", m)
+	}
+}
+
+// TestRemoteConsumerDown: a service that does not answer makes handshakes fail
+// closed (503 CONSUMER_UNAVAILABLE); once it is back, new connections work with no
+// restart of the edge.
+func TestRemoteConsumerDown(t *testing.T) {
+	svc := newCommands()
+	addr, stop := serveConsumer(t, svc, "")
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, addr, "")})
+	alice, pw := s.newUser(t)
+	l := s.login(t, alice, pw)
+	ws := openCommands(t, s, commandsURL(s.edge.addr, "r"), l.GetToken())
+	readText(t, ws, "welcome "+alice.GetUsername()+" to r")
+	stop()
+	_, code, reason := dialWSReason(t, commandsURL(s.edge.addr, "r"), cookieHeader(s.edge.addr, l.GetToken()))
+	if code != http.StatusServiceUnavailable || reason != "CONSUMER_UNAVAILABLE" {
+		t.Fatalf("handshake with the service down: %d %s", code, reason)
+	}
+	echo(t, mustOpen(t, s.edge.addr, l), "the edge's own routes go on")
+	serveConsumer(t, svc, addr)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		ws, code, _ := dialWSReason(t, commandsURL(s.edge.addr, "r"), cookieHeader(s.edge.addr, l.GetToken()))
+		if code == http.StatusSwitchingProtocols {
+			readText(t, ws, "welcome "+alice.GetUsername()+" to r")
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the service is back, handshakes still answered %d", code)
+		}
+	}
+}
+
+// TestRoutesFileRefused: a routes file that cannot work stops the edge at start,
+// saying why.
+func TestRoutesFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c := range []struct{ name, body, want string }{
+		{"missing", "", "no such file"},
+		{"not-json.json", "routes:", "want {"},
+		{"unknown.json", `{"routes": [{"path": "/ws/a/", "consumer": "127.0.0.1:1", "tokn": "x"}]}`, "unknown field"},
+		{"nopath.json", `{"routes": [{"path": "ws/a/", "consumer": "127.0.0.1:1"}]}`, "path must be"},
+		{"noconsumer.json", `{"routes": [{"path": "/ws/a/"}]}`, "consumer (host:port"},
+		{"timeout.json", `{"routes": [{"path": "/ws/a/", "consumer": "127.0.0.1:1", "timeout": "soon"}]}`, "timeout"},
+		{"taken.json", `{"routes": [{"path": "/ws/chat/{room}/", "consumer": "127.0.0.1:1"}]}`, "conflicts"},
+		{"twice.json", `{"routes": [{"path": "/ws/a/", "consumer": "127.0.0.1:1"}, {"path": "/ws/a/", "consumer": "127.0.0.1:2"}]}`, "given once"},
+		{"certnoca.json", `{"routes": [{"path": "/ws/a/", "consumer": "127.0.0.1:1", "cert": "c.pem", "key": "k.pem"}]}`, "need ca"},
+		{"notoken.json", `{"routes": [{"path": "/ws/a/", "consumer": "127.0.0.1:1", "token_file": "/nonexistent"}]}`, "token_file"},
+	} {
+		path := filepath.Join(dir, c.name)
+		if c.body != "" {
+			path = write(c.name, c.body)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "edgesvc"))
+		cmd.Env = append(os.Environ(), edgeEnv("127.0.0.1:1", "EDGESVC_ROUTES_FILE="+path)...)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("%s: %v\n%s\nwant an exit saying %q", c.name, err, out, c.want)
+		}
+	}
+}
