@@ -103,7 +103,7 @@ generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerat
 # against each, so a breaking change fails `make lint` however many commits it spans.
 # Refresh them with `make contract` only when releasing (a breaking change also needs a
 # new package, such as gatehouse.auth.v2, rather than a refreshed image).
-CONTRACT_PACKAGES := auth edge
+CONTRACT_PACKAGES := auth edge app
 
 .PHONY: breaking
 breaking: $(BIN)/buf ## Fail if proto/ breaks a released contract (contract/*.json)
