@@ -77,10 +77,21 @@ func ValidPrefix(p string) bool {
 	return true
 }
 
-// encodeSend encodes m: opSend, the kind, flags (1: binary), the user, the id, the
-// excluded ids, then the data to the end.
-func encodeSend(m layer.Send) []byte {
-	n := 3 + binary.MaxVarintLen64*(3+len(m.Exclude)) + len(m.To.ID) + len(m.Data)
+// origin says which edge (a run of it) published a send, and where in its order.
+type origin struct {
+	instance [8]byte // random per start of the edge
+	seq      uint64  // 0: not set yet (see stamp)
+}
+
+// sendHeader is the bytes before a send's target: opSend, the origin's instance and
+// sequence number.
+const sendHeader = 1 + 8 + 8
+
+// encodeSend encodes m: opSend, the origin (instance; sequence number left 0 for
+// stamp), the kind, flags (1: binary), the user, the id, the excluded ids, then the
+// data to the end.
+func encodeSend(m layer.Send, instance [8]byte) []byte {
+	n := sendHeader + 2 + binary.MaxVarintLen64*(3+len(m.Exclude)) + len(m.To.ID) + len(m.Data)
 	for _, id := range m.Exclude {
 		n += len(id)
 	}
@@ -89,7 +100,10 @@ func encodeSend(m layer.Send) []byte {
 	if m.Binary {
 		flags = 1
 	}
-	b = append(b, opSend, byte(m.To.Kind), flags)
+	b = append(b, opSend)
+	b = append(b, instance[:]...)
+	b = append(b, make([]byte, 8)...)
+	b = append(b, byte(m.To.Kind), flags)
 	b = binary.AppendUvarint(b, uint64(m.To.User))
 	b = appendString(b, m.To.ID)
 	b = binary.AppendUvarint(b, uint64(len(m.Exclude)))
@@ -99,6 +113,9 @@ func encodeSend(m layer.Send) []byte {
 	return append(b, m.Data...)
 }
 
+// stamp sets an encoded send's sequence number.
+func stamp(b []byte, seq uint64) { binary.BigEndian.PutUint64(b[9:sendHeader], seq) }
+
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
@@ -107,36 +124,43 @@ func appendString(b []byte, s string) []byte {
 var errMalformed = errors.New("malformed message")
 
 // decodeSend decodes what encodeSend made; anything else is errMalformed.
-func decodeSend(b []byte) (layer.Send, error) {
+func decodeSend(b []byte) (layer.Send, origin, error) {
 	var m layer.Send
-	if len(b) < 3 || b[0] != opSend || b[1] < byte(layer.User) || b[1] > byte(layer.Group) || b[2] > 1 {
-		return m, errMalformed
+	var o origin
+	if len(b) < sendHeader+2 || b[0] != opSend {
+		return m, o, errMalformed
 	}
-	m.To.Kind, m.Binary = layer.Kind(b[1]), b[2] == 1
-	b = b[3:]
+	copy(o.instance[:], b[1:9])
+	o.seq = binary.BigEndian.Uint64(b[9:sendHeader])
+	b = b[sendHeader:]
+	if b[0] < byte(layer.User) || b[0] > byte(layer.Group) || b[1] > 1 {
+		return m, o, errMalformed
+	}
+	m.To.Kind, m.Binary = layer.Kind(b[0]), b[1] == 1
+	b = b[2:]
 	user, n := binary.Uvarint(b)
 	if n <= 0 || user > 1<<63-1 {
-		return m, errMalformed
+		return m, o, errMalformed
 	}
 	m.To.User, b = int64(user), b[n:]
 	var ok bool
 	if m.To.ID, b, ok = readString(b); !ok {
-		return m, errMalformed
+		return m, o, errMalformed
 	}
 	count, n := binary.Uvarint(b)
 	if n <= 0 || count > uint64(len(b)) {
-		return m, errMalformed
+		return m, o, errMalformed
 	}
 	b = b[n:]
 	for range count { // each id is read before the next is made room for
 		var id string
 		if id, b, ok = readString(b); !ok {
-			return m, errMalformed
+			return m, o, errMalformed
 		}
 		m.Exclude = append(m.Exclude, id)
 	}
 	m.Data = string(b)
-	return m, nil
+	return m, o, nil
 }
 
 func readString(b []byte) (string, []byte, bool) {

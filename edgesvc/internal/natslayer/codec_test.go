@@ -15,34 +15,39 @@ func TestSendRoundTrip(t *testing.T) {
 		{To: layer.Target{Kind: layer.Session, ID: "s"}, Data: ""},
 		{To: layer.Target{Kind: layer.Connection, ID: "edge-a.7"}, Data: strings.Repeat("x", 70000)},
 	} {
-		got, err := decodeSend(encodeSend(m))
-		if err != nil || !reflect.DeepEqual(got, m) {
-			t.Errorf("round trip of %+v: %+v, %v", m, got, err)
+		b := encodeSend(m, [8]byte{1, 2, 3, 4, 5, 6, 7, 8})
+		stamp(b, 42)
+		got, o, err := decodeSend(b)
+		if err != nil || !reflect.DeepEqual(got, m) || o.seq != 42 || o.instance != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} {
+			t.Errorf("round trip of %+v: %+v %+v, %v", m, got, o, err)
 		}
 	}
 }
 
 // TestDecodeRefuses: what is not an encoded send is refused, never a panic.
 func TestDecodeRefuses(t *testing.T) {
-	good := encodeSend(layer.Send{To: layer.Target{Kind: layer.Group, ID: "g"}, Data: "d", Exclude: []string{"x.1"}})
-	const header = 11       // 's', kind, flags, user, "g", one excluded "x.1"; then "d"
-	for i := range header { // every cut inside the header
-		if m, err := decodeSend(good[:i]); err == nil {
+	good := encodeSend(layer.Send{To: layer.Target{Kind: layer.Group, ID: "g"}, Data: "d", Exclude: []string{"x.1"}}, [8]byte{})
+	const header = sendHeader + 10 // origin, kind, flags, user, "g", one excluded "x.1"; then "d"
+	for i := range header {        // every cut inside the header
+		if m, _, err := decodeSend(good[:i]); err == nil {
 			t.Errorf("a send cut to %d bytes decoded: %+v", i, m)
 		}
 	}
-	for _, b := range [][]byte{nil, {opSend}, {opSend, 9, 0}, {opSend, 1, 7}, {'x', 1, 0, 0, 0, 0}, {opSend, 4, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, {opSend, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}} {
-		if m, err := decodeSend(b); err == nil {
+	hdr := make([]byte, sendHeader)
+	hdr[0] = opSend
+	for _, tail := range [][]byte{nil, {9, 0}, {1, 7}, {4, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f}, {1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}} {
+		b := append(append([]byte(nil), hdr...), tail...)
+		if m, _, err := decodeSend(b); err == nil {
 			t.Errorf("decodeSend(%q) = %+v", b, m)
 		}
 	}
 }
 
 func FuzzDecodeSend(f *testing.F) {
-	f.Add(encodeSend(layer.Send{To: layer.Target{Kind: layer.User, User: 1}, Data: "x", Exclude: []string{"a"}}))
+	f.Add(encodeSend(layer.Send{To: layer.Target{Kind: layer.User, User: 1}, Data: "x", Exclude: []string{"a"}}, [8]byte{}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if m, err := decodeSend(b); err == nil {
-			if again, err := decodeSend(encodeSend(m)); err != nil || !reflect.DeepEqual(again, m) {
+		if m, _, err := decodeSend(b); err == nil {
+			if again, _, err := decodeSend(encodeSend(m, [8]byte{})); err != nil || !reflect.DeepEqual(again, m) {
 				t.Fatalf("%+v does not round-trip: %+v %v", m, again, err)
 			}
 		}

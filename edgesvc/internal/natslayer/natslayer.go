@@ -89,7 +89,17 @@ type Layer struct {
 	m        Metrics
 	log      *slog.Logger
 	nc       *nats.Conn
-	instance string // this run of the edge, to tell two edges with one node id apart
+	instance string  // this run of the edge, to tell two edges with one node id apart
+	origin   [8]byte // the same, as sends carry it
+
+	// orderMu orders this edge's sends: each takes the next sequence number and its
+	// place in the outbox (or, NATS being unusable, the inbox) at once. The
+	// dispatcher delivers a send of this edge's only if it comes after the last one
+	// it delivered (lastOwn): an echo that NATS hands back after a later send was
+	// delivered here directly is dropped rather than delivered out of order.
+	orderMu sync.Mutex
+	sendSeq uint64
+	lastOwn uint64 // the dispatcher's
 
 	in     chan *nats.Msg                // from nats.go's reader, for the forwarder
 	inbox  *queue[*nats.Msg]             // for the dispatcher
@@ -97,24 +107,34 @@ type Layer struct {
 	subs   map[string]*nats.Subscription // the sender's: subject → subscription
 	fixed  []*nats.Subscription
 
-	up         atomic.Bool  // nats.go is connected
-	upSince    atomic.Int64 // unix ns of the last (re)connect
-	selfSeen   atomic.Int64 // unix ns this edge's own heartbeat last came back
-	maxPayload atomic.Int64 // the server's, as of the last connect
+	up          atomic.Bool  // nats.go is connected
+	closing     atomic.Bool  // Close has begun
+	upSince     atomic.Int64 // unix ns of the last (re)connect
+	usableSince atomic.Int64 // unix ns the layer last became usable (a reconnect, or a stall's end)
+	selfSeen    atomic.Int64 // unix ns this edge's own heartbeat last came back
+	maxPayload  atomic.Int64 // the server's, as of the last connect
 
 	mu          sync.Mutex
-	peers       map[string]time.Time // other edges, last heard from
+	peers       map[string]peer      // other edges, by node id
+	byes        map[string]time.Time // edges that said bye, when (kept a minute)
 	lastDup     string               // the last other instance seen with this node id
 	dropped     int64                // received messages dropped by nats.go, as last summed
 	droppedGone int64                // of subscriptions since ended
 	lastWarn    map[string]time.Time // for rate-limited warnings
 
-	seq   atomic.Uint64
-	calls sync.Map // request id → *call
+	seq       atomic.Uint64
+	calls     sync.Map      // request id → *call
+	answering chan struct{} // bounds the questions answered aside at once
 
 	stop      chan struct{}
 	stopped   sync.WaitGroup
 	closeOnce sync.Once
+}
+
+// peer is another edge as heard from.
+type peer struct {
+	seen     time.Time
+	instance string
 }
 
 // outgoing is one thing the sender does on NATS, in order.
@@ -180,10 +200,10 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 	_, _ = rand.Read(nonce[:])
 	l := &Layer{
 		cfg: cfg, subj: subjects{cfg.Prefix}, edge: edge, m: m, log: log.With("layer", "nats"),
-		instance: hex.EncodeToString(nonce[:]),
-		in:       make(chan *nats.Msg, 65536), inbox: newQueue[*nats.Msg](cfg.Pending), outbox: newQueue[outgoing](cfg.Pending),
-		subs: map[string]*nats.Subscription{}, peers: map[string]time.Time{}, lastWarn: map[string]time.Time{},
-		stop: make(chan struct{}),
+		instance: hex.EncodeToString(nonce[:]), origin: nonce,
+		in: make(chan *nats.Msg, 65536), inbox: newQueue[*nats.Msg](cfg.Pending), outbox: newQueue[outgoing](cfg.Pending),
+		subs: map[string]*nats.Subscription{}, peers: map[string]peer{}, byes: map[string]time.Time{}, lastWarn: map[string]time.Time{},
+		answering: make(chan struct{}, 16), stop: make(chan struct{}),
 	}
 	l.maxPayload.Store(1 << 20) // NATS's default, until the server says
 	opts := []nats.Option{
@@ -236,7 +256,6 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 	go l.send()
 	go l.beat()
 	if !nc.IsConnected() {
-		l.m.Connected.Set(0)
 		l.log.Warn("NATS is not reachable yet: the edge API's calls answer LAYER_UNAVAILABLE and consumers reach this edge's connections only until it is", "url", redact(cfg.URL))
 	}
 	return l, nil
@@ -274,7 +293,9 @@ func (l *Layer) connected(nc *nats.Conn, what string) {
 // markUp records that nc is connected.
 func (l *Layer) markUp(nc *nats.Conn) {
 	l.maxPayload.Store(nc.MaxPayload())
-	l.upSince.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	l.upSince.Store(now)
+	l.usableSince.Store(now)
 	l.up.Store(true)
 	l.m.Connected.Set(1)
 }
@@ -282,6 +303,9 @@ func (l *Layer) markUp(nc *nats.Conn) {
 func (l *Layer) disconnected(_ *nats.Conn, err error) {
 	l.up.Store(false)
 	l.m.Connected.Set(0)
+	if l.closing.Load() {
+		return
+	}
 	l.m.Disconnects.Inc()
 	l.log.Warn("NATS connection lost: the edge API's calls answer LAYER_UNAVAILABLE and consumers reach this edge's connections only until it is back", "err", err)
 }
@@ -327,7 +351,7 @@ func (l *Layer) warnEvery(kind, msg string, args ...any) {
 // usable reports whether what is published now reaches the other edges: nats.go is
 // connected and this edge heard its own heartbeat lately (or connected lately).
 func (l *Layer) usable() bool {
-	if !l.up.Load() {
+	if !l.up.Load() || l.closing.Load() {
 		return false
 	}
 	window := 3 * l.cfg.Heartbeat.Nanoseconds()
@@ -340,7 +364,7 @@ func (l *Layer) usable() bool {
 // lock: it only queues the change for the sender.
 func (l *Layer) Watch(t layer.Target, on bool) {
 	s, ok := l.subj.target(t)
-	if !ok || t.Kind == layer.Connection {
+	if !ok || t.Kind == layer.Connection || l.closing.Load() {
 		return
 	}
 	l.outbox.push(outgoing{sub: on, unsub: !on, subject: s}, 0, true)
@@ -355,7 +379,14 @@ func (l *Layer) send() {
 		case <-l.stop:
 			return
 		}
-		for _, o := range l.outbox.take() {
+		for _, e := range l.outbox.take() {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			o := e.v
+			l.outbox.release(e.size)
 			switch {
 			case o.sub:
 				if l.subs[o.subject] != nil {
@@ -435,8 +466,9 @@ func (l *Layer) dispatch() {
 		case <-l.stop:
 			return
 		}
-		for _, m := range l.inbox.take() {
-			l.apply(m)
+		for _, e := range l.inbox.take() {
+			l.apply(e.v)
+			l.inbox.release(e.size)
 		}
 	}
 }
@@ -447,10 +479,17 @@ func (l *Layer) apply(m *nats.Msg) {
 	}
 	switch m.Data[0] {
 	case opSend:
-		s, err := decodeSend(m.Data)
+		s, o, err := decodeSend(m.Data)
 		if err != nil {
 			l.warnEvery("malformed", "malformed send on NATS", "subject", m.Subject)
 			return
+		}
+		if o.instance == l.origin {
+			if o.seq <= l.lastOwn { // a later send of this edge's was delivered already
+				l.m.Dropped.Inc()
+				return
+			}
+			l.lastOwn = o.seq
 		}
 		l.edge.Deliver(s)
 	case opControl:
@@ -460,10 +499,18 @@ func (l *Layer) apply(m *nats.Msg) {
 			return
 		}
 		if r.Op == opList || r.Op == opPresence {
-			// Questions wait for nothing that follows them: answered aside, from the
-			// registry as it stands after everything before them, so deliveries go on.
-			go l.answer(m.Reply, r)
-			return
+			// Questions wait for nothing that follows them: answered aside (a few at
+			// once), from the registry as it stands after everything before them, so
+			// deliveries go on.
+			select {
+			case l.answering <- struct{}{}:
+				go func() {
+					defer func() { <-l.answering }()
+					l.answer(m.Reply, r)
+				}()
+				return
+			default:
+			}
 		}
 		l.answer(m.Reply, r)
 	default:
@@ -478,10 +525,14 @@ func (l *Layer) Send(ctx context.Context, m layer.Send) error {
 	if !ok {
 		return nil // no connection anywhere can match it
 	}
-	data := encodeSend(m)
+	data := encodeSend(m, l.origin)
 	if int64(len(data)) > l.maxPayload.Load() {
 		return fmt.Errorf("%w (NATS max_payload %d bytes)", layer.ErrTooLarge, l.maxPayload.Load())
 	}
+	l.orderMu.Lock()
+	defer l.orderMu.Unlock()
+	l.sendSeq++
+	stamp(data, l.sendSeq)
 	if l.usable() && l.publish(s, "", data) {
 		return nil
 	}
@@ -489,7 +540,8 @@ func (l *Layer) Send(ctx context.Context, m layer.Send) error {
 		l.m.Refused.Inc()
 		return fmt.Errorf("%w: NATS is not usable", layer.ErrUnavailable)
 	}
-	// This edge's members only, in order with what came before them.
+	// This edge's members only, after what it delivered before (an older send NATS
+	// hands back later is dropped).
 	l.m.LocalOnly.Inc()
 	if !l.inbox.push(&nats.Msg{Data: data}, int64(len(data)), false) {
 		l.m.Dropped.Inc()
@@ -659,10 +711,12 @@ type call struct {
 }
 
 // ask publishes r to every edge and waits for the answers of the edges heard from
-// lately (this one included), until ctx ends or Config.Timeout passes; missing
-// names those that did not answer. Right after a (re)connect it also waits one
-// heartbeat, for the other edges' answers to this edge's hello. It fails with
-// ErrUnavailable, having published nothing, while NATS is unusable.
+// lately (this one included), until ctx ends or Config.Timeout passes. It stops
+// waiting for an edge that goes silent or leaves meanwhile. Right after the layer
+// became usable it also waits one heartbeat, for the edges that answer its hello.
+// missing names the edges that were waited for and did not answer (not those that
+// said bye). It fails with ErrUnavailable, having published nothing, while NATS is
+// unusable.
 func (l *Layer) ask(ctx context.Context, r request) (answers []answer, missing []string, err error) {
 	if !l.usable() {
 		return nil, nil, fmt.Errorf("%w: NATS is not usable", layer.ErrUnavailable)
@@ -675,33 +729,38 @@ func (l *Layer) ask(ctx context.Context, r request) (answers []answer, missing [
 	c := &call{answers: map[string]answer{}, more: make(chan struct{}, 1)}
 	l.calls.Store(r.ID, c)
 	defer l.calls.Delete(r.ID)
+	began := time.Now()
+	required := l.live()
 	if !l.publish(l.subj.control(), l.subj.replies(l.cfg.Node), append([]byte{opControl}, data...)) {
 		return nil, nil, fmt.Errorf("%w: NATS is not taking messages", layer.ErrUnavailable)
 	}
-	start := time.Now()
-	deadline := start.Add(l.cfg.Timeout)
-	warm := time.Unix(0, l.upSince.Load()).Add(l.cfg.Heartbeat)
+	deadline := began.Add(l.cfg.Timeout)
+	warm := time.Unix(0, max(l.upSince.Load(), l.usableSince.Load())).Add(l.cfg.Heartbeat)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	<-t.C
 	for {
+		now := time.Now()
+		live := l.live()
+		waiting := false
 		c.mu.Lock()
-		missing = missing[:0]
-		for node := range l.live() {
-			if _, ok := c.answers[node]; !ok {
-				missing = append(missing, node)
+		for node := range live {
+			if _, ok := c.answers[node]; ok {
+				continue
+			}
+			if required[node] {
+				waiting = true
+			} else if now.Before(warm) { // an edge that answered this one's hello
+				required[node], waiting = true, true
 			}
 		}
 		c.mu.Unlock()
-		now := time.Now()
-		if len(missing) == 0 && !now.Before(warm) || !now.Before(deadline) {
+		if !waiting && !now.Before(warm) || !now.Before(deadline) {
 			break
 		}
-		wake := deadline
-		if len(missing) == 0 {
-			wake = warm
-		}
-		t.Reset(time.Until(wake))
+		// Wake for an answer, at the deadline, or soon: an edge waited for may go
+		// silent, or another answer the hello.
+		t.Reset(min(time.Until(deadline), l.cfg.Heartbeat/4))
 		select {
 		case <-c.more:
 		case <-t.C:
@@ -713,6 +772,11 @@ func (l *Layer) ask(ctx context.Context, r request) (answers []answer, missing [
 	for _, a := range c.answers {
 		answers = append(answers, a)
 	}
+	for node := range required {
+		if _, ok := c.answers[node]; !ok && !l.saidBye(node, began) {
+			missing = append(missing, node)
+		}
+	}
 	c.answers = nil // later answers are dropped
 	c.mu.Unlock()
 	slices.Sort(missing)
@@ -721,6 +785,14 @@ func (l *Layer) ask(ctx context.Context, r request) (answers []answer, missing [
 		l.warnEvery("unanswered", "edges did not answer in time", "op", r.Op, "edges", missing, "timeout", l.cfg.Timeout)
 	}
 	return answers, missing, nil
+}
+
+// saidBye reports whether node said bye since t.
+func (l *Layer) saidBye(node string, t time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.byes[node]
+	return ok && !at.Before(t)
 }
 
 // answered takes an answer to one of this edge's requests.
@@ -782,7 +854,9 @@ func (l *Layer) answer(reply string, r request) {
 		l.warnEvery("too_large", "an answer is too large for NATS's max_payload: the asker sees it as missing", "op", r.Op, "bytes", len(data))
 		data, _ = json.Marshal(answer{ID: r.ID, Node: l.cfg.Node, Err: errTooLarge})
 	}
-	l.publish(reply, "", data)
+	if !l.publish(reply, "", data) {
+		l.m.Unsent.Inc()
+	}
 }
 
 // heartbeat is what an edge announces on the heartbeat subject.
@@ -819,12 +893,15 @@ func (l *Layer) heard(m *nats.Msg) {
 		return
 	}
 	l.mu.Lock()
-	_, known := l.peers[h.Node]
+	p, known := l.peers[h.Node]
 	switch {
+	case h.Kind == "bye" && known && p.instance != h.Instance:
+		// an earlier run of a node that has restarted: it is not the one that left
 	case h.Kind == "bye":
 		delete(l.peers, h.Node)
+		l.byes[h.Node] = time.Now()
 	case known || len(l.peers) < maxPeers:
-		l.peers[h.Node] = time.Now()
+		l.peers[h.Node] = peer{seen: time.Now(), instance: h.Instance}
 	}
 	l.m.Edges.Set(float64(len(l.peers) + 1))
 	l.mu.Unlock()
@@ -844,22 +921,24 @@ func (l *Layer) live() map[string]bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]bool{l.cfg.Node: true}
-	for node, seen := range l.peers {
-		if time.Since(seen) < 3*l.cfg.Heartbeat {
+	for node, p := range l.peers {
+		if time.Since(p.seen) < 3*l.cfg.Heartbeat {
 			out[node] = true
 		}
 	}
 	return out
 }
 
-// beat announces this edge every heartbeat, forgets edges gone silent (only while
-// this edge hears itself: when it is the one cut off, it cannot tell) and counts
-// the messages nats.go dropped.
+// beat announces this edge every heartbeat, notices the layer becoming usable again
+// (a reconnect, or a stall's end: it says hello, and calls wait a heartbeat for the
+// answers), forgets edges gone silent (only once this edge has heard itself for a
+// heartbeat: when it is the one cut off, it cannot tell who left) and counts the
+// messages nats.go dropped.
 func (l *Layer) beat() {
 	defer l.stopped.Done()
 	t := time.NewTicker(l.cfg.Heartbeat)
 	defer t.Stop()
-	wasUsable := false
+	wasUsable := l.usable()
 	for {
 		select {
 		case <-t.C:
@@ -870,23 +949,34 @@ func (l *Layer) beat() {
 			l.announce("beat")
 		}
 		usable := l.usable()
-		if usable != wasUsable && l.up.Load() {
-			if usable {
-				l.m.Connected.Set(1)
-			} else {
-				l.m.Connected.Set(0)
-				l.log.Warn("NATS does not carry this edge's heartbeats back: the layer counts as down until it does")
-			}
+		switch {
+		case usable && !wasUsable:
+			l.usableSince.Store(time.Now().UnixNano())
+			l.announce("hello")
+			l.log.Info("NATS carries this edge's heartbeats again")
+		case !usable && wasUsable && l.up.Load():
+			l.log.Warn("NATS does not carry this edge's heartbeats back: the layer counts as down until it does")
 		}
 		wasUsable = usable
+		if usable {
+			l.m.Connected.Set(1)
+		} else {
+			l.m.Connected.Set(0)
+		}
+		settled := usable && time.Since(time.Unix(0, max(l.upSince.Load(), l.usableSince.Load()))) > l.cfg.Heartbeat
 		var gone []string
 		l.mu.Lock()
-		if usable {
-			for node, seen := range l.peers {
-				if time.Since(seen) >= 3*l.cfg.Heartbeat {
+		if settled {
+			for node, p := range l.peers {
+				if time.Since(p.seen) >= 3*l.cfg.Heartbeat {
 					delete(l.peers, node)
 					gone = append(gone, node)
 				}
+			}
+		}
+		for node, at := range l.byes {
+			if time.Since(at) > time.Minute {
+				delete(l.byes, node)
 			}
 		}
 		l.m.Edges.Set(float64(len(l.peers) + 1))
@@ -919,7 +1009,9 @@ func (l *Layer) beat() {
 // Calls after the first do nothing.
 func (l *Layer) Close() {
 	l.closeOnce.Do(func() {
-		if l.usable() {
+		wasUsable := l.usable()
+		l.closing.Store(true) // from now on: no publishing, no waiting
+		if wasUsable {
 			done := make(chan error, 1)
 			data, _ := json.Marshal(heartbeat{Node: l.cfg.Node, Instance: l.instance, Kind: "bye"})
 			l.outbox.push(outgoing{subject: l.subj.heartbeat(), data: data, done: done}, int64(len(data)), true)

@@ -80,6 +80,7 @@ type fakeEdge struct {
 	mu        sync.Mutex
 	delivered []string // the data of each send, in order
 	groups    map[string]bool
+	slowAdd   time.Duration // GroupAdd takes this long
 }
 
 func (e *fakeEdge) Deliver(m layer.Send) {
@@ -89,6 +90,7 @@ func (e *fakeEdge) Deliver(m layer.Send) {
 }
 
 func (e *fakeEdge) GroupAdd(group string, _ layer.Target) error {
+	time.Sleep(e.slowAdd)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.groups == nil {
@@ -151,6 +153,7 @@ func send(l *Layer, ctx context.Context, data string) error {
 func TestChangeWaitsForEdgesJustStarted(t *testing.T) {
 	s := startServer(t)
 	_, ea := newLayer(t, s, "a")
+	ea.slowAdd = 300 * time.Millisecond // far longer than b takes on its own
 	time.Sleep(100 * time.Millisecond)
 	b, _ := newLayer(t, s, "b")
 	if err := b.GroupAdd(t.Context(), "g", user1); err != nil {
@@ -262,6 +265,18 @@ func TestStalledNATS(t *testing.T) {
 		g := ea.got()
 		return len(g) > 0 && g[len(g)-1] == "back"
 	})
+	// What NATS held through the stall and handed back afterwards was older than
+	// "local": none of it came after.
+	got := ea.got()
+	for i, d := range got {
+		if d == "local" {
+			for _, later := range got[i+1:] {
+				if later != "back" {
+					t.Fatalf("a %d-byte send queued before the stall was delivered after a later one", len(later))
+				}
+			}
+		}
+	}
 }
 
 var testLog io.Writer = io.Discard // os.Stderr to see the layers' logs

@@ -3,13 +3,19 @@ package natslayer
 import "sync"
 
 // queue is a first-in first-out queue bounded in bytes, with one reader that waits
-// on ready and takes everything queued at once. Pushing never blocks.
+// on ready, takes everything queued at once and releases each item's bytes once it
+// is done with it. Pushing never blocks.
 type queue[T any] struct {
 	mu    sync.Mutex
-	items []T
-	bytes int64
+	items []entry[T]
+	bytes int64 // queued or taken and not yet released
 	limit int64
 	ready chan struct{} // holds a token while items are queued
+}
+
+type entry[T any] struct {
+	v    T
+	size int64
 }
 
 func newQueue[T any](limit int64) *queue[T] {
@@ -25,7 +31,7 @@ func (q *queue[T]) push(v T, size int64, always bool) bool {
 		q.mu.Unlock()
 		return false
 	}
-	q.items = append(q.items, v)
+	q.items = append(q.items, entry[T]{v, size})
 	q.bytes += size
 	q.mu.Unlock()
 	select {
@@ -35,18 +41,19 @@ func (q *queue[T]) push(v T, size int64, always bool) bool {
 	return true
 }
 
-// take returns everything queued, oldest first, and empties the queue.
-func (q *queue[T]) take() []T {
+// take returns everything queued, oldest first, and empties the queue; the bytes
+// still count until released.
+func (q *queue[T]) take() []entry[T] {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	items := q.items
-	q.items, q.bytes = nil, 0
+	q.items = nil
 	return items
 }
 
-// len returns how many items are queued.
-func (q *queue[T]) len() int {
+// release says the reader is done with an item of size bytes.
+func (q *queue[T]) release(size int64) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items)
+	q.bytes -= size
+	q.mu.Unlock()
 }
