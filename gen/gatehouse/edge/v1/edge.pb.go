@@ -52,7 +52,8 @@ const (
 	ErrorReason_ERROR_REASON_INVALID_PAGE_SIZE ErrorReason = 10
 	// INVALID_ARGUMENT: a page_token not from a previous response to the same request.
 	ErrorReason_ERROR_REASON_INVALID_PAGE_TOKEN ErrorReason = 11
-	// UNAVAILABLE: the layer between edges is down; nothing was delivered or applied.
+	// UNAVAILABLE: the layer between edges (NATS) is unusable, so nothing was delivered
+	// or applied; or an edge did not apply a change in time (the others did).
 	ErrorReason_ERROR_REASON_LAYER_UNAVAILABLE ErrorReason = 12
 	// INTERNAL: a bug; the edge's log has the detail.
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 13

@@ -52,8 +52,10 @@ const (
 //	UNAUTHENTICATED API_TOKEN_REQUIRED: no "authorization: Bearer" metadata.
 //	UNAUTHENTICATED API_TOKEN_INVALID: a wrong token.
 //	UNAUTHENTICATED API_DISABLED: the edge has no API token or client CA configured.
-//	UNAVAILABLE     LAYER_UNAVAILABLE: the layer between edges is down; nothing was
-//	                delivered or applied, so the call can be retried.
+//	UNAVAILABLE     LAYER_UNAVAILABLE: with several edges, NATS is unusable: nothing
+//	                was delivered or applied, so the call can be retried; or (for
+//	                GroupAdd, GroupDiscard and Disconnect) an edge did not apply it
+//	                in time: the others did, and a retry is harmless.
 type EdgeServiceClient interface {
 	// Send sends one text (or binary) message, as given, to every connection the
 	// target matches, except those in exclude_connection_ids. None matching is not an
@@ -208,8 +210,10 @@ func (c *edgeServiceClient) GroupPresence(ctx context.Context, in *GroupPresence
 //	UNAUTHENTICATED API_TOKEN_REQUIRED: no "authorization: Bearer" metadata.
 //	UNAUTHENTICATED API_TOKEN_INVALID: a wrong token.
 //	UNAUTHENTICATED API_DISABLED: the edge has no API token or client CA configured.
-//	UNAVAILABLE     LAYER_UNAVAILABLE: the layer between edges is down; nothing was
-//	                delivered or applied, so the call can be retried.
+//	UNAVAILABLE     LAYER_UNAVAILABLE: with several edges, NATS is unusable: nothing
+//	                was delivered or applied, so the call can be retried; or (for
+//	                GroupAdd, GroupDiscard and Disconnect) an edge did not apply it
+//	                in time: the others did, and a retry is harmless.
 type EdgeServiceServer interface {
 	// Send sends one text (or binary) message, as given, to every connection the
 	// target matches, except those in exclude_connection_ids. None matching is not an
