@@ -2,16 +2,19 @@ package e2e
 
 import (
 	"bufio"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/gorilla/websocket"
 )
 
 // TestNodeClient runs examples/node (grpc-js loading the .proto files) against the
@@ -172,4 +175,92 @@ func TestNodePush(t *testing.T) {
 	}
 	readText(t, ws, `{"type":"notification","text":"Your report is ready"}`)
 	readText(t, ws, "hello, lobby")
+}
+
+// TestNodeConsumer: a Node.js service (examples/node/consumer.js, grpc-js from the
+// .proto files) decides what sockets of a route do, against the built edge.
+func TestNodeConsumer(t *testing.T) {
+	node, dir := nodeExample(t)
+	consumerAddr, apiAddr := freeAddr(t), freeAddr(t)
+	s := newSystem(t, nil, []string{"EDGESVC_API_LISTEN=" + apiAddr, "EDGESVC_ROUTES_FILE=" + routesFor(t, consumerAddr, "")})
+	cmd := exec.Command(node, "consumer.js")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GATEHOUSE_CONSUMER_LISTEN="+consumerAddr, "GATEHOUSE_CONSUMER_TOKEN="+consumerToken,
+		"GATEHOUSE_EDGE_API_ADDR="+apiAddr, "GATEHOUSE_API_TOKEN="+apiToken)
+	var out strings.Builder
+	var mu sync.Mutex
+	w := &lockedWriter{&mu, &out}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("--- consumer.js ---\n%s", out.String())
+			mu.Unlock()
+		}
+	})
+	printed := func(want string) bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(out.String(), want) }
+	for deadline := time.Now().Add(20 * time.Second); !printed("consumer listening on"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("consumer.js did not start")
+		}
+	}
+
+	alice, apw := s.newUser(t)
+	bob, bpw := s.newUser(t)
+	la := s.login(t, alice, apw)
+	// The edge started first: its calls fail (503) until it has reached the service.
+	var wa *websocket.Conn
+	for deadline := time.Now().Add(10 * time.Second); wa == nil; time.Sleep(100 * time.Millisecond) {
+		ws, code, reason := dialWSReason(t, commandsURL(s.edge.addr, "lobby"), cookieHeader(s.edge.addr, la.GetToken()))
+		switch {
+		case code == http.StatusSwitchingProtocols:
+			wa = ws
+		case code != http.StatusServiceUnavailable || reason != "CONSUMER_UNAVAILABLE" || time.Now().After(deadline):
+			t.Fatalf("handshake: %d %s", code, reason)
+		}
+	}
+	readText(t, wa, "welcome "+alice.GetUsername()+" to lobby: try /who, /join ROOM, or say something")
+	// Sends reach a connection once Connect has accepted it: a newcomer does not
+	// hear its own arrival; the others do.
+	wb := openCommands(t, s, commandsURL(s.edge.addr, "lobby"), s.login(t, bob, bpw).GetToken())
+	readText(t, wb, "welcome "+bob.GetUsername()+" to lobby: try /who, /join ROOM, or say something")
+	readText(t, wa, bob.GetUsername()+" joined")
+
+	say := func(ws *websocket.Conn, text string) {
+		t.Helper()
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(text)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	say(wb, "hi all")
+	readText(t, wa, bob.GetUsername()+": hi all")
+	readText(t, wb, bob.GetUsername()+": hi all")
+	say(wa, "/who")
+	readText(t, wa, "in lobby: "+alice.GetUsername()+", "+bob.GetUsername())
+	say(wb, "/join garden")
+	readText(t, wb, "you are in garden")
+	readText(t, wb, bob.GetUsername()+" joined")
+	say(wa, "/who")
+	readText(t, wa, "in lobby: "+alice.GetUsername())
+	say(wa, "only lobby")
+	readText(t, wa, alice.GetUsername()+": only lobby")
+	say(wb, "/who")
+	readText(t, wb, "in garden: "+bob.GetUsername()) // nothing from the lobby came first
+
+	// A room name the service refuses: its status, before any upgrade.
+	_, code, reason := dialWSReason(t, commandsURL(s.edge.addr, "no%20such"), cookieHeader(s.edge.addr, s.login(t, bob, bpw).GetToken()))
+	if code != http.StatusNotFound || reason != "NO_SUCH_ROOM" {
+		t.Fatalf("a room the service refuses: %d %s", code, reason)
+	}
+	_ = wb.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
+	for deadline := time.Now().Add(10 * time.Second); !printed("disconnect: " + bob.GetUsername()); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("consumer.js was not told bob left")
+		}
+	}
 }

@@ -21,6 +21,7 @@ import (
 	edgev1 "github.com/gatehouse/gatehouse/gen/gatehouse/edge/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
@@ -74,7 +75,15 @@ func New(srv *edge.Server, r Route, m Metrics, log *slog.Logger) (*Client, error
 	if r.TLS != nil {
 		creds = credentials.NewTLS(r.TLS)
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		// A service that comes back is found within a second or two: handshakes
+		// meanwhile fail closed (503) rather than wait.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
+	}
 	if r.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer(r.Token)))
 	}
