@@ -15,7 +15,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 GRPCURL_VERSION            := v1.9.4
 NATS_SERVER_VERSION        := v2.15.3
 
-MODULES := gen authsvc edgesvc e2e bench examples/go-room
+MODULES := gen authsvc edgesvc e2e bench examples/go-room examples/go-commands
 # Every package of every workspace module (go.work's root is not a module itself).
 PKGS = $$(go list -m -f '{{.Dir}}/...')
 

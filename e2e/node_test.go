@@ -187,6 +187,35 @@ func TestNodeConsumer(t *testing.T) {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GATEHOUSE_CONSUMER_LISTEN="+consumerAddr, "GATEHOUSE_CONSUMER_TOKEN="+consumerToken,
 		"GATEHOUSE_EDGE_API_ADDR="+apiAddr, "GATEHOUSE_API_TOKEN="+apiToken)
+	commandsScenario(t, s, cmd)
+}
+
+// TestGoConsumer: examples/go-commands, the same service in Go, against the built edge.
+func TestGoConsumer(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "go-commands")
+	build := exec.Command("go", "build", "-o", bin, "./examples/go-commands")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build examples/go-commands: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	apiTok, tok := filepath.Join(dir, "api-token"), filepath.Join(dir, "token")
+	for path, v := range map[string]string{apiTok: apiToken, tok: consumerToken} {
+		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consumerAddr, apiAddr := freeAddr(t), freeAddr(t)
+	s := newSystem(t, nil, []string{"EDGESVC_API_LISTEN=" + apiAddr, "EDGESVC_ROUTES_FILE=" + routesFor(t, consumerAddr, "")})
+	cmd := exec.Command(bin, "-listen", consumerAddr, "-api", apiAddr, "-api-token-file", apiTok, "-token-file", tok)
+	commandsScenario(t, s, cmd)
+}
+
+// commandsScenario starts cmd, a commands service (examples/node/consumer.js or
+// examples/go-commands) serving s's /ws/commands/{room}/ route, and drives it with
+// real WebSocket clients.
+func commandsScenario(t *testing.T, s *system, cmd *exec.Cmd) {
+	t.Helper()
 	var out strings.Builder
 	var mu sync.Mutex
 	w := &lockedWriter{&mu, &out}
@@ -199,17 +228,16 @@ func TestNodeConsumer(t *testing.T) {
 		_ = cmd.Wait()
 		if t.Failed() {
 			mu.Lock()
-			t.Logf("--- consumer.js ---\n%s", out.String())
+			t.Logf("--- %s ---\n%s", filepath.Base(cmd.Path), out.String())
 			mu.Unlock()
 		}
 	})
 	printed := func(want string) bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(out.String(), want) }
-	for deadline := time.Now().Add(20 * time.Second); !printed("consumer listening on"); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); !printed("consumer listening"); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("consumer.js did not start")
+			t.Fatal("the consumer service did not start")
 		}
 	}
-
 	alice, apw := s.newUser(t)
 	bob, bpw := s.newUser(t)
 	la := s.login(t, alice, apw)
@@ -258,9 +286,9 @@ func TestNodeConsumer(t *testing.T) {
 		t.Fatalf("a room the service refuses: %d %s", code, reason)
 	}
 	_ = wb.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(1000, ""), time.Now().Add(time.Second))
-	for deadline := time.Now().Add(10 * time.Second); !printed("disconnect: " + bob.GetUsername()); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !printed("disconnect: "+bob.GetUsername()) && !printed("msg=disconnect user="+bob.GetUsername()); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("consumer.js was not told bob left")
+			t.Fatal("the service was not told bob left")
 		}
 	}
 }
