@@ -210,6 +210,8 @@ type world struct {
 	bareWS               *proc
 	bareRPC              *proc
 	bareCast             *proc  // the bare broadcast server
+	consumer             *proc  // the consumer service of the edge's /ws/remote/ route
+	bareProxy            *proc  // the bare WebSocket→gRPC proxy to it
 	edgeAPI              string // the edge API's address (token benchAPIToken)
 	authC                authv1.AuthServiceClient
 	admin                authv1.AdminServiceClient
@@ -323,8 +325,17 @@ func runBench(args []string) error {
 		}
 		defer func() { _ = exec.Command("taskset", "-a", "-p", "-c", "0-63", strconv.Itoa(pids[0])).Run() }()
 	}
+	if w.consumer, err = startPinned("consumer-echo", nil, self, "consumer-echo"); err != nil {
+		return err
+	}
+	defer w.consumer.stop()
+	routes, err := w.remoteRoutes(w.consumer.addr)
+	if err != nil {
+		return err
+	}
 	w.edgeAPI = freeAddr()
-	if w.edge, err = startPinned("edgesvc", append(edgeDebug, edgeEnv(w.auth.addr, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN="+w.edgeAPI, "EDGESVC_API_TOKEN="+benchAPIToken)...),
+	if w.edge, err = startPinned("edgesvc", append(edgeDebug, edgeEnv(w.auth.addr, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN="+w.edgeAPI, "EDGESVC_API_TOKEN="+benchAPIToken,
+		"EDGESVC_ROUTES_FILE="+routes)...),
 		filepath.Join(*bin, "edgesvc")); err != nil {
 		return err
 	}
@@ -341,6 +352,10 @@ func runBench(args []string) error {
 		return err
 	}
 	defer w.bareCast.stop()
+	if w.bareProxy, err = startPinned("baseline-proxy", nil, self, "baseline-proxy", "-consumer", w.consumer.addr); err != nil {
+		return err
+	}
+	defer w.bareProxy.stop()
 	if err := waitReady(w.edge.addr); err != nil {
 		return err
 	}
@@ -362,6 +377,7 @@ func runBench(args []string) error {
 		{"revocation", w.benchRevocation},
 		{"fan-out", w.benchFanout},
 		{"layer over NATS", w.benchLayer},
+		{"remote consumer", w.benchRemote},
 	}
 	for _, st := range steps {
 		if !strings.Contains(st.name, *only) {

@@ -359,7 +359,8 @@ func (x *Refusal) GetMessage() string {
 // ReceiveRequest is one message from the client.
 type ReceiveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The connection it came on.
+	// The connection it came on: its id, user, route and path_params (the rest came
+	// with Connect).
 	Connection *Connection `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
 	// The message.
 	//
@@ -501,7 +502,7 @@ func (x *ReceiveResponse) GetActions() []*Action {
 // DisconnectRequest says a connection has closed.
 type DisconnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The connection.
+	// The connection: its id, user, route and path_params.
 	Connection *Connection `protobuf:"bytes,1,opt,name=connection,proto3" json:"connection,omitempty"`
 	// The close code: the client's, the edge's (such as 4401, session ended), or 1006.
 	Code          int32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`

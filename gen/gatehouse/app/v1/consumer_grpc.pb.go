@@ -37,7 +37,8 @@ const (
 //
 // Routes map path patterns to consumers (EDGESVC_ROUTES_FILE, see the README). The
 // edge calls a route's consumer with its token ("authorization: Bearer <token>") and
-// deadline. Messages of one connection reach Receive in order, one at a time: the
+// keeps each call's deadline itself: a call not answered in time is canceled (the
+// service's context ends). Messages of one connection reach Receive in order, one at a time: the
 // next is read from the socket only once the call for this one has returned.
 // Different connections are served in parallel, up to the route's bound on calls in
 // flight.
@@ -119,7 +120,8 @@ func (c *consumerServiceClient) Disconnect(ctx context.Context, in *DisconnectRe
 //
 // Routes map path patterns to consumers (EDGESVC_ROUTES_FILE, see the README). The
 // edge calls a route's consumer with its token ("authorization: Bearer <token>") and
-// deadline. Messages of one connection reach Receive in order, one at a time: the
+// keeps each call's deadline itself: a call not answered in time is canceled (the
+// service's context ends). Messages of one connection reach Receive in order, one at a time: the
 // next is read from the socket only once the call for this one has returned.
 // Different connections are served in parallel, up to the route's bound on calls in
 // flight.

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	appv1 "github.com/gatehouse/gatehouse/gen/gatehouse/app/v1"
+	"github.com/gorilla/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// consumerEcho is the consumer service both remote-consumer sides call: Connect
+// accepts, Receive answers "You said: X" as one reply.
+func consumerEcho(args []string) error {
+	fs := flag.NewFlagSet("consumer-echo", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "listen address")
+	_ = fs.Parse(args)
+	g := grpc.NewServer()
+	appv1.RegisterConsumerServiceServer(g, echoConsumer{})
+	return serveUntilSignal(*listen, g.Serve)
+}
+
+type echoConsumer struct {
+	appv1.UnimplementedConsumerServiceServer
+}
+
+func (echoConsumer) Connect(context.Context, *appv1.ConnectRequest) (*appv1.ConnectResponse, error) {
+	return &appv1.ConnectResponse{}, nil
+}
+
+func (echoConsumer) Receive(_ context.Context, req *appv1.ReceiveRequest) (*appv1.ReceiveResponse, error) {
+	return &appv1.ReceiveResponse{Actions: []*appv1.Action{{Action: &appv1.Action_Reply{Reply: &appv1.Reply{
+		Payload: &appv1.Reply_Text{Text: "You said: " + req.GetText()},
+	}}}}}, nil
+}
+
+func (echoConsumer) Disconnect(context.Context, *appv1.DisconnectRequest) (*appv1.DisconnectResponse, error) {
+	return &appv1.DisconnectResponse{}, nil
+}
+
+// baselineProxy is the bare WebSocket→gRPC proxy a remote consumer is compared with:
+// a gorilla server that hands each message to the consumer service (one gRPC
+// connection, a unary Receive per message, as the edge does) and writes the reply
+// back; no sign-in, no registry.
+func baselineProxy(args []string) error {
+	fs := flag.NewFlagSet("baseline-proxy", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "listen address")
+	consumer := fs.String("consumer", "", "the consumer service's address")
+	_ = fs.Parse(args)
+	cc, err := grpc.NewClient(*consumer, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	api := appv1.NewConsumerServiceClient(cc)
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	var ids atomic.Uint64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		conn := &appv1.Connection{Id: fmt.Sprint("bare.", ids.Add(1)), Path: r.URL.Path}
+		for {
+			_, msg, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			resp, err := api.Receive(r.Context(), &appv1.ReceiveRequest{Connection: conn, Payload: &appv1.ReceiveRequest_Text{Text: string(msg)}})
+			if err != nil {
+				return
+			}
+			for _, a := range resp.GetActions() {
+				if err := ws.WriteMessage(websocket.TextMessage, []byte(a.GetReply().GetText())); err != nil {
+					return
+				}
+			}
+		}
+	})
+	return serveUntilSignal(*listen, func(l net.Listener) error { return http.Serve(l, h) })
+}
+
+// remoteRoutes writes the routes file that sends the edge's /ws/remote/ to addr.
+func (w *world) remoteRoutes(addr string) (string, error) {
+	path := filepath.Join(w.dir, "routes.json")
+	return path, os.WriteFile(path, []byte(fmt.Sprintf(`{"routes": [{"path": "/ws/remote/", "consumer": %q}]}`, addr)), 0o644)
+}
+
+// benchRemote measures echo round trips through a remote consumer (the edge calling
+// the consumer service for each message) against the bare proxy to the same service,
+// 32 connections each; the edge's in-process echo is measured beside them for scale.
+func (w *world) benchRemote(r *report) error {
+	const n = 32
+	bc, err := openConns(n, func(int) (string, http.Header) { return "ws://" + w.bareProxy.addr + "/ws/", nil }, nil)
+	if err != nil {
+		return err
+	}
+	defer closeAll(bc)
+	gc, err := openConns(n, func(i int) (string, http.Header) { return "ws://" + w.edge.addr + "/ws/remote/", w.cookie(i) }, nil)
+	if err != nil {
+		return err
+	}
+	defer closeAll(gc)
+	ic, err := openConns(n, func(i int) (string, http.Header) { return w.edgeURL(), w.cookie(i) }, nil)
+	if err != nil {
+		return err
+	}
+	defer closeAll(ic)
+	consumer := w.consumer.pid()
+	b, g := w.pair("remote",
+		func() measurement {
+			return measure([]int{w.bareProxy.pid(), consumer}, func() sample { return echoes(bc, w.plan.dur) })
+		},
+		func() measurement {
+			return measure([]int{w.edge.pid(), consumer}, func() sample { return echoes(gc, w.plan.dur) })
+		})
+	r.add("remote consumer round trips/s (32 connections; bare: a gorilla WebSocket→gRPC proxy to the same consumer service)", b, g, 0.8, "≥ 0.8 × bare proxy")
+	r.Checks = append(r.Checks, check{
+		Name:  fmt.Sprintf("remote consumer: round trip p99 < 5 ms (p50 %.2f ms; bare proxy p50 / p99 %.2f / %.2f ms)", g.P50, b.P50, b.P99),
+		Value: g.P99, Target: 5, Met: g.P99 > 0 && g.P99 < 5,
+	})
+	in := measure(w.gatehousePIDs(), func() sample { return echoes(ic, w.plan.dur) })
+	r.add("for scale: the edge's in-process echo (32 connections; baseline column: the remote consumer above)", g, in, 0, "")
+	return nil
+}
