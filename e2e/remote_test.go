@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,6 +20,7 @@ import (
 	"github.com/gorilla/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -119,7 +122,7 @@ func (s *commands) Disconnect(ctx context.Context, req *appv1.DisconnectRequest)
 }
 
 // serveConsumer serves svc on addr (a free loopback address if empty) until stop.
-func serveConsumer(t *testing.T, svc appv1.ConsumerServiceServer, addr string) (string, func()) {
+func serveConsumer(t *testing.T, svc appv1.ConsumerServiceServer, addr string, opts ...grpc.ServerOption) (string, func()) {
 	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -128,7 +131,7 @@ func serveConsumer(t *testing.T, svc appv1.ConsumerServiceServer, addr string) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(opts...)
 	appv1.RegisterConsumerServiceServer(g, svc)
 	go func() { _ = g.Serve(lis) }()
 	var once sync.Once
@@ -338,5 +341,77 @@ func TestRoutesFileRefused(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), c.want) {
 			t.Errorf("%s: %v\n%s\nwant an exit saying %q", c.name, err, out, c.want)
 		}
+	}
+}
+
+// TestRemoteConsumerTLS: the edge calls a consumer service over mTLS (the service
+// verified against the route's CA, the edge's certificate presented); a certificate
+// the service does not trust makes its route unreachable (503), nothing else.
+func TestRemoteConsumerTLS(t *testing.T) {
+	f := tlsFiles(t, t.TempDir())
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(mustRead(t, f["ca.pem"]))
+	cert, err := tls.LoadX509KeyPair(f["server.pem"], f["server-key.pem"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12})
+	addr, _ := serveConsumer(t, newCommands(), "", grpc.Creds(creds))
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, addr, fmt.Sprintf(`, "ca": %q, "cert": %q, "key": %q`, f["ca.pem"], f["client.pem"], f["client-key.pem"]))})
+	alice, pw := s.newUser(t)
+	l := s.login(t, alice, pw)
+	ws := openCommands(t, s, commandsURL(s.edge.addr, "tls"), l.GetToken())
+	readText(t, ws, "welcome "+alice.GetUsername()+" to tls")
+
+	rogue := startEdge(t, s.auth.addr, "EDGESVC_ROUTES_FILE="+routesFor(t, addr, fmt.Sprintf(`, "ca": %q, "cert": %q, "key": %q`, f["ca.pem"], f["rogue.pem"], f["rogue-key.pem"])))
+	waitReady(t, rogue.addr)
+	_, code, reason := dialWSReason(t, commandsURL(rogue.addr, "tls"), cookieHeader(rogue.addr, l.GetToken()))
+	if code != http.StatusServiceUnavailable || reason != "CONSUMER_UNAVAILABLE" {
+		t.Fatalf("an edge whose certificate the service does not trust: %d %s, want 503 CONSUMER_UNAVAILABLE", code, reason)
+	}
+	echo(t, mustOpen(t, rogue.addr, l), "its own routes go on")
+}
+
+// slowConnects accepts every connection after a pause.
+type slowConnects struct {
+	appv1.UnimplementedConsumerServiceServer
+}
+
+func (slowConnects) Connect(context.Context, *appv1.ConnectRequest) (*appv1.ConnectResponse, error) {
+	time.Sleep(300 * time.Millisecond) // whatever the deadline: the edge stops waiting at it
+	return &appv1.ConnectResponse{}, nil
+}
+
+// TestRemoteConsumerBound: a route's calls in flight are bounded (max_in_flight); a
+// handshake that cannot get a call in before its deadline is refused 503
+// CONSUMER_UNAVAILABLE, and the others go through.
+func TestRemoteConsumerBound(t *testing.T) {
+	addr, _ := serveConsumer(t, slowConnects{}, "")
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, addr, `, "max_in_flight": 1, "timeout": "1s"`)})
+	alice, pw := s.newUser(t)
+	l := s.login(t, alice, pw)
+	var mu sync.Mutex
+	got := map[string]int{}
+	var wg sync.WaitGroup
+	for range 6 { // 300 ms each, one at a time: about three fit in a second
+		wg.Go(func() {
+			ws, code, reason := dialWSReason(t, commandsURL(s.edge.addr, "busy"), cookieHeader(s.edge.addr, l.GetToken()))
+			if ws != nil {
+				ws.Close()
+			}
+			mu.Lock()
+			got[fmt.Sprint(code, " ", reason)]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	ok, refused := got["101 "], got["503 CONSUMER_UNAVAILABLE"]
+	if ok < 2 || refused < 1 || ok+refused != 6 {
+		t.Fatalf("6 handshakes at once through a bound of 1: %v; want some through, some refused 503 CONSUMER_UNAVAILABLE, nothing else", got)
+	}
+	route := `route="/ws/commands/{room}/"`
+	if n := metric(t, s.edge.addr, `gatehouse_edge_consumer_calls_total{method="connect",outcome="busy",`+route+`}`) +
+		metric(t, s.edge.addr, `gatehouse_edge_consumer_calls_total{method="connect",outcome="deadline",`+route+`}`); n < 1 {
+		t.Errorf("refusals for the bound counted: %v", n)
 	}
 }
