@@ -287,17 +287,29 @@ func TestRemoteConsumerDown(t *testing.T) {
 	l := s.login(t, alice, pw)
 	ws := openCommands(t, s, commandsURL(s.edge.addr, "r"), l.GetToken())
 	readText(t, ws, "welcome "+alice.GetUsername()+" to r")
+	up := `gatehouse_edge_consumer_up{route="/ws/commands/{room}/"}`
+	if v := metric(t, s.edge.addr, up); v != 1 {
+		t.Fatalf("%s = %v while the service answers", up, v)
+	}
 	stop()
 	_, code, reason := dialWSReason(t, commandsURL(s.edge.addr, "r"), cookieHeader(s.edge.addr, l.GetToken()))
 	if code != http.StatusServiceUnavailable || reason != "CONSUMER_UNAVAILABLE" {
 		t.Fatalf("handshake with the service down: %d %s", code, reason)
 	}
 	echo(t, mustOpen(t, s.edge.addr, l), "the edge's own routes go on")
+	for deadline := time.Now().Add(10 * time.Second); metric(t, s.edge.addr, up) != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still 1 with the service down", up)
+		}
+	}
 	serveConsumer(t, svc, addr)
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		ws, code, _ := dialWSReason(t, commandsURL(s.edge.addr, "r"), cookieHeader(s.edge.addr, l.GetToken()))
 		if code == http.StatusSwitchingProtocols {
 			readText(t, ws, "welcome "+alice.GetUsername()+" to r")
+			if v := metric(t, s.edge.addr, up); v != 1 {
+				t.Fatalf("%s = %v with the service back", up, v)
+			}
 			break
 		}
 		if time.Now().After(deadline) {

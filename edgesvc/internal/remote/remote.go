@@ -46,6 +46,7 @@ type Metrics struct {
 	Calls    *prometheus.CounterVec   // route, method, outcome
 	Latency  *prometheus.HistogramVec // route, method
 	InFlight *prometheus.GaugeVec     // route
+	Up       *prometheus.GaugeVec     // route: 1 while the service is reachable
 }
 
 // Client is one route's consumer service.
@@ -59,6 +60,7 @@ type Client struct {
 	series map[string]*series
 	flight prometheus.Gauge
 	log    *slog.Logger
+	stop   context.CancelFunc // ends watch
 }
 
 // series are one method's, looked up once (a lookup by labels costs more than the
@@ -117,8 +119,28 @@ func New(srv *edge.Server, r Route, m Metrics, log *slog.Logger) (*Client, error
 		}
 		c.series[method] = ms
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	c.stop = stop
+	go c.watch(ctx, m.Up.WithLabelValues(r.Pattern))
 	cc.Connect()
 	return c, nil
+}
+
+// watch follows the connection to the service: up says whether it is reachable,
+// and each change is logged.
+func (c *Client) watch(ctx context.Context, up prometheus.Gauge) {
+	state := c.cc.GetState()
+	for c.cc.WaitForStateChange(ctx, state) {
+		state = c.cc.GetState()
+		switch state {
+		case connectivity.Ready:
+			up.Set(1)
+			c.log.Info("consumer service reachable", "consumer", c.route.Address)
+		case connectivity.TransientFailure:
+			up.Set(0)
+			c.log.Warn("consumer service unreachable: handshakes on its route are refused with 503 until it is back", "consumer", c.route.Address)
+		}
+	}
 }
 
 // Pattern returns the route's pattern.
@@ -131,7 +153,10 @@ func (c *Client) Consumer() edge.Consumer { return &consumer{cl: c} }
 func (c *Client) State() connectivity.State { return c.cc.GetState() }
 
 // Close closes the connection to the service.
-func (c *Client) Close() error { return c.cc.Close() }
+func (c *Client) Close() error {
+	c.stop()
+	return c.cc.Close()
+}
 
 // errBusy: the route's calls in flight stayed at their bound for the whole deadline.
 var errBusy = errors.New("the consumer service has its bound of calls in flight")
@@ -400,6 +425,9 @@ func NewMetrics(reg prometheus.Registerer) Metrics {
 			Name: "gatehouse_edge_consumer_calls_in_flight", Help: "Calls to consumer services in flight, by route.",
 		}, []string{"route"}),
 	}
-	reg.MustRegister(m.Calls, m.Latency, m.InFlight)
+	m.Up = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gatehouse_edge_consumer_up", Help: "1 while a route's consumer service is reachable, 0 while it is not (its handshakes are refused with 503), by route.",
+	}, []string{"route"})
+	reg.MustRegister(m.Calls, m.Latency, m.InFlight, m.Up)
 	return m
 }
