@@ -210,7 +210,8 @@ type world struct {
 	bareWS               *proc
 	bareRPC              *proc
 	bareCast             *proc  // the bare broadcast server
-	consumer             *proc  // the consumer service of the edge's /ws/remote/ route
+	consumer             *proc  // the consumer service of the edge's /ws/remote/ route (unary)
+	consumerStream       *proc  // the same with Stream, for /ws/remote-stream/
 	bareProxy            *proc  // the bare WebSocket→gRPC proxy to it
 	edgeAPI              string // the edge API's address (token benchAPIToken)
 	authC                authv1.AuthServiceClient
@@ -329,7 +330,11 @@ func runBench(args []string) error {
 		return err
 	}
 	defer w.consumer.stop()
-	routes, err := w.remoteRoutes(w.consumer.addr)
+	if w.consumerStream, err = startPinned("consumer-echo-stream", nil, self, "consumer-echo", "-stream"); err != nil {
+		return err
+	}
+	defer w.consumerStream.stop()
+	routes, err := w.remoteRoutes(w.consumer.addr, w.consumerStream.addr)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,10 +170,70 @@ func openCommands(t *testing.T, s *system, url, token string) *websocket.Conn {
 	return ws
 }
 
-// TestRemoteConsumer: a remote service decides what sockets of its route do.
+// streamingCommands is commands with ConsumerService.Stream: each call on the
+// stream answered by the unary method, concurrently, as a service would.
+type streamingCommands struct {
+	*commands
+	streams *atomic.Int32
+}
+
+func (s streamingCommands) Stream(ss appv1.ConsumerService_StreamServer) error {
+	s.streams.Add(1)
+	var mu sync.Mutex
+	for {
+		req, err := ss.Recv()
+		if err != nil {
+			return nil
+		}
+		go func() {
+			ctx := ss.Context()
+			resp := &appv1.StreamResponse{Id: req.GetId()}
+			var err error
+			switch c := req.GetCall().(type) {
+			case *appv1.StreamRequest_Connect:
+				var r *appv1.ConnectResponse
+				r, err = s.Connect(ctx, c.Connect)
+				resp.Result = &appv1.StreamResponse_Connect{Connect: r}
+			case *appv1.StreamRequest_Receive:
+				var r *appv1.ReceiveResponse
+				r, err = s.Receive(ctx, c.Receive)
+				resp.Result = &appv1.StreamResponse_Receive{Receive: r}
+			case *appv1.StreamRequest_Disconnect:
+				var r *appv1.DisconnectResponse
+				r, err = s.Disconnect(ctx, c.Disconnect)
+				resp.Result = &appv1.StreamResponse_Disconnect{Disconnect: r}
+			}
+			if err != nil {
+				st := status.Convert(err)
+				resp.Result = &appv1.StreamResponse_Error{Error: &appv1.CallError{Code: int32(st.Code()), Message: st.Message()}}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			_ = ss.Send(resp)
+		}()
+	}
+}
+
+// TestRemoteConsumer: a remote service decides what sockets of its route do, with
+// unary calls (a service without Stream) and over Stream.
 func TestRemoteConsumer(t *testing.T) {
-	svc := newCommands()
-	addr, _ := serveConsumer(t, svc, "")
+	t.Run("unary", func(t *testing.T) {
+		svc := newCommands()
+		addr, _ := serveConsumer(t, svc, "")
+		remoteConsumer(t, svc, addr)
+	})
+	t.Run("stream", func(t *testing.T) {
+		svc := newCommands()
+		var streams atomic.Int32
+		addr, _ := serveConsumer(t, streamingCommands{svc, &streams}, "")
+		remoteConsumer(t, svc, addr)
+		if streams.Load() == 0 {
+			t.Fatal("the edge never opened Stream")
+		}
+	})
+}
+
+func remoteConsumer(t *testing.T, svc *commands, addr string) {
 	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, addr, "")})
 	alice, apw := s.newUser(t)
 	bob, bpw := s.newUser(t)
@@ -278,10 +339,24 @@ func TestRemoteConsumer(t *testing.T) {
 
 // TestRemoteConsumerDown: a service that does not answer makes handshakes fail
 // closed (503 CONSUMER_UNAVAILABLE); once it is back, new connections work with no
-// restart of the edge.
+// restart of the edge (over a new Stream, for a service that has one).
 func TestRemoteConsumerDown(t *testing.T) {
-	svc := newCommands()
-	addr, stop := serveConsumer(t, svc, "")
+	t.Run("unary", func(t *testing.T) {
+		svc := newCommands()
+		consumerDown(t, svc, func(addr string) (string, func()) { return serveConsumer(t, svc, addr) })
+	})
+	t.Run("stream", func(t *testing.T) {
+		svc := newCommands()
+		var streams atomic.Int32
+		consumerDown(t, svc, func(addr string) (string, func()) { return serveConsumer(t, streamingCommands{svc, &streams}, addr) })
+		if n := streams.Load(); n < 2 {
+			t.Fatalf("%d streams opened; want one before the service stopped and one after", n)
+		}
+	})
+}
+
+func consumerDown(t *testing.T, svc *commands, serve func(addr string) (string, func())) {
+	addr, stop := serve("")
 	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, addr, "")})
 	alice, pw := s.newUser(t)
 	l := s.login(t, alice, pw)
@@ -302,7 +377,7 @@ func TestRemoteConsumerDown(t *testing.T) {
 			t.Fatalf("%s still 1 with the service down", up)
 		}
 	}
-	serveConsumer(t, svc, addr)
+	serve(addr)
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		ws, code, _ := dialWSReason(t, commandsURL(s.edge.addr, "r"), cookieHeader(s.edge.addr, l.GetToken()))
 		if code == http.StatusSwitchingProtocols {

@@ -61,6 +61,7 @@ type Client struct {
 	flight prometheus.Gauge
 	log    *slog.Logger
 	stop   context.CancelFunc // ends watch
+	st     *streamer
 }
 
 // series are one method's, looked up once (a lookup by labels costs more than the
@@ -102,8 +103,9 @@ func New(srv *edge.Server, r Route, m Metrics, log *slog.Logger) (*Client, error
 	if err != nil {
 		return nil, fmt.Errorf("route %s: consumer %s: %w", r.Pattern, r.Address, err)
 	}
+	api := appv1.NewConsumerServiceClient(cc)
 	c := &Client{
-		route: r, cc: cc, api: appv1.NewConsumerServiceClient(cc), srv: srv,
+		route: r, cc: cc, api: api, srv: srv, st: &streamer{api: api},
 		sem: make(chan struct{}, r.MaxInFlight), log: log.With("route", r.Pattern),
 		series: map[string]*series{}, flight: m.InFlight.WithLabelValues(r.Pattern),
 	}
@@ -155,6 +157,7 @@ func (c *Client) State() connectivity.State { return c.cc.GetState() }
 // Close closes the connection to the service.
 func (c *Client) Close() error {
 	c.stop()
+	c.st.close()
 	return c.cc.Close()
 }
 
@@ -219,11 +222,6 @@ type consumer struct {
 	cl   *Client
 	conn *appv1.Connection // all of it, for Connect
 	slim *appv1.Connection // id, user, route and parameters, for Receive and Disconnect
-	// Receive's request, reused: calls for one connection never overlap, and gRPC
-	// has marshalled it by the time the call returns.
-	req  appv1.ReceiveRequest
-	text appv1.ReceiveRequest_Text
-	bin  appv1.ReceiveRequest_Binary
 }
 
 // headers are the handshake headers a consumer service is told of.
@@ -259,7 +257,15 @@ func (k *consumer) Connect(ctx context.Context, c *edge.Conn, r *http.Request) e
 	k.conn = conn
 	k.slim = &appv1.Connection{Id: conn.Id, User: conn.User, Route: conn.Route, PathParams: conn.PathParams}
 	resp, err := call(ctx, k.cl, "connect", func(ctx context.Context) (*appv1.ConnectResponse, error) {
-		return k.cl.api.Connect(ctx, &appv1.ConnectRequest{Connection: conn})
+		req := &appv1.ConnectRequest{Connection: conn}
+		r, err := k.cl.st.do(ctx, &appv1.StreamRequest{Call: &appv1.StreamRequest_Connect{Connect: req}})
+		if errors.Is(err, errNoStream) {
+			return k.cl.api.Connect(ctx, req)
+		}
+		if err == nil {
+			err = failure(r)
+		}
+		return r.GetConnect(), err
 	})
 	switch {
 	case err != nil && unreachable(err):
@@ -296,17 +302,21 @@ func refusal(r *appv1.Refusal) *edge.Refusal {
 }
 
 func (k *consumer) Receive(ctx context.Context, c *edge.Conn, m edge.Message) error {
-	req := &k.req
-	req.Connection = k.slim
+	req := &appv1.ReceiveRequest{Connection: k.slim}
 	if m.Binary {
-		k.bin.Binary = m.Data
-		req.Payload = &k.bin
+		req.Payload = &appv1.ReceiveRequest_Binary{Binary: m.Data}
 	} else {
-		k.text.Text = m.Text
-		req.Payload = &k.text
+		req.Payload = &appv1.ReceiveRequest_Text{Text: m.Text}
 	}
 	resp, err := call(ctx, k.cl, "receive", func(ctx context.Context) (*appv1.ReceiveResponse, error) {
-		return k.cl.api.Receive(ctx, req)
+		r, err := k.cl.st.do(ctx, &appv1.StreamRequest{Call: &appv1.StreamRequest_Receive{Receive: req}})
+		if errors.Is(err, errNoStream) {
+			return k.cl.api.Receive(ctx, req)
+		}
+		if err == nil {
+			err = failure(r)
+		}
+		return r.GetReceive(), err
 	})
 	if err != nil {
 		if ctx.Err() != nil { // the connection is closing anyway
@@ -327,7 +337,15 @@ func (k *consumer) Disconnect(ctx context.Context, c *edge.Conn, code int) {
 		return
 	}
 	_, err := call(ctx, k.cl, "disconnect", func(ctx context.Context) (*appv1.DisconnectResponse, error) {
-		return k.cl.api.Disconnect(ctx, &appv1.DisconnectRequest{Connection: k.slim, Code: int32(code)})
+		req := &appv1.DisconnectRequest{Connection: k.slim, Code: int32(code)}
+		r, err := k.cl.st.do(ctx, &appv1.StreamRequest{Call: &appv1.StreamRequest_Disconnect{Disconnect: req}})
+		if errors.Is(err, errNoStream) {
+			return k.cl.api.Disconnect(ctx, req)
+		}
+		if err == nil {
+			err = failure(r)
+		}
+		return r.GetDisconnect(), err
 	})
 	if err != nil {
 		k.cl.log.DebugContext(ctx, "consumer service Disconnect failed (best effort)", "err", err)

@@ -22,6 +22,304 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// StreamRequest is one call on Stream.
+type StreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the edge, unique on the stream; the answer repeats it.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The call.
+	//
+	// Types that are valid to be assigned to Call:
+	//
+	//	*StreamRequest_Connect
+	//	*StreamRequest_Receive
+	//	*StreamRequest_Disconnect
+	Call          isStreamRequest_Call `protobuf_oneof:"call"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamRequest) Reset() {
+	*x = StreamRequest{}
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamRequest) ProtoMessage() {}
+
+func (x *StreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamRequest.ProtoReflect.Descriptor instead.
+func (*StreamRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StreamRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *StreamRequest) GetCall() isStreamRequest_Call {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *StreamRequest) GetConnect() *ConnectRequest {
+	if x != nil {
+		if x, ok := x.Call.(*StreamRequest_Connect); ok {
+			return x.Connect
+		}
+	}
+	return nil
+}
+
+func (x *StreamRequest) GetReceive() *ReceiveRequest {
+	if x != nil {
+		if x, ok := x.Call.(*StreamRequest_Receive); ok {
+			return x.Receive
+		}
+	}
+	return nil
+}
+
+func (x *StreamRequest) GetDisconnect() *DisconnectRequest {
+	if x != nil {
+		if x, ok := x.Call.(*StreamRequest_Disconnect); ok {
+			return x.Disconnect
+		}
+	}
+	return nil
+}
+
+type isStreamRequest_Call interface {
+	isStreamRequest_Call()
+}
+
+type StreamRequest_Connect struct {
+	// As ConsumerService.Connect.
+	Connect *ConnectRequest `protobuf:"bytes,2,opt,name=connect,proto3,oneof"`
+}
+
+type StreamRequest_Receive struct {
+	// As ConsumerService.Receive.
+	Receive *ReceiveRequest `protobuf:"bytes,3,opt,name=receive,proto3,oneof"`
+}
+
+type StreamRequest_Disconnect struct {
+	// As ConsumerService.Disconnect.
+	Disconnect *DisconnectRequest `protobuf:"bytes,4,opt,name=disconnect,proto3,oneof"`
+}
+
+func (*StreamRequest_Connect) isStreamRequest_Call() {}
+
+func (*StreamRequest_Receive) isStreamRequest_Call() {}
+
+func (*StreamRequest_Disconnect) isStreamRequest_Call() {}
+
+// StreamResponse answers one StreamRequest.
+type StreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's id.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The answer.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*StreamResponse_Connect
+	//	*StreamResponse_Receive
+	//	*StreamResponse_Disconnect
+	//	*StreamResponse_Error
+	Result        isStreamResponse_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamResponse) Reset() {
+	*x = StreamResponse{}
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamResponse) ProtoMessage() {}
+
+func (x *StreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamResponse.ProtoReflect.Descriptor instead.
+func (*StreamResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StreamResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *StreamResponse) GetResult() isStreamResponse_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *StreamResponse) GetConnect() *ConnectResponse {
+	if x != nil {
+		if x, ok := x.Result.(*StreamResponse_Connect); ok {
+			return x.Connect
+		}
+	}
+	return nil
+}
+
+func (x *StreamResponse) GetReceive() *ReceiveResponse {
+	if x != nil {
+		if x, ok := x.Result.(*StreamResponse_Receive); ok {
+			return x.Receive
+		}
+	}
+	return nil
+}
+
+func (x *StreamResponse) GetDisconnect() *DisconnectResponse {
+	if x != nil {
+		if x, ok := x.Result.(*StreamResponse_Disconnect); ok {
+			return x.Disconnect
+		}
+	}
+	return nil
+}
+
+func (x *StreamResponse) GetError() *CallError {
+	if x != nil {
+		if x, ok := x.Result.(*StreamResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isStreamResponse_Result interface {
+	isStreamResponse_Result()
+}
+
+type StreamResponse_Connect struct {
+	// To a connect call.
+	Connect *ConnectResponse `protobuf:"bytes,2,opt,name=connect,proto3,oneof"`
+}
+
+type StreamResponse_Receive struct {
+	// To a receive call.
+	Receive *ReceiveResponse `protobuf:"bytes,3,opt,name=receive,proto3,oneof"`
+}
+
+type StreamResponse_Disconnect struct {
+	// To a disconnect call.
+	Disconnect *DisconnectResponse `protobuf:"bytes,4,opt,name=disconnect,proto3,oneof"`
+}
+
+type StreamResponse_Error struct {
+	// The call failed, as a unary call failing with this status would.
+	Error *CallError `protobuf:"bytes,5,opt,name=error,proto3,oneof"`
+}
+
+func (*StreamResponse_Connect) isStreamResponse_Result() {}
+
+func (*StreamResponse_Receive) isStreamResponse_Result() {}
+
+func (*StreamResponse_Disconnect) isStreamResponse_Result() {}
+
+func (*StreamResponse_Error) isStreamResponse_Result() {}
+
+// CallError is a failed call on Stream.
+type CallError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A gRPC status code (2 UNKNOWN, 13 INTERNAL…).
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong.
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallError) Reset() {
+	*x = CallError{}
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallError) ProtoMessage() {}
+
+func (x *CallError) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallError.ProtoReflect.Descriptor instead.
+func (*CallError) Descriptor() ([]byte, []int) {
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CallError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CallError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // A signed-in user.
 type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -35,7 +333,7 @@ type User struct {
 
 func (x *User) Reset() {
 	*x = User{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[0]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +345,7 @@ func (x *User) String() string {
 func (*User) ProtoMessage() {}
 
 func (x *User) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[0]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +358,7 @@ func (x *User) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use User.ProtoReflect.Descriptor instead.
 func (*User) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{0}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *User) GetId() int64 {
@@ -104,7 +402,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[1]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -116,7 +414,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[1]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -129,7 +427,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{1}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Connection) GetId() string {
@@ -199,7 +497,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[2]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -211,7 +509,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[2]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -224,7 +522,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConnectRequest) GetConnection() *Connection {
@@ -249,7 +547,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[3]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +559,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[3]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +572,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConnectResponse) GetRefusal() *Refusal {
@@ -307,7 +605,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[4]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +617,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[4]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +630,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Refusal) GetStatus() int32 {
@@ -375,7 +673,7 @@ type ReceiveRequest struct {
 
 func (x *ReceiveRequest) Reset() {
 	*x = ReceiveRequest{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[5]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +685,7 @@ func (x *ReceiveRequest) String() string {
 func (*ReceiveRequest) ProtoMessage() {}
 
 func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[5]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +698,7 @@ func (x *ReceiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveRequest.ProtoReflect.Descriptor instead.
 func (*ReceiveRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReceiveRequest) GetConnection() *Connection {
@@ -464,7 +762,7 @@ type ReceiveResponse struct {
 
 func (x *ReceiveResponse) Reset() {
 	*x = ReceiveResponse{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[6]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +774,7 @@ func (x *ReceiveResponse) String() string {
 func (*ReceiveResponse) ProtoMessage() {}
 
 func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[6]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +787,7 @@ func (x *ReceiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReceiveResponse.ProtoReflect.Descriptor instead.
 func (*ReceiveResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReceiveResponse) GetActions() []*Action {
@@ -512,7 +810,7 @@ type DisconnectRequest struct {
 
 func (x *DisconnectRequest) Reset() {
 	*x = DisconnectRequest{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[7]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +822,7 @@ func (x *DisconnectRequest) String() string {
 func (*DisconnectRequest) ProtoMessage() {}
 
 func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[7]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +835,7 @@ func (x *DisconnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectRequest.ProtoReflect.Descriptor instead.
 func (*DisconnectRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DisconnectRequest) GetConnection() *Connection {
@@ -563,7 +861,7 @@ type DisconnectResponse struct {
 
 func (x *DisconnectResponse) Reset() {
 	*x = DisconnectResponse{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[8]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +873,7 @@ func (x *DisconnectResponse) String() string {
 func (*DisconnectResponse) ProtoMessage() {}
 
 func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[8]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +886,7 @@ func (x *DisconnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisconnectResponse.ProtoReflect.Descriptor instead.
 func (*DisconnectResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{11}
 }
 
 // Action is one thing for the edge to do.
@@ -610,7 +908,7 @@ type Action struct {
 
 func (x *Action) Reset() {
 	*x = Action{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[9]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +920,7 @@ func (x *Action) String() string {
 func (*Action) ProtoMessage() {}
 
 func (x *Action) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[9]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +933,7 @@ func (x *Action) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Action.ProtoReflect.Descriptor instead.
 func (*Action) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Action) GetAction() isAction_Action {
@@ -745,7 +1043,7 @@ type Reply struct {
 
 func (x *Reply) Reset() {
 	*x = Reply{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[10]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +1055,7 @@ func (x *Reply) String() string {
 func (*Reply) ProtoMessage() {}
 
 func (x *Reply) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[10]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +1068,7 @@ func (x *Reply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reply.ProtoReflect.Descriptor instead.
 func (*Reply) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Reply) GetPayload() isReply_Payload {
@@ -836,7 +1134,7 @@ type Send struct {
 
 func (x *Send) Reset() {
 	*x = Send{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[11]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1146,7 @@ func (x *Send) String() string {
 func (*Send) ProtoMessage() {}
 
 func (x *Send) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[11]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1159,7 @@ func (x *Send) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Send.ProtoReflect.Descriptor instead.
 func (*Send) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Send) GetTarget() *v1.Target {
@@ -933,7 +1231,7 @@ type Join struct {
 
 func (x *Join) Reset() {
 	*x = Join{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[12]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1243,7 @@ func (x *Join) String() string {
 func (*Join) ProtoMessage() {}
 
 func (x *Join) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[12]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1256,7 @@ func (x *Join) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Join.ProtoReflect.Descriptor instead.
 func (*Join) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Join) GetGroup() string {
@@ -979,7 +1277,7 @@ type Leave struct {
 
 func (x *Leave) Reset() {
 	*x = Leave{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[13]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1289,7 @@ func (x *Leave) String() string {
 func (*Leave) ProtoMessage() {}
 
 func (x *Leave) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[13]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1302,7 @@ func (x *Leave) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Leave.ProtoReflect.Descriptor instead.
 func (*Leave) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{13}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Leave) GetGroup() string {
@@ -1028,7 +1326,7 @@ type Close struct {
 
 func (x *Close) Reset() {
 	*x = Close{}
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[14]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1338,7 @@ func (x *Close) String() string {
 func (*Close) ProtoMessage() {}
 
 func (x *Close) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[14]
+	mi := &file_gatehouse_app_v1_consumer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1351,7 @@ func (x *Close) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Close.ProtoReflect.Descriptor instead.
 func (*Close) Descriptor() ([]byte, []int) {
-	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{14}
+	return file_gatehouse_app_v1_consumer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Close) GetCode() int32 {
@@ -1074,7 +1372,27 @@ var File_gatehouse_app_v1_consumer_proto protoreflect.FileDescriptor
 
 const file_gatehouse_app_v1_consumer_proto_rawDesc = "" +
 	"\n" +
-	"\x1fgatehouse/app/v1/consumer.proto\x12\x10gatehouse.app.v1\x1a\x1cgatehouse/edge/v1/edge.proto\"2\n" +
+	"\x1fgatehouse/app/v1/consumer.proto\x12\x10gatehouse.app.v1\x1a\x1cgatehouse/edge/v1/edge.proto\"\xea\x01\n" +
+	"\rStreamRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12<\n" +
+	"\aconnect\x18\x02 \x01(\v2 .gatehouse.app.v1.ConnectRequestH\x00R\aconnect\x12<\n" +
+	"\areceive\x18\x03 \x01(\v2 .gatehouse.app.v1.ReceiveRequestH\x00R\areceive\x12E\n" +
+	"\n" +
+	"disconnect\x18\x04 \x01(\v2#.gatehouse.app.v1.DisconnectRequestH\x00R\n" +
+	"disconnectB\x06\n" +
+	"\x04call\"\xa5\x02\n" +
+	"\x0eStreamResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12=\n" +
+	"\aconnect\x18\x02 \x01(\v2!.gatehouse.app.v1.ConnectResponseH\x00R\aconnect\x12=\n" +
+	"\areceive\x18\x03 \x01(\v2!.gatehouse.app.v1.ReceiveResponseH\x00R\areceive\x12F\n" +
+	"\n" +
+	"disconnect\x18\x04 \x01(\v2$.gatehouse.app.v1.DisconnectResponseH\x00R\n" +
+	"disconnect\x123\n" +
+	"\x05error\x18\x05 \x01(\v2\x1b.gatehouse.app.v1.CallErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"9\n" +
+	"\tCallError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"2\n" +
 	"\x04User\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\"\x99\x04\n" +
@@ -1149,12 +1467,13 @@ const file_gatehouse_app_v1_consumer_proto_rawDesc = "" +
 	"\x05group\x18\x01 \x01(\tR\x05group\"3\n" +
 	"\x05Close\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason2\x8a\x02\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason2\xdb\x02\n" +
 	"\x0fConsumerService\x12N\n" +
 	"\aConnect\x12 .gatehouse.app.v1.ConnectRequest\x1a!.gatehouse.app.v1.ConnectResponse\x12N\n" +
 	"\aReceive\x12 .gatehouse.app.v1.ReceiveRequest\x1a!.gatehouse.app.v1.ReceiveResponse\x12W\n" +
 	"\n" +
-	"Disconnect\x12#.gatehouse.app.v1.DisconnectRequest\x1a$.gatehouse.app.v1.DisconnectResponseB\xc2\x01\n" +
+	"Disconnect\x12#.gatehouse.app.v1.DisconnectRequest\x1a$.gatehouse.app.v1.DisconnectResponse\x12O\n" +
+	"\x06Stream\x12\x1f.gatehouse.app.v1.StreamRequest\x1a .gatehouse.app.v1.StreamResponse(\x010\x01B\xc2\x01\n" +
 	"\x14com.gatehouse.app.v1B\rConsumerProtoP\x01Z9github.com/gatehouse/gatehouse/gen/gatehouse/app/v1;appv1\xa2\x02\x03GAX\xaa\x02\x10Gatehouse.App.V1\xca\x02\x10Gatehouse\\App\\V1\xe2\x02\x1cGatehouse\\App\\V1\\GPBMetadata\xea\x02\x12Gatehouse::App::V1b\x06proto3"
 
 var (
@@ -1169,56 +1488,68 @@ func file_gatehouse_app_v1_consumer_proto_rawDescGZIP() []byte {
 	return file_gatehouse_app_v1_consumer_proto_rawDescData
 }
 
-var file_gatehouse_app_v1_consumer_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_gatehouse_app_v1_consumer_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_gatehouse_app_v1_consumer_proto_goTypes = []any{
-	(*User)(nil),               // 0: gatehouse.app.v1.User
-	(*Connection)(nil),         // 1: gatehouse.app.v1.Connection
-	(*ConnectRequest)(nil),     // 2: gatehouse.app.v1.ConnectRequest
-	(*ConnectResponse)(nil),    // 3: gatehouse.app.v1.ConnectResponse
-	(*Refusal)(nil),            // 4: gatehouse.app.v1.Refusal
-	(*ReceiveRequest)(nil),     // 5: gatehouse.app.v1.ReceiveRequest
-	(*ReceiveResponse)(nil),    // 6: gatehouse.app.v1.ReceiveResponse
-	(*DisconnectRequest)(nil),  // 7: gatehouse.app.v1.DisconnectRequest
-	(*DisconnectResponse)(nil), // 8: gatehouse.app.v1.DisconnectResponse
-	(*Action)(nil),             // 9: gatehouse.app.v1.Action
-	(*Reply)(nil),              // 10: gatehouse.app.v1.Reply
-	(*Send)(nil),               // 11: gatehouse.app.v1.Send
-	(*Join)(nil),               // 12: gatehouse.app.v1.Join
-	(*Leave)(nil),              // 13: gatehouse.app.v1.Leave
-	(*Close)(nil),              // 14: gatehouse.app.v1.Close
-	nil,                        // 15: gatehouse.app.v1.Connection.PathParamsEntry
-	nil,                        // 16: gatehouse.app.v1.Connection.QueryEntry
-	nil,                        // 17: gatehouse.app.v1.Connection.HeadersEntry
-	(*v1.Target)(nil),          // 18: gatehouse.edge.v1.Target
+	(*StreamRequest)(nil),      // 0: gatehouse.app.v1.StreamRequest
+	(*StreamResponse)(nil),     // 1: gatehouse.app.v1.StreamResponse
+	(*CallError)(nil),          // 2: gatehouse.app.v1.CallError
+	(*User)(nil),               // 3: gatehouse.app.v1.User
+	(*Connection)(nil),         // 4: gatehouse.app.v1.Connection
+	(*ConnectRequest)(nil),     // 5: gatehouse.app.v1.ConnectRequest
+	(*ConnectResponse)(nil),    // 6: gatehouse.app.v1.ConnectResponse
+	(*Refusal)(nil),            // 7: gatehouse.app.v1.Refusal
+	(*ReceiveRequest)(nil),     // 8: gatehouse.app.v1.ReceiveRequest
+	(*ReceiveResponse)(nil),    // 9: gatehouse.app.v1.ReceiveResponse
+	(*DisconnectRequest)(nil),  // 10: gatehouse.app.v1.DisconnectRequest
+	(*DisconnectResponse)(nil), // 11: gatehouse.app.v1.DisconnectResponse
+	(*Action)(nil),             // 12: gatehouse.app.v1.Action
+	(*Reply)(nil),              // 13: gatehouse.app.v1.Reply
+	(*Send)(nil),               // 14: gatehouse.app.v1.Send
+	(*Join)(nil),               // 15: gatehouse.app.v1.Join
+	(*Leave)(nil),              // 16: gatehouse.app.v1.Leave
+	(*Close)(nil),              // 17: gatehouse.app.v1.Close
+	nil,                        // 18: gatehouse.app.v1.Connection.PathParamsEntry
+	nil,                        // 19: gatehouse.app.v1.Connection.QueryEntry
+	nil,                        // 20: gatehouse.app.v1.Connection.HeadersEntry
+	(*v1.Target)(nil),          // 21: gatehouse.edge.v1.Target
 }
 var file_gatehouse_app_v1_consumer_proto_depIdxs = []int32{
-	0,  // 0: gatehouse.app.v1.Connection.user:type_name -> gatehouse.app.v1.User
-	15, // 1: gatehouse.app.v1.Connection.path_params:type_name -> gatehouse.app.v1.Connection.PathParamsEntry
-	16, // 2: gatehouse.app.v1.Connection.query:type_name -> gatehouse.app.v1.Connection.QueryEntry
-	17, // 3: gatehouse.app.v1.Connection.headers:type_name -> gatehouse.app.v1.Connection.HeadersEntry
-	1,  // 4: gatehouse.app.v1.ConnectRequest.connection:type_name -> gatehouse.app.v1.Connection
-	4,  // 5: gatehouse.app.v1.ConnectResponse.refusal:type_name -> gatehouse.app.v1.Refusal
-	9,  // 6: gatehouse.app.v1.ConnectResponse.actions:type_name -> gatehouse.app.v1.Action
-	1,  // 7: gatehouse.app.v1.ReceiveRequest.connection:type_name -> gatehouse.app.v1.Connection
-	9,  // 8: gatehouse.app.v1.ReceiveResponse.actions:type_name -> gatehouse.app.v1.Action
-	1,  // 9: gatehouse.app.v1.DisconnectRequest.connection:type_name -> gatehouse.app.v1.Connection
-	10, // 10: gatehouse.app.v1.Action.reply:type_name -> gatehouse.app.v1.Reply
-	11, // 11: gatehouse.app.v1.Action.send:type_name -> gatehouse.app.v1.Send
-	12, // 12: gatehouse.app.v1.Action.join:type_name -> gatehouse.app.v1.Join
-	13, // 13: gatehouse.app.v1.Action.leave:type_name -> gatehouse.app.v1.Leave
-	14, // 14: gatehouse.app.v1.Action.close:type_name -> gatehouse.app.v1.Close
-	18, // 15: gatehouse.app.v1.Send.target:type_name -> gatehouse.edge.v1.Target
-	2,  // 16: gatehouse.app.v1.ConsumerService.Connect:input_type -> gatehouse.app.v1.ConnectRequest
-	5,  // 17: gatehouse.app.v1.ConsumerService.Receive:input_type -> gatehouse.app.v1.ReceiveRequest
-	7,  // 18: gatehouse.app.v1.ConsumerService.Disconnect:input_type -> gatehouse.app.v1.DisconnectRequest
-	3,  // 19: gatehouse.app.v1.ConsumerService.Connect:output_type -> gatehouse.app.v1.ConnectResponse
-	6,  // 20: gatehouse.app.v1.ConsumerService.Receive:output_type -> gatehouse.app.v1.ReceiveResponse
-	8,  // 21: gatehouse.app.v1.ConsumerService.Disconnect:output_type -> gatehouse.app.v1.DisconnectResponse
-	19, // [19:22] is the sub-list for method output_type
-	16, // [16:19] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	5,  // 0: gatehouse.app.v1.StreamRequest.connect:type_name -> gatehouse.app.v1.ConnectRequest
+	8,  // 1: gatehouse.app.v1.StreamRequest.receive:type_name -> gatehouse.app.v1.ReceiveRequest
+	10, // 2: gatehouse.app.v1.StreamRequest.disconnect:type_name -> gatehouse.app.v1.DisconnectRequest
+	6,  // 3: gatehouse.app.v1.StreamResponse.connect:type_name -> gatehouse.app.v1.ConnectResponse
+	9,  // 4: gatehouse.app.v1.StreamResponse.receive:type_name -> gatehouse.app.v1.ReceiveResponse
+	11, // 5: gatehouse.app.v1.StreamResponse.disconnect:type_name -> gatehouse.app.v1.DisconnectResponse
+	2,  // 6: gatehouse.app.v1.StreamResponse.error:type_name -> gatehouse.app.v1.CallError
+	3,  // 7: gatehouse.app.v1.Connection.user:type_name -> gatehouse.app.v1.User
+	18, // 8: gatehouse.app.v1.Connection.path_params:type_name -> gatehouse.app.v1.Connection.PathParamsEntry
+	19, // 9: gatehouse.app.v1.Connection.query:type_name -> gatehouse.app.v1.Connection.QueryEntry
+	20, // 10: gatehouse.app.v1.Connection.headers:type_name -> gatehouse.app.v1.Connection.HeadersEntry
+	4,  // 11: gatehouse.app.v1.ConnectRequest.connection:type_name -> gatehouse.app.v1.Connection
+	7,  // 12: gatehouse.app.v1.ConnectResponse.refusal:type_name -> gatehouse.app.v1.Refusal
+	12, // 13: gatehouse.app.v1.ConnectResponse.actions:type_name -> gatehouse.app.v1.Action
+	4,  // 14: gatehouse.app.v1.ReceiveRequest.connection:type_name -> gatehouse.app.v1.Connection
+	12, // 15: gatehouse.app.v1.ReceiveResponse.actions:type_name -> gatehouse.app.v1.Action
+	4,  // 16: gatehouse.app.v1.DisconnectRequest.connection:type_name -> gatehouse.app.v1.Connection
+	13, // 17: gatehouse.app.v1.Action.reply:type_name -> gatehouse.app.v1.Reply
+	14, // 18: gatehouse.app.v1.Action.send:type_name -> gatehouse.app.v1.Send
+	15, // 19: gatehouse.app.v1.Action.join:type_name -> gatehouse.app.v1.Join
+	16, // 20: gatehouse.app.v1.Action.leave:type_name -> gatehouse.app.v1.Leave
+	17, // 21: gatehouse.app.v1.Action.close:type_name -> gatehouse.app.v1.Close
+	21, // 22: gatehouse.app.v1.Send.target:type_name -> gatehouse.edge.v1.Target
+	5,  // 23: gatehouse.app.v1.ConsumerService.Connect:input_type -> gatehouse.app.v1.ConnectRequest
+	8,  // 24: gatehouse.app.v1.ConsumerService.Receive:input_type -> gatehouse.app.v1.ReceiveRequest
+	10, // 25: gatehouse.app.v1.ConsumerService.Disconnect:input_type -> gatehouse.app.v1.DisconnectRequest
+	0,  // 26: gatehouse.app.v1.ConsumerService.Stream:input_type -> gatehouse.app.v1.StreamRequest
+	6,  // 27: gatehouse.app.v1.ConsumerService.Connect:output_type -> gatehouse.app.v1.ConnectResponse
+	9,  // 28: gatehouse.app.v1.ConsumerService.Receive:output_type -> gatehouse.app.v1.ReceiveResponse
+	11, // 29: gatehouse.app.v1.ConsumerService.Disconnect:output_type -> gatehouse.app.v1.DisconnectResponse
+	1,  // 30: gatehouse.app.v1.ConsumerService.Stream:output_type -> gatehouse.app.v1.StreamResponse
+	27, // [27:31] is the sub-list for method output_type
+	23, // [23:27] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_app_v1_consumer_proto_init() }
@@ -1226,22 +1557,33 @@ func file_gatehouse_app_v1_consumer_proto_init() {
 	if File_gatehouse_app_v1_consumer_proto != nil {
 		return
 	}
-	file_gatehouse_app_v1_consumer_proto_msgTypes[5].OneofWrappers = []any{
+	file_gatehouse_app_v1_consumer_proto_msgTypes[0].OneofWrappers = []any{
+		(*StreamRequest_Connect)(nil),
+		(*StreamRequest_Receive)(nil),
+		(*StreamRequest_Disconnect)(nil),
+	}
+	file_gatehouse_app_v1_consumer_proto_msgTypes[1].OneofWrappers = []any{
+		(*StreamResponse_Connect)(nil),
+		(*StreamResponse_Receive)(nil),
+		(*StreamResponse_Disconnect)(nil),
+		(*StreamResponse_Error)(nil),
+	}
+	file_gatehouse_app_v1_consumer_proto_msgTypes[8].OneofWrappers = []any{
 		(*ReceiveRequest_Text)(nil),
 		(*ReceiveRequest_Binary)(nil),
 	}
-	file_gatehouse_app_v1_consumer_proto_msgTypes[9].OneofWrappers = []any{
+	file_gatehouse_app_v1_consumer_proto_msgTypes[12].OneofWrappers = []any{
 		(*Action_Reply)(nil),
 		(*Action_Send)(nil),
 		(*Action_Join)(nil),
 		(*Action_Leave)(nil),
 		(*Action_Close)(nil),
 	}
-	file_gatehouse_app_v1_consumer_proto_msgTypes[10].OneofWrappers = []any{
+	file_gatehouse_app_v1_consumer_proto_msgTypes[13].OneofWrappers = []any{
 		(*Reply_Text)(nil),
 		(*Reply_Binary)(nil),
 	}
-	file_gatehouse_app_v1_consumer_proto_msgTypes[11].OneofWrappers = []any{
+	file_gatehouse_app_v1_consumer_proto_msgTypes[14].OneofWrappers = []any{
 		(*Send_Text)(nil),
 		(*Send_Binary)(nil),
 	}
@@ -1251,7 +1593,7 @@ func file_gatehouse_app_v1_consumer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_app_v1_consumer_proto_rawDesc), len(file_gatehouse_app_v1_consumer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

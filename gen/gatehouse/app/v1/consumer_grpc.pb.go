@@ -22,6 +22,7 @@ const (
 	ConsumerService_Connect_FullMethodName    = "/gatehouse.app.v1.ConsumerService/Connect"
 	ConsumerService_Receive_FullMethodName    = "/gatehouse.app.v1.ConsumerService/Receive"
 	ConsumerService_Disconnect_FullMethodName = "/gatehouse.app.v1.ConsumerService/Disconnect"
+	ConsumerService_Stream_FullMethodName     = "/gatehouse.app.v1.ConsumerService/Stream"
 )
 
 // ConsumerServiceClient is the client API for ConsumerService service.
@@ -67,6 +68,15 @@ type ConsumerServiceClient interface {
 	// Disconnect says the connection has closed, with the close code (1006 if it was
 	// lost without a close frame). Best effort, at most once.
 	Disconnect(ctx context.Context, in *DisconnectRequest, opts ...grpc.CallOption) (*DisconnectResponse, error)
+	// Stream, optional, carries the same calls for every connection of a route over one
+	// long-lived stream, which costs far less per message than a call each. The edge
+	// opens it first; a service answering UNIMPLEMENTED gets the calls above instead.
+	// Each StreamRequest is one call, with an id its StreamResponse repeats; answer
+	// them in any order (calls of one connection never overlap, so answering them as
+	// they come keeps each connection's order). A call not answered within the
+	// route's deadline fails as a unary call would; the stream failing fails the calls
+	// in flight (unavailable), and the edge opens a new one for the next.
+	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamRequest, StreamResponse], error)
 }
 
 type consumerServiceClient struct {
@@ -106,6 +116,19 @@ func (c *consumerServiceClient) Disconnect(ctx context.Context, in *DisconnectRe
 	}
 	return out, nil
 }
+
+func (c *consumerServiceClient) Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamRequest, StreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ConsumerService_ServiceDesc.Streams[0], ConsumerService_Stream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamRequest, StreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ConsumerService_StreamClient = grpc.BidiStreamingClient[StreamRequest, StreamResponse]
 
 // ConsumerServiceServer is the server API for ConsumerService service.
 // All implementations must embed UnimplementedConsumerServiceServer
@@ -150,6 +173,15 @@ type ConsumerServiceServer interface {
 	// Disconnect says the connection has closed, with the close code (1006 if it was
 	// lost without a close frame). Best effort, at most once.
 	Disconnect(context.Context, *DisconnectRequest) (*DisconnectResponse, error)
+	// Stream, optional, carries the same calls for every connection of a route over one
+	// long-lived stream, which costs far less per message than a call each. The edge
+	// opens it first; a service answering UNIMPLEMENTED gets the calls above instead.
+	// Each StreamRequest is one call, with an id its StreamResponse repeats; answer
+	// them in any order (calls of one connection never overlap, so answering them as
+	// they come keeps each connection's order). A call not answered within the
+	// route's deadline fails as a unary call would; the stream failing fails the calls
+	// in flight (unavailable), and the edge opens a new one for the next.
+	Stream(grpc.BidiStreamingServer[StreamRequest, StreamResponse]) error
 	mustEmbedUnimplementedConsumerServiceServer()
 }
 
@@ -168,6 +200,9 @@ func (UnimplementedConsumerServiceServer) Receive(context.Context, *ReceiveReque
 }
 func (UnimplementedConsumerServiceServer) Disconnect(context.Context, *DisconnectRequest) (*DisconnectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Disconnect not implemented")
+}
+func (UnimplementedConsumerServiceServer) Stream(grpc.BidiStreamingServer[StreamRequest, StreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method Stream not implemented")
 }
 func (UnimplementedConsumerServiceServer) mustEmbedUnimplementedConsumerServiceServer() {}
 func (UnimplementedConsumerServiceServer) testEmbeddedByValue()                         {}
@@ -244,6 +279,13 @@ func _ConsumerService_Disconnect_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConsumerService_Stream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ConsumerServiceServer).Stream(&grpc.GenericServerStream[StreamRequest, StreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ConsumerService_StreamServer = grpc.BidiStreamingServer[StreamRequest, StreamResponse]
+
 // ConsumerService_ServiceDesc is the grpc.ServiceDesc for ConsumerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -264,6 +306,13 @@ var ConsumerService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ConsumerService_Disconnect_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Stream",
+			Handler:       _ConsumerService_Stream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "gatehouse/app/v1/consumer.proto",
 }
