@@ -282,6 +282,14 @@ func remoteConsumer(t *testing.T, svc *commands, addr string) {
 	if code != http.StatusForbidden || reason != "ROOM_CLOSED" {
 		t.Fatalf("refused by the service: %d %s", code, reason)
 	}
+	// A path that is not UTF-8 cannot be told to the service: refused, and the
+	// route (its stream, when it has one) serves on.
+	_, code, reason = dialWSReason(t, commandsURL(s.edge.addr, "%FF"), cookieHeader(s.edge.addr, la.GetToken()))
+	if code != http.StatusBadRequest || reason != "BAD_PATH" {
+		t.Fatalf("a path that is not UTF-8: %d %s", code, reason)
+	}
+	_ = wa.WriteMessage(websocket.TextMessage, []byte("echo after a bad path"))
+	readText(t, wa, "echo after a bad path")
 	// Closed in Connect: upgraded, then the code.
 	wk := openCommands(t, s, commandsURL(s.edge.addr, "lobby")+"?kick=1", la.GetToken())
 	readText(t, wk, "not today")

@@ -89,6 +89,8 @@ func New(srv *edge.Server, r Route, m Metrics, log *slog.Logger) (*Client, error
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithSharedWriteBuffer(true),
+		// Answers may carry several messages up to the edge's read limit each.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 		// A service that comes back is found within a second or two: handshakes
 		// meanwhile fail closed (503) rather than wait.
 		grpc.WithConnectParams(grpc.ConnectParams{
@@ -105,7 +107,7 @@ func New(srv *edge.Server, r Route, m Metrics, log *slog.Logger) (*Client, error
 	}
 	api := appv1.NewConsumerServiceClient(cc)
 	c := &Client{
-		route: r, cc: cc, api: api, srv: srv, st: &streamer{api: api},
+		route: r, cc: cc, api: api, srv: srv, st: &streamer{api: api, timeout: r.Timeout},
 		sem: make(chan struct{}, r.MaxInFlight), log: log.With("route", r.Pattern),
 		series: map[string]*series{}, flight: m.InFlight.WithLabelValues(r.Pattern),
 	}
@@ -228,6 +230,11 @@ type consumer struct {
 var headers = []string{"user-agent", "origin", "accept-language"}
 
 func (k *consumer) Connect(ctx context.Context, c *edge.Conn, r *http.Request) error {
+	// Strings in protobuf must be UTF-8: a path that is not cannot be told to the
+	// service (and would fail the route's stream for every connection on it).
+	if !utf8.ValidString(r.URL.Path) {
+		return &edge.Refusal{Status: http.StatusBadRequest, Reason: "BAD_PATH", Message: "the path is not valid UTF-8"}
+	}
 	conn := &appv1.Connection{
 		Id: c.ID(), User: &appv1.User{Id: c.User().ID, Username: c.User().Username},
 		SessionId: c.Session().ID, Path: r.URL.Path, Route: k.cl.route.Pattern,
@@ -262,10 +269,10 @@ func (k *consumer) Connect(ctx context.Context, c *edge.Conn, r *http.Request) e
 		if errors.Is(err, errNoStream) {
 			return k.cl.api.Connect(ctx, req)
 		}
-		if err == nil {
-			err = failure(r)
+		if err != nil {
+			return nil, err
 		}
-		return r.GetConnect(), err
+		return answer(r, r.GetConnect())
 	})
 	switch {
 	case err != nil && unreachable(err):
@@ -313,10 +320,10 @@ func (k *consumer) Receive(ctx context.Context, c *edge.Conn, m edge.Message) er
 		if errors.Is(err, errNoStream) {
 			return k.cl.api.Receive(ctx, req)
 		}
-		if err == nil {
-			err = failure(r)
+		if err != nil {
+			return nil, err
 		}
-		return r.GetReceive(), err
+		return answer(r, r.GetReceive())
 	})
 	if err != nil {
 		if ctx.Err() != nil { // the connection is closing anyway
@@ -342,10 +349,10 @@ func (k *consumer) Disconnect(ctx context.Context, c *edge.Conn, code int) {
 		if errors.Is(err, errNoStream) {
 			return k.cl.api.Disconnect(ctx, req)
 		}
-		if err == nil {
-			err = failure(r)
+		if err != nil {
+			return nil, err
 		}
-		return r.GetDisconnect(), err
+		return answer(r, r.GetDisconnect())
 	})
 	if err != nil {
 		k.cl.log.DebugContext(ctx, "consumer service Disconnect failed (best effort)", "err", err)

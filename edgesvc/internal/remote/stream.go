@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -14,20 +15,27 @@ import (
 // errNoStream: the service does not implement Stream; make the call unary.
 var errNoStream = errors.New("the consumer service has no Stream")
 
-// noStreamFor is how long a service that answered Stream with UNIMPLEMENTED gets
-// unary calls before Stream is tried again (it may have been upgraded).
+// noStreamFor is how long a service that answered Stream with UNIMPLEMENTED (or
+// whose streams keep failing before any answer) gets unary calls before Stream is
+// tried again (it may have been upgraded or mended).
 const noStreamFor = time.Minute
+
+// emptyFailures is how many streams in a row may fail without one answer before the
+// route goes unary for noStreamFor.
+const emptyFailures = 3
 
 // streamer carries a route's calls over one ConsumerService.Stream, opened on the
 // first call and again after it fails, while the service implements it.
 type streamer struct {
-	api appv1.ConsumerServiceClient
+	api     appv1.ConsumerServiceClient
+	timeout time.Duration // the route's deadline: a stream that answers nothing for as long is stuck
 
 	mu       sync.Mutex
 	cur      *stream       // nil: none open
 	opening  chan struct{} // closed once an opening stream is open (or failed to)
 	openErr  error         // why the last opening failed
 	noStream time.Time     // until then, calls are unary
+	empty    int           // streams in a row that failed before any answer
 	closed   bool
 	seq      uint64
 }
@@ -40,7 +48,9 @@ type stream struct {
 	out     chan *appv1.StreamRequest
 	mu      sync.Mutex
 	pending map[uint64]chan result
-	failed  error // set once the stream has failed: every pending call got it
+	failed  error     // set once the stream has failed: every pending call got it
+	heard   time.Time // when the last answer came (or the stream opened)
+	answers int       // answers received
 }
 
 type result struct {
@@ -71,23 +81,32 @@ func (st *streamer) do(ctx context.Context, req *appv1.StreamRequest) (*appv1.St
 	s.mu.Unlock()
 	select {
 	case s.out <- req:
+	case r := <-ch: // the stream failed meanwhile
+		return r.resp, r.err
 	case <-ctx.Done():
-		s.forget(req.Id)
+		st.abandon(s, req.Id)
 		return nil, ctx.Err()
 	}
 	select {
 	case r := <-ch:
 		return r.resp, r.err
 	case <-ctx.Done():
-		s.forget(req.Id)
+		st.abandon(s, req.Id)
 		return nil, ctx.Err()
 	}
 }
 
-func (s *stream) forget(id uint64) {
+// abandon forgets a call whose caller stopped waiting (the sender then skips it, if
+// it has not gone out yet); a stream that has answered nothing for the route's whole
+// deadline while calls wait is taken for stuck and replaced.
+func (st *streamer) abandon(s *stream, id uint64) {
 	s.mu.Lock()
 	delete(s.pending, id)
+	stuck := s.failed == nil && time.Since(s.heard) > st.timeout
 	s.mu.Unlock()
+	if stuck {
+		st.fail(s, status.Error(codes.Unavailable, "consumer service stream answered nothing within the deadline: replaced"))
+	}
 }
 
 // stream returns the open stream, opening one if none is: on a goroutine of its own
@@ -122,7 +141,7 @@ func (st *streamer) stream(ctx context.Context) (*stream, error) {
 	case st.closed || time.Now().Before(st.noStream):
 		return nil, errNoStream
 	}
-	return nil, status.Errorf(codes.Unavailable, "consumer service stream: %v", st.openErr)
+	return nil, status.Errorf(status.Code(st.openErr), "consumer service stream: %v", st.openErr)
 }
 
 // open opens a stream, then closes done.
@@ -138,16 +157,24 @@ func (st *streamer) open(done chan struct{}) {
 		st.openErr = err
 		return
 	}
-	s := &stream{cancel: cancel, out: make(chan *appv1.StreamRequest, 256), pending: map[uint64]chan result{}}
+	st.openErr = nil
+	s := &stream{cancel: cancel, out: make(chan *appv1.StreamRequest, 256), pending: map[uint64]chan result{}, heard: time.Now()}
 	st.cur = s
 	go s.send(sc)
 	go st.receive(s, sc)
 }
 
+// send sends the calls still waited for, in order.
 func (s *stream) send(sc appv1.ConsumerService_StreamClient) {
 	for {
 		select {
 		case req := <-s.out:
+			s.mu.Lock()
+			_, waited := s.pending[req.Id]
+			s.mu.Unlock()
+			if !waited {
+				continue // its caller gave up: the service is spared it
+			}
 			if sc.Send(req) != nil {
 				return // the receiver hears why
 			}
@@ -157,36 +184,17 @@ func (s *stream) send(sc appv1.ConsumerService_StreamClient) {
 	}
 }
 
-// receive hands each answer to its call; when the stream fails it fails every call
-// in flight, and the next call opens another (or, for UNIMPLEMENTED, is unary).
+// receive hands each answer to its call, until the stream fails.
 func (st *streamer) receive(s *stream, sc appv1.ConsumerService_StreamClient) {
 	for {
 		resp, err := sc.Recv()
 		if err != nil {
-			if status.Code(err) == codes.Unimplemented {
-				err = errNoStream
-			} else {
-				err = status.Errorf(codes.Unavailable, "consumer service stream: %v", err)
-			}
-			st.mu.Lock()
-			if st.cur == s {
-				st.cur = nil
-			}
-			if errors.Is(err, errNoStream) {
-				st.noStream = time.Now().Add(noStreamFor)
-			}
-			st.mu.Unlock()
-			s.mu.Lock()
-			s.failed = err
-			for id, ch := range s.pending {
-				ch <- result{err: err}
-				delete(s.pending, id)
-			}
-			s.mu.Unlock()
-			s.cancel()
+			st.fail(s, err)
 			return
 		}
 		s.mu.Lock()
+		s.heard = time.Now()
+		s.answers++
 		ch := s.pending[resp.GetId()]
 		delete(s.pending, resp.GetId())
 		s.mu.Unlock()
@@ -196,25 +204,73 @@ func (st *streamer) receive(s *stream, sc appv1.ConsumerService_StreamClient) {
 	}
 }
 
-// close ends the stream, if open.
-func (st *streamer) close() {
+// fail ends s for err, failing every call it carries; the next call opens another
+// stream, or, for a service without Stream (or whose streams keep failing before
+// any answer), goes unary for a while.
+func (st *streamer) fail(s *stream, err error) {
+	s.mu.Lock()
+	if s.failed != nil {
+		s.mu.Unlock()
+		return
+	}
+	answered := s.answers > 0
+	switch {
+	case status.Code(err) == codes.Unimplemented && !answered:
+		err = errNoStream // the service never saw these calls: they may be made unary
+	case errors.Is(err, io.EOF):
+		err = status.Error(codes.Unavailable, "consumer service ended the stream")
+	case status.Code(err) == codes.Unknown || status.Code(err) == codes.Canceled:
+		err = status.Errorf(codes.Unavailable, "consumer service stream: %v", err)
+	}
+	s.failed = err
+	for id, ch := range s.pending {
+		ch <- result{err: err}
+		delete(s.pending, id)
+	}
+	s.mu.Unlock()
+	s.cancel()
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.closed = true
-	if st.cur != nil {
-		st.cur.cancel()
+	if st.cur == s {
 		st.cur = nil
+	}
+	switch {
+	case errors.Is(err, errNoStream):
+		st.noStream = time.Now().Add(noStreamFor)
+	case answered:
+		st.empty = 0
+	default:
+		if st.empty++; st.empty >= emptyFailures {
+			st.empty = 0
+			st.noStream = time.Now().Add(noStreamFor)
+		}
 	}
 }
 
-// failure is the error a stream answer carries, if any.
-func failure(r *appv1.StreamResponse) error {
+// close ends the stream, if open.
+func (st *streamer) close() {
+	st.mu.Lock()
+	st.closed = true
+	s := st.cur
+	st.cur = nil
+	st.mu.Unlock()
+	if s != nil {
+		s.cancel()
+	}
+}
+
+// answer returns what a stream answer carries: its error, or that it carries no
+// result of the kind asked for.
+func answer[T any](r *appv1.StreamResponse, got *T) (*T, error) {
 	if e := r.GetError(); e != nil {
 		code := codes.Code(e.GetCode())
 		if code == codes.OK {
 			code = codes.Unknown
 		}
-		return status.Error(code, e.GetMessage())
+		return nil, status.Error(code, e.GetMessage())
 	}
-	return nil
+	if got == nil {
+		return nil, status.Errorf(codes.Internal, "the consumer service answered call %d with no result of the kind asked", r.GetId())
+	}
+	return got, nil
 }

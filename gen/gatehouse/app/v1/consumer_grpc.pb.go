@@ -73,7 +73,11 @@ type ConsumerServiceClient interface {
 	// opens it first; a service answering UNIMPLEMENTED gets the calls above instead.
 	// Each StreamRequest is one call, with an id its StreamResponse repeats; answer
 	// them in any order (calls of one connection never overlap, so answering them as
-	// they come keeps each connection's order). A call not answered within the
+	// they come keeps each connection's order). Keep reading while calls are being
+	// handled, and handle them concurrently: every connection of the route shares the
+	// stream, so a service that reads the next call only after answering the last
+	// makes each connection wait for all the others. A call the edge stopped waiting
+	// for before it went out is not sent. A call not answered within the
 	// route's deadline fails as a unary call would; the stream failing fails the calls
 	// in flight (unavailable), and the edge opens a new one for the next.
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamRequest, StreamResponse], error)
@@ -178,7 +182,11 @@ type ConsumerServiceServer interface {
 	// opens it first; a service answering UNIMPLEMENTED gets the calls above instead.
 	// Each StreamRequest is one call, with an id its StreamResponse repeats; answer
 	// them in any order (calls of one connection never overlap, so answering them as
-	// they come keeps each connection's order). A call not answered within the
+	// they come keeps each connection's order). Keep reading while calls are being
+	// handled, and handle them concurrently: every connection of the route shares the
+	// stream, so a service that reads the next call only after answering the last
+	// makes each connection wait for all the others. A call the edge stopped waiting
+	// for before it went out is not sent. A call not answered within the
 	// route's deadline fails as a unary call would; the stream failing fails the calls
 	// in flight (unavailable), and the edge opens a new one for the next.
 	Stream(grpc.BidiStreamingServer[StreamRequest, StreamResponse]) error
