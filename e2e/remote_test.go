@@ -510,3 +510,45 @@ func TestRemoteConsumerBound(t *testing.T) {
 		t.Errorf("refusals for the bound counted: %v", n)
 	}
 }
+
+// TestRemoteConsumerRedeploy: a service stopping gracefully (as a deploy stops it) is
+// not held up by the edge's stream, and once it is back the connections that stayed
+// open go on with it, with no error in between for an idle one.
+func TestRemoteConsumerRedeploy(t *testing.T) {
+	svc := newCommands()
+	var streams atomic.Int32
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	g := grpc.NewServer()
+	appv1.RegisterConsumerServiceServer(g, streamingCommands{svc, &streams})
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, addr, "")})
+	alice, pw := s.newUser(t)
+	ws := openCommands(t, s, commandsURL(s.edge.addr, "deploy"), s.login(t, alice, pw).GetToken())
+	readText(t, ws, "welcome "+alice.GetUsername()+" to deploy")
+	_ = ws.WriteMessage(websocket.TextMessage, []byte("echo before"))
+	readText(t, ws, "echo before")
+
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the service's graceful stop waited 5 s for the edge's stream")
+	}
+	serveConsumer(t, streamingCommands{svc, &streams}, addr)
+	for deadline := time.Now().Add(10 * time.Second); metric(t, s.edge.addr, `gatehouse_edge_consumer_up{route="/ws/commands/{room}/"}`) != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the edge did not reach the service again")
+		}
+	}
+	_ = ws.WriteMessage(websocket.TextMessage, []byte("echo after"))
+	readText(t, ws, "echo after")
+	if n := streams.Load(); n < 2 {
+		t.Fatalf("%d streams: want a new one to the new service", n)
+	}
+}

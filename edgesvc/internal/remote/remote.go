@@ -135,7 +135,15 @@ func New(srv *edge.Server, r Route, m Metrics, log *slog.Logger) (*Client, error
 func (c *Client) watch(ctx context.Context, up prometheus.Gauge) {
 	state := c.cc.GetState()
 	for c.cc.WaitForStateChange(ctx, state) {
+		was := state
 		state = c.cc.GetState()
+		if was == connectivity.Ready {
+			// The connection the stream runs on is going (a GOAWAY from a service
+			// shutting down, or a failure): new calls open a stream on the next one,
+			// and the old stream is closed once its calls are answered, so the
+			// service's graceful stop is not held up by it.
+			c.st.retire()
+		}
 		switch state {
 		case connectivity.Ready:
 			up.Set(1)

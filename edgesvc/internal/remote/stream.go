@@ -51,6 +51,8 @@ type stream struct {
 	failed  error     // set once the stream has failed: every pending call got it
 	heard   time.Time // when the last answer came (or the stream opened)
 	answers int       // answers received
+	retired bool      // takes no new calls; closed for sending once its calls are answered
+	ended   bool      // closed for sending
 }
 
 type result struct {
@@ -61,24 +63,30 @@ type result struct {
 // do makes one call on the stream and waits for its answer until ctx ends. It
 // returns errNoStream when the call must be made unary instead.
 func (st *streamer) do(ctx context.Context, req *appv1.StreamRequest) (*appv1.StreamResponse, error) {
-	s, err := st.stream(ctx)
-	if err != nil {
-		return nil, err
-	}
 	st.mu.Lock()
 	st.seq++
 	req.Id = st.seq
 	st.mu.Unlock()
-
 	ch := make(chan result, 1)
-	s.mu.Lock()
-	if s.failed != nil {
-		err := s.failed
+	var s *stream
+	for {
+		var err error
+		if s, err = st.stream(ctx); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		if s.failed != nil {
+			err := s.failed
+			s.mu.Unlock()
+			return nil, err
+		}
+		if !s.ended { // else it was retired meanwhile: take the next
+			s.pending[req.Id] = ch
+			s.mu.Unlock()
+			break
+		}
 		s.mu.Unlock()
-		return nil, err
 	}
-	s.pending[req.Id] = ch
-	s.mu.Unlock()
 	select {
 	case s.out <- req:
 	case r := <-ch: // the stream failed meanwhile
@@ -102,6 +110,7 @@ func (st *streamer) do(ctx context.Context, req *appv1.StreamRequest) (*appv1.St
 func (st *streamer) abandon(s *stream, id uint64) {
 	s.mu.Lock()
 	delete(s.pending, id)
+	s.endIfDone()
 	stuck := s.failed == nil && time.Since(s.heard) > st.timeout
 	s.mu.Unlock()
 	if stuck {
@@ -164,11 +173,16 @@ func (st *streamer) open(done chan struct{}) {
 	go st.receive(s, sc)
 }
 
-// send sends the calls still waited for, in order.
+// send sends the calls still waited for, in order; a nil request closes the stream
+// for sending (the service's Recv then ends, and it ends the stream).
 func (s *stream) send(sc appv1.ConsumerService_StreamClient) {
 	for {
 		select {
 		case req := <-s.out:
+			if req == nil {
+				_ = sc.CloseSend()
+				return
+			}
 			s.mu.Lock()
 			_, waited := s.pending[req.Id]
 			s.mu.Unlock()
@@ -197,6 +211,7 @@ func (st *streamer) receive(s *stream, sc appv1.ConsumerService_StreamClient) {
 		s.answers++
 		ch := s.pending[resp.GetId()]
 		delete(s.pending, resp.GetId())
+		s.endIfDone()
 		s.mu.Unlock()
 		if ch != nil {
 			ch <- result{resp: resp}
@@ -204,13 +219,46 @@ func (st *streamer) receive(s *stream, sc appv1.ConsumerService_StreamClient) {
 	}
 }
 
+// retire stops giving the current stream new calls; it closes once its calls are
+// answered.
+func (st *streamer) retire() {
+	st.mu.Lock()
+	s := st.cur
+	st.cur = nil
+	st.mu.Unlock()
+	if s != nil {
+		s.mu.Lock()
+		s.retired = true
+		s.endIfDone()
+		s.mu.Unlock()
+	}
+}
+
+// endIfDone closes a retired stream for sending once no call waits on it (s.mu held).
+func (s *stream) endIfDone() {
+	if s.retired && !s.ended && len(s.pending) == 0 && s.failed == nil {
+		s.ended = true
+		select {
+		case s.out <- nil:
+		default: // full of calls nobody waits for: cancel it instead
+			go s.cancel()
+		}
+	}
+}
+
 // fail ends s for err, failing every call it carries; the next call opens another
 // stream, or, for a service without Stream (or whose streams keep failing before
-// any answer), goes unary for a while.
+// any answer), goes unary for a while. A retired stream just ends.
 func (st *streamer) fail(s *stream, err error) {
 	s.mu.Lock()
 	if s.failed != nil {
 		s.mu.Unlock()
+		return
+	}
+	if s.retired && len(s.pending) == 0 {
+		s.failed = err
+		s.mu.Unlock()
+		s.cancel()
 		return
 	}
 	answered := s.answers > 0
