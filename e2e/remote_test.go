@@ -177,16 +177,33 @@ type streamingCommands struct {
 	streams *atomic.Int32
 }
 
+// canceled counts the calls the edge canceled on a stream.
+var canceled atomic.Int32
+
 func (s streamingCommands) Stream(ss appv1.ConsumerService_StreamServer) error {
 	s.streams.Add(1)
 	var mu sync.Mutex
+	calls := map[uint64]context.CancelFunc{} // each call's context, ended by a cancel
 	for {
 		req, err := ss.Recv()
 		if err != nil {
 			return nil
 		}
+		if id, ok := req.GetCall().(*appv1.StreamRequest_Cancel); ok {
+			mu.Lock()
+			if cancel := calls[id.Cancel]; cancel != nil {
+				cancel()
+				canceled.Add(1)
+			}
+			mu.Unlock()
+			continue
+		}
+		ctx, cancel := context.WithCancel(ss.Context())
+		mu.Lock()
+		calls[req.GetId()] = cancel
+		mu.Unlock()
 		go func() {
-			ctx := ss.Context()
+			defer cancel()
 			resp := &appv1.StreamResponse{Id: req.GetId()}
 			var err error
 			switch c := req.GetCall().(type) {
@@ -209,6 +226,7 @@ func (s streamingCommands) Stream(ss appv1.ConsumerService_StreamServer) error {
 			}
 			mu.Lock()
 			defer mu.Unlock()
+			delete(calls, req.GetId())
 			_ = ss.Send(resp)
 		}()
 	}
@@ -226,9 +244,13 @@ func TestRemoteConsumer(t *testing.T) {
 		svc := newCommands()
 		var streams atomic.Int32
 		addr, _ := serveConsumer(t, streamingCommands{svc, &streams}, "")
+		before := canceled.Load()
 		remoteConsumer(t, svc, addr)
 		if streams.Load() == 0 {
 			t.Fatal("the edge never opened Stream")
+		}
+		if canceled.Load() == before {
+			t.Fatal("the call past its deadline was not canceled on the stream")
 		}
 	})
 }

@@ -89,6 +89,7 @@ func New(srv *edge.Server, r Route, m Metrics, log *slog.Logger) (*Client, error
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithSharedWriteBuffer(true),
+		grpc.WithIdleTimeout(0), // stay connected: reachability is watched (consumer_up)
 		// Answers may carry several messages up to the edge's read limit each.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
 		// A service that comes back is found within a second or two: handshakes
@@ -145,6 +146,8 @@ func (c *Client) watch(ctx context.Context, up prometheus.Gauge) {
 			c.st.retire()
 		}
 		switch state {
+		case connectivity.Idle: // the connection was lost: connect again now, not at the next call
+			c.cc.Connect()
 		case connectivity.Ready:
 			up.Set(1)
 			c.log.Info("consumer service reachable", "consumer", c.route.Address)

@@ -48,11 +48,12 @@ type stream struct {
 	out     chan *appv1.StreamRequest
 	mu      sync.Mutex
 	pending map[uint64]chan result
-	failed  error     // set once the stream has failed: every pending call got it
-	heard   time.Time // when the last answer came (or the stream opened)
-	answers int       // answers received
-	retired bool      // takes no new calls; closed for sending once its calls are answered
-	ended   bool      // closed for sending
+	sent    map[uint64]bool // pending calls that have gone out
+	failed  error           // set once the stream has failed: every pending call got it
+	heard   time.Time       // when the last answer came (or the stream opened)
+	answers int             // answers received
+	retired bool            // takes no new calls; closed for sending once its calls are answered
+	ended   bool            // closed for sending
 }
 
 type result struct {
@@ -104,14 +105,22 @@ func (st *streamer) do(ctx context.Context, req *appv1.StreamRequest) (*appv1.St
 	}
 }
 
-// abandon forgets a call whose caller stopped waiting (the sender then skips it, if
-// it has not gone out yet); a stream that has answered nothing for the route's whole
-// deadline while calls wait is taken for stuck and replaced.
+// abandon forgets a call whose caller stopped waiting: the sender skips it if it has
+// not gone out yet, else the service is told to cancel it. A stream that has
+// answered nothing for twice the route's deadline while calls wait is taken for
+// stuck and replaced.
 func (st *streamer) abandon(s *stream, id uint64) {
 	s.mu.Lock()
 	delete(s.pending, id)
+	if s.sent[id] && !s.ended {
+		select { // tell the service; if the stream is backed up, it will learn soon enough
+		case s.out <- &appv1.StreamRequest{Call: &appv1.StreamRequest_Cancel{Cancel: id}}:
+		default:
+		}
+	}
+	delete(s.sent, id)
 	s.endIfDone()
-	stuck := s.failed == nil && time.Since(s.heard) > st.timeout
+	stuck := s.failed == nil && time.Since(s.heard) > 2*st.timeout
 	s.mu.Unlock()
 	if stuck {
 		st.fail(s, status.Error(codes.Unavailable, "consumer service stream answered nothing within the deadline: replaced"))
@@ -167,7 +176,7 @@ func (st *streamer) open(done chan struct{}) {
 		return
 	}
 	st.openErr = nil
-	s := &stream{cancel: cancel, out: make(chan *appv1.StreamRequest, 256), pending: map[uint64]chan result{}, heard: time.Now()}
+	s := &stream{cancel: cancel, out: make(chan *appv1.StreamRequest, 256), pending: map[uint64]chan result{}, sent: map[uint64]bool{}, heard: time.Now()}
 	st.cur = s
 	go s.send(sc)
 	go st.receive(s, sc)
@@ -183,11 +192,16 @@ func (s *stream) send(sc appv1.ConsumerService_StreamClient) {
 				_ = sc.CloseSend()
 				return
 			}
-			s.mu.Lock()
-			_, waited := s.pending[req.Id]
-			s.mu.Unlock()
-			if !waited {
-				continue // its caller gave up: the service is spared it
+			if _, ok := req.GetCall().(*appv1.StreamRequest_Cancel); !ok {
+				s.mu.Lock()
+				_, waited := s.pending[req.Id]
+				if waited {
+					s.sent[req.Id] = true
+				}
+				s.mu.Unlock()
+				if !waited {
+					continue // its caller gave up: the service is spared it
+				}
 			}
 			if sc.Send(req) != nil {
 				return // the receiver hears why
@@ -211,6 +225,7 @@ func (st *streamer) receive(s *stream, sc appv1.ConsumerService_StreamClient) {
 		s.answers++
 		ch := s.pending[resp.GetId()]
 		delete(s.pending, resp.GetId())
+		delete(s.sent, resp.GetId())
 		s.endIfDone()
 		s.mu.Unlock()
 		if ch != nil {
@@ -275,6 +290,7 @@ func (st *streamer) fail(s *stream, err error) {
 		ch <- result{err: err}
 		delete(s.pending, id)
 	}
+	clear(s.sent)
 	s.mu.Unlock()
 	s.cancel()
 	st.mu.Lock()

@@ -34,6 +34,7 @@ type StreamRequest struct {
 	//	*StreamRequest_Connect
 	//	*StreamRequest_Receive
 	//	*StreamRequest_Disconnect
+	//	*StreamRequest_Cancel
 	Call          isStreamRequest_Call `protobuf_oneof:"call"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -110,6 +111,15 @@ func (x *StreamRequest) GetDisconnect() *DisconnectRequest {
 	return nil
 }
 
+func (x *StreamRequest) GetCancel() uint64 {
+	if x != nil {
+		if x, ok := x.Call.(*StreamRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return 0
+}
+
 type isStreamRequest_Call interface {
 	isStreamRequest_Call()
 }
@@ -129,11 +139,20 @@ type StreamRequest_Disconnect struct {
 	Disconnect *DisconnectRequest `protobuf:"bytes,4,opt,name=disconnect,proto3,oneof"`
 }
 
+type StreamRequest_Cancel struct {
+	// The edge stopped waiting for the call with this id (its deadline passed): drop
+	// the work; an answer to it is ignored. A Connect canceled was refused (503):
+	// keep nothing for it. Not answered; this request's own id is 0.
+	Cancel uint64 `protobuf:"varint,5,opt,name=cancel,proto3,oneof"`
+}
+
 func (*StreamRequest_Connect) isStreamRequest_Call() {}
 
 func (*StreamRequest_Receive) isStreamRequest_Call() {}
 
 func (*StreamRequest_Disconnect) isStreamRequest_Call() {}
+
+func (*StreamRequest_Cancel) isStreamRequest_Call() {}
 
 // StreamResponse answers one StreamRequest.
 type StreamResponse struct {
@@ -1372,14 +1391,15 @@ var File_gatehouse_app_v1_consumer_proto protoreflect.FileDescriptor
 
 const file_gatehouse_app_v1_consumer_proto_rawDesc = "" +
 	"\n" +
-	"\x1fgatehouse/app/v1/consumer.proto\x12\x10gatehouse.app.v1\x1a\x1cgatehouse/edge/v1/edge.proto\"\xea\x01\n" +
+	"\x1fgatehouse/app/v1/consumer.proto\x12\x10gatehouse.app.v1\x1a\x1cgatehouse/edge/v1/edge.proto\"\x84\x02\n" +
 	"\rStreamRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12<\n" +
 	"\aconnect\x18\x02 \x01(\v2 .gatehouse.app.v1.ConnectRequestH\x00R\aconnect\x12<\n" +
 	"\areceive\x18\x03 \x01(\v2 .gatehouse.app.v1.ReceiveRequestH\x00R\areceive\x12E\n" +
 	"\n" +
 	"disconnect\x18\x04 \x01(\v2#.gatehouse.app.v1.DisconnectRequestH\x00R\n" +
-	"disconnectB\x06\n" +
+	"disconnect\x12\x18\n" +
+	"\x06cancel\x18\x05 \x01(\x04H\x00R\x06cancelB\x06\n" +
 	"\x04call\"\xa5\x02\n" +
 	"\x0eStreamResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12=\n" +
@@ -1561,6 +1581,7 @@ func file_gatehouse_app_v1_consumer_proto_init() {
 		(*StreamRequest_Connect)(nil),
 		(*StreamRequest_Receive)(nil),
 		(*StreamRequest_Disconnect)(nil),
+		(*StreamRequest_Cancel)(nil),
 	}
 	file_gatehouse_app_v1_consumer_proto_msgTypes[1].OneofWrappers = []any{
 		(*StreamResponse_Connect)(nil),

@@ -77,7 +77,8 @@ type ConsumerServiceClient interface {
 	// handled, and handle them concurrently: every connection of the route shares the
 	// stream, so a service that reads the next call only after answering the last
 	// makes each connection wait for all the others. A call the edge stopped waiting
-	// for before it went out is not sent. A call not answered within the
+	// for before it went out is not sent; one it stopped waiting for after is followed
+	// by a cancel. A call not answered within the
 	// route's deadline fails as a unary call would; the stream failing fails the calls
 	// in flight (unavailable), and the edge opens a new one for the next.
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamRequest, StreamResponse], error)
@@ -186,7 +187,8 @@ type ConsumerServiceServer interface {
 	// handled, and handle them concurrently: every connection of the route shares the
 	// stream, so a service that reads the next call only after answering the last
 	// makes each connection wait for all the others. A call the edge stopped waiting
-	// for before it went out is not sent. A call not answered within the
+	// for before it went out is not sent; one it stopped waiting for after is followed
+	// by a cancel. A call not answered within the
 	// route's deadline fails as a unary call would; the stream failing fails the calls
 	// in flight (unavailable), and the edge opens a new one for the next.
 	Stream(grpc.BidiStreamingServer[StreamRequest, StreamResponse]) error
