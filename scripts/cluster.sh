@@ -17,42 +17,13 @@ command -v haproxy >/dev/null || {
   exit 1
 }
 
-pgdir=
-if [ -z "${DATABASE_URL:-}" ]; then
-  DATABASE_URL=$(scripts/pg.sh)
-  pgdir=$(scripts/pg.sh dir)
-fi
-export DATABASE_URL
-
-newsecret() { head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
-for f in admin-token api-token frontend-token; do
-  [ -s ".run/$f" ] || { newsecret >".run/$f"; chmod 600 ".run/$f"; }
-done
-[ -s .run/demo-password ] || { newsecret | head -c 16 >.run/demo-password; chmod 600 .run/demo-password; }
+. scripts/common.sh
 
 lb_port=${LB_PORT:-8000}
 nats_port=${NATS_PORT:-4223}
 auth_addrs=(127.0.0.1:50051 127.0.0.1:50061)
 edge_addrs=(127.0.0.1:8001 127.0.0.1:8002)
 api_addrs=(127.0.0.1:50052 127.0.0.1:50062)
-
-bin/authsvc migrate 2>/dev/null
-case "$(bin/authsvc demo-user demo <.run/demo-password)" in
-  created) demo="user demo, password $(cat .run/demo-password) (created now)" ;;
-  *)       demo="user demo, password $(cat .run/demo-password) (if you have not changed it; users already existed)" ;;
-esac
-
-pids=()
-stop() {
-  trap - INT TERM EXIT
-  echo; echo "stopping..."
-  # The balancer first, then the edges (their sockets get 1001), authsvc, NATS.
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    wait "${pids[i]}" 2>/dev/null || true
-  done
-}
-trap stop INT TERM EXIT
 
 # label prefixes each line of a process's log with its name.
 label() { sed -u "s/^/$(printf '%-9s' "$1")| /"; }

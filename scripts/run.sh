@@ -6,22 +6,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 mkdir -p .run
 
-pgdir=
-if [ -z "${DATABASE_URL:-}" ]; then
-  DATABASE_URL=$(scripts/pg.sh)
-  pgdir=$(scripts/pg.sh dir)
-fi
-export DATABASE_URL
+. scripts/common.sh
 
-# The tokens (admin, front-end, edge API) and the demo password are made once and kept
-# in .run/ (git-ignored), so they stay the same from run to run until `make clean`.
-newsecret() { head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
-[ -s .run/admin-token ] || { newsecret >.run/admin-token; chmod 600 .run/admin-token; }
-[ -s .run/api-token ] || { newsecret >.run/api-token; chmod 600 .run/api-token; }
-[ -s .run/frontend-token ] || { newsecret >.run/frontend-token; chmod 600 .run/frontend-token; }
-export AUTHSVC_ADMIN_TOKEN=${AUTHSVC_ADMIN_TOKEN:-$(cat .run/admin-token)}
 # authsvc trusts as front ends (to name clients' addresses, to follow session ends)
 # only those presenting the front-end token; the edge presents it.
+export AUTHSVC_ADMIN_TOKEN=${AUTHSVC_ADMIN_TOKEN:-$(cat .run/admin-token)}
 if [ -z "${AUTHSVC_FRONTEND_TOKEN:-}" ] && [ -z "${AUTHSVC_FRONTEND_TOKEN_FILE:-}" ]; then
   export AUTHSVC_FRONTEND_TOKEN_FILE=.run/frontend-token
   [ -n "${EDGESVC_AUTH_TOKEN:-}" ] || export EDGESVC_AUTH_TOKEN_FILE=${EDGESVC_AUTH_TOKEN_FILE:-.run/frontend-token}
@@ -31,25 +20,6 @@ export EDGESVC_LISTEN=${EDGESVC_LISTEN:-127.0.0.1:8000}
 export EDGESVC_AUTH_ADDR=${EDGESVC_AUTH_ADDR:-$AUTHSVC_LISTEN}
 export EDGESVC_API_LISTEN=${EDGESVC_API_LISTEN:-127.0.0.1:50052}
 [ -n "${EDGESVC_API_TOKEN:-}" ] || export EDGESVC_API_TOKEN_FILE=${EDGESVC_API_TOKEN_FILE:-.run/api-token}
-
-bin/authsvc migrate 2>/dev/null
-[ -s .run/demo-password ] || { newsecret | head -c 16 >.run/demo-password; chmod 600 .run/demo-password; }
-case "$(bin/authsvc demo-user demo <.run/demo-password)" in
-  created) demo="user demo, password $(cat .run/demo-password) (created now)" ;;
-  *)       demo="user demo, password $(cat .run/demo-password) (if you have not changed it; users already existed)" ;;
-esac
-
-pids=()
-stop() {
-  trap - INT TERM EXIT
-  echo; echo "stopping..."
-  # The edge first (its sockets get 1001), then authsvc.
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    wait "${pids[i]}" 2>/dev/null || true
-  done
-}
-trap stop INT TERM EXIT
 
 bin/authsvc & pids+=($!)
 # Start the edge once authsvc listens, so its first subscription succeeds.

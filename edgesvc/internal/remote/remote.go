@@ -208,6 +208,22 @@ func call[Resp any](ctx context.Context, c *Client, method string, fn func(conte
 	return resp, err
 }
 
+// invoke makes one call (under call's deadline, bound and counts) over the route's
+// stream, or with unary for a service without Stream; pick takes the answer's result.
+func invoke[Resp any](ctx context.Context, c *Client, method string, sreq *appv1.StreamRequest,
+	pick func(*appv1.StreamResponse) *Resp, unary func(context.Context) (*Resp, error)) (*Resp, error) {
+	return call(ctx, c, method, func(ctx context.Context) (*Resp, error) {
+		r, err := c.st.do(ctx, sreq)
+		if errors.Is(err, errNoStream) {
+			return unary(ctx)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return answer(r, pick(r))
+	})
+}
+
 func outcome(err error) string {
 	switch status.Code(err) {
 	case codes.OK:
@@ -274,17 +290,9 @@ func (k *consumer) Connect(ctx context.Context, c *edge.Conn, r *http.Request) e
 	}
 	k.conn = conn
 	k.slim = &appv1.Connection{Id: conn.Id, User: conn.User, Route: conn.Route, PathParams: conn.PathParams}
-	resp, err := call(ctx, k.cl, "connect", func(ctx context.Context) (*appv1.ConnectResponse, error) {
-		req := &appv1.ConnectRequest{Connection: conn}
-		r, err := k.cl.st.do(ctx, &appv1.StreamRequest{Call: &appv1.StreamRequest_Connect{Connect: req}})
-		if errors.Is(err, errNoStream) {
-			return k.cl.api.Connect(ctx, req)
-		}
-		if err != nil {
-			return nil, err
-		}
-		return answer(r, r.GetConnect())
-	})
+	req := &appv1.ConnectRequest{Connection: conn}
+	resp, err := invoke(ctx, k.cl, "connect", &appv1.StreamRequest{Call: &appv1.StreamRequest_Connect{Connect: req}},
+		(*appv1.StreamResponse).GetConnect, func(ctx context.Context) (*appv1.ConnectResponse, error) { return k.cl.api.Connect(ctx, req) })
 	switch {
 	case err != nil && unreachable(err):
 		k.cl.log.WarnContext(ctx, "consumer service unreachable: handshake refused", "err", err)
@@ -326,16 +334,8 @@ func (k *consumer) Receive(ctx context.Context, c *edge.Conn, m edge.Message) er
 	} else {
 		req.Payload = &appv1.ReceiveRequest_Text{Text: m.Text}
 	}
-	resp, err := call(ctx, k.cl, "receive", func(ctx context.Context) (*appv1.ReceiveResponse, error) {
-		r, err := k.cl.st.do(ctx, &appv1.StreamRequest{Call: &appv1.StreamRequest_Receive{Receive: req}})
-		if errors.Is(err, errNoStream) {
-			return k.cl.api.Receive(ctx, req)
-		}
-		if err != nil {
-			return nil, err
-		}
-		return answer(r, r.GetReceive())
-	})
+	resp, err := invoke(ctx, k.cl, "receive", &appv1.StreamRequest{Call: &appv1.StreamRequest_Receive{Receive: req}},
+		(*appv1.StreamResponse).GetReceive, func(ctx context.Context) (*appv1.ReceiveResponse, error) { return k.cl.api.Receive(ctx, req) })
 	if err != nil {
 		if ctx.Err() != nil { // the connection is closing anyway
 			return nil
@@ -354,17 +354,9 @@ func (k *consumer) Disconnect(ctx context.Context, c *edge.Conn, code int) {
 	if k.conn == nil {
 		return
 	}
-	_, err := call(ctx, k.cl, "disconnect", func(ctx context.Context) (*appv1.DisconnectResponse, error) {
-		req := &appv1.DisconnectRequest{Connection: k.slim, Code: int32(code)}
-		r, err := k.cl.st.do(ctx, &appv1.StreamRequest{Call: &appv1.StreamRequest_Disconnect{Disconnect: req}})
-		if errors.Is(err, errNoStream) {
-			return k.cl.api.Disconnect(ctx, req)
-		}
-		if err != nil {
-			return nil, err
-		}
-		return answer(r, r.GetDisconnect())
-	})
+	req := &appv1.DisconnectRequest{Connection: k.slim, Code: int32(code)}
+	_, err := invoke(ctx, k.cl, "disconnect", &appv1.StreamRequest{Call: &appv1.StreamRequest_Disconnect{Disconnect: req}},
+		(*appv1.StreamResponse).GetDisconnect, func(ctx context.Context) (*appv1.DisconnectResponse, error) { return k.cl.api.Disconnect(ctx, req) })
 	if err != nil {
 		k.cl.log.DebugContext(ctx, "consumer service Disconnect failed (best effort)", "err", err)
 	}
