@@ -548,7 +548,8 @@ func TestRemoteConsumerRedeploy(t *testing.T) {
 	appv1.RegisterConsumerServiceServer(g, streamingCommands{svc, &streams})
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
-	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, addr, "")})
+	// A deadline long enough for the service to be back before it.
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, addr, `, "timeout": "3s"`)})
 	alice, pw := s.newUser(t)
 	ws := openCommands(t, s, commandsURL(s.edge.addr, "deploy"), s.login(t, alice, pw).GetToken())
 	readText(t, ws, "welcome "+alice.GetUsername()+" to deploy")
@@ -562,7 +563,12 @@ func TestRemoteConsumerRedeploy(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the service's graceful stop waited 5 s for the edge's stream")
 	}
+	// A message sent while the service is down waits for it (within the deadline)
+	// instead of closing the socket.
+	_ = ws.WriteMessage(websocket.TextMessage, []byte("echo during"))
+	time.Sleep(300 * time.Millisecond)
 	serveConsumer(t, streamingCommands{svc, &streams}, addr)
+	readText(t, ws, "echo during")
 	for deadline := time.Now().Add(10 * time.Second); metric(t, s.edge.addr, `gatehouse_edge_consumer_up{route="/ws/commands/{room}/"}`) != 1; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the edge did not reach the service again")

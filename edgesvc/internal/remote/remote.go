@@ -213,15 +213,52 @@ func call[Resp any](ctx context.Context, c *Client, method string, fn func(conte
 func invoke[Resp any](ctx context.Context, c *Client, method string, sreq *appv1.StreamRequest,
 	pick func(*appv1.StreamResponse) *Resp, unary func(context.Context) (*Resp, error)) (*Resp, error) {
 	return call(ctx, c, method, func(ctx context.Context) (*Resp, error) {
-		r, err := c.st.do(ctx, sreq)
-		if errors.Is(err, errNoStream) {
-			return unary(ctx)
+		for pause := 10 * time.Millisecond; ; pause = min(2*pause, 200*time.Millisecond) {
+			r, err := c.st.do(ctx, sreq)
+			if errors.Is(err, errNoStream) {
+				return unary(ctx)
+			}
+			// A call that never reached the service (its stream could not be opened,
+			// or failed before sending it, the service unreachable) is made again on the next stream: at once
+			// if the connection is up, and for a message or a disconnect also once
+			// the service is back within the deadline (a redeploy), rather than
+			// closing the socket. A Connect to a service that is down fails fast: 503.
+			if errors.As(err, new(unsent)) && status.Code(err) == codes.Unavailable && c.ready(ctx, method != "connect", pause) {
+				sreq = &appv1.StreamRequest{Call: sreq.GetCall()} // the old one may still be read by a failed stream's sender
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			return answer(r, pick(r))
 		}
-		if err != nil {
-			return nil, err
-		}
-		return answer(r, pick(r))
 	})
+}
+
+// ready waits pause, then reports whether the connection to the service is up; with
+// wait, it waits for it to be until ctx ends.
+func (c *Client) ready(ctx context.Context, wait bool, pause time.Duration) bool {
+	t := time.NewTimer(pause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return false
+	}
+	for {
+		state := c.cc.GetState()
+		switch {
+		case state == connectivity.Ready:
+			return true
+		case !wait:
+			return false
+		case state == connectivity.Idle:
+			c.cc.Connect()
+		}
+		if !c.cc.WaitForStateChange(ctx, state) {
+			return false
+		}
+	}
 }
 
 func outcome(err error) string {
@@ -335,7 +372,9 @@ func (k *consumer) Receive(ctx context.Context, c *edge.Conn, m edge.Message) er
 		req.Payload = &appv1.ReceiveRequest_Text{Text: m.Text}
 	}
 	resp, err := invoke(ctx, k.cl, "receive", &appv1.StreamRequest{Call: &appv1.StreamRequest_Receive{Receive: req}},
-		(*appv1.StreamResponse).GetReceive, func(ctx context.Context) (*appv1.ReceiveResponse, error) { return k.cl.api.Receive(ctx, req) })
+		(*appv1.StreamResponse).GetReceive, func(ctx context.Context) (*appv1.ReceiveResponse, error) {
+			return k.cl.api.Receive(ctx, req, grpc.WaitForReady(true))
+		})
 	if err != nil {
 		if ctx.Err() != nil { // the connection is closing anyway
 			return nil
@@ -356,7 +395,9 @@ func (k *consumer) Disconnect(ctx context.Context, c *edge.Conn, code int) {
 	}
 	req := &appv1.DisconnectRequest{Connection: k.slim, Code: int32(code)}
 	_, err := invoke(ctx, k.cl, "disconnect", &appv1.StreamRequest{Call: &appv1.StreamRequest_Disconnect{Disconnect: req}},
-		(*appv1.StreamResponse).GetDisconnect, func(ctx context.Context) (*appv1.DisconnectResponse, error) { return k.cl.api.Disconnect(ctx, req) })
+		(*appv1.StreamResponse).GetDisconnect, func(ctx context.Context) (*appv1.DisconnectResponse, error) {
+			return k.cl.api.Disconnect(ctx, req, grpc.WaitForReady(true))
+		})
 	if err != nil {
 		k.cl.log.DebugContext(ctx, "consumer service Disconnect failed (best effort)", "err", err)
 	}

@@ -15,6 +15,12 @@ import (
 // errNoStream: the service does not implement Stream; make the call unary.
 var errNoStream = errors.New("the consumer service has no Stream")
 
+// unsent is the error of a call that failed before it went out to the service: it
+// may be made again without the service seeing it twice.
+type unsent struct{ error }
+
+func (u unsent) Unwrap() error { return u.error }
+
 // noStreamFor is how long a service that answered Stream with UNIMPLEMENTED (or
 // whose streams keep failing before any answer) gets unary calls before Stream is
 // tried again (it may have been upgraded or mended).
@@ -79,7 +85,7 @@ func (st *streamer) do(ctx context.Context, req *appv1.StreamRequest) (*appv1.St
 		if s.failed != nil {
 			err := s.failed
 			s.mu.Unlock()
-			return nil, err
+			return nil, unsent{err}
 		}
 		if !s.ended { // else it was retired meanwhile: take the next
 			s.pending[req.Id] = ch
@@ -159,7 +165,7 @@ func (st *streamer) stream(ctx context.Context) (*stream, error) {
 	case st.closed || time.Now().Before(st.noStream):
 		return nil, errNoStream
 	}
-	return nil, status.Errorf(status.Code(st.openErr), "consumer service stream: %v", st.openErr)
+	return nil, unsent{status.Errorf(status.Code(st.openErr), "consumer service stream: %v", st.openErr)}
 }
 
 // open opens a stream, then closes done.
@@ -287,7 +293,11 @@ func (st *streamer) fail(s *stream, err error) {
 	}
 	s.failed = err
 	for id, ch := range s.pending {
-		ch <- result{err: err}
+		if s.sent[id] {
+			ch <- result{err: err}
+		} else {
+			ch <- result{err: unsent{err}}
+		}
 		delete(s.pending, id)
 	}
 	clear(s.sent)
