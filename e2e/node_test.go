@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
 	"github.com/gorilla/websocket"
@@ -190,6 +193,47 @@ func TestNodeConsumer(t *testing.T) {
 	commandsScenario(t, s, cmd)
 }
 
+// TestBrowserNodeConsumer: a browser on the edge's page for a remote route
+// (/app/commands/lobby/ for /ws/commands/lobby/), whose socket the Node service
+// serves: what the person types reaches the service, and what it answers shows.
+func TestBrowserNodeConsumer(t *testing.T) {
+	node, dir := nodeExample(t)
+	consumerAddr, apiAddr := freeAddr(t), freeAddr(t)
+	s := newSystem(t, nil, []string{"EDGESVC_API_LISTEN=" + apiAddr, "EDGESVC_ROUTES_FILE=" + routesFor(t, consumerAddr, "")})
+	cmd := exec.Command(node, "consumer.js")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GATEHOUSE_CONSUMER_LISTEN="+consumerAddr, "GATEHOUSE_CONSUMER_TOKEN="+consumerToken,
+		"GATEHOUSE_EDGE_API_ADDR="+apiAddr, "GATEHOUSE_API_TOKEN="+apiToken)
+	startService(t, cmd)
+	for deadline := time.Now().Add(10 * time.Second); metric(t, s.edge.addr, `gatehouse_edge_consumer_up{route="/ws/commands/{room}/"}`) != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the edge did not reach the service")
+		}
+	}
+	base := "http://" + s.edge.addr
+	alice, apw := s.newUser(t)
+	b := newBrowser(t)
+	b.signIn(t, base, alice.GetUsername(), apw)
+	b.do(t, chromedp.Navigate(base+"/app/commands/lobby/"))
+	b.waitFor(t, "the socket to open", `document.querySelector('#conn-state').dataset.state === 'open'`, 10*time.Second)
+	if got := b.text(t, "#socket-path"); got != "/ws/commands/lobby/" {
+		t.Fatalf("the page shows socket %q", got)
+	}
+	shows := func(what, text string) {
+		t.Helper()
+		b.waitFor(t, what, fmt.Sprintf(`[...document.querySelectorAll('#log li.in .text')].some(e => e.textContent === %q)`, text), 10*time.Second)
+	}
+	shows("the service's welcome", "welcome "+alice.GetUsername()+" to lobby: try /who, /join ROOM, or say something")
+	b.do(t, chromedp.SendKeys(chromedp.CSS("#message"), "/who\r"))
+	shows("the service's answer to /who", "in lobby: "+alice.GetUsername())
+	b.do(t, chromedp.SendKeys(chromedp.CSS("#message"), "<b>hi</b>\r"))
+	shows("the room's message", alice.GetUsername()+": <b>hi</b>")
+	b.screenshot(t, "node-consumer")
+	if errs := b.consoleErrors(); len(errs) > 0 {
+		t.Fatalf("console errors: %v", errs)
+	}
+}
+
 // TestGoConsumer: examples/go-commands, the same service in Go, against the built edge.
 func TestGoConsumer(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "go-commands")
@@ -216,28 +260,7 @@ func TestGoConsumer(t *testing.T) {
 // real WebSocket clients.
 func commandsScenario(t *testing.T, s *system, cmd *exec.Cmd) {
 	t.Helper()
-	var out strings.Builder
-	var mu sync.Mutex
-	w := &lockedWriter{&mu, &out}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			mu.Lock()
-			t.Logf("--- %s ---\n%s", filepath.Base(cmd.Path), out.String())
-			mu.Unlock()
-		}
-	})
-	printed := func(want string) bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(out.String(), want) }
-	for deadline := time.Now().Add(20 * time.Second); !printed("consumer listening"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the consumer service did not start")
-		}
-	}
+	printed := startService(t, cmd)
 	alice, apw := s.newUser(t)
 	bob, bpw := s.newUser(t)
 	la := s.login(t, alice, apw)
@@ -291,4 +314,34 @@ func commandsScenario(t *testing.T, s *system, cmd *exec.Cmd) {
 			t.Fatal("the service was not told bob left")
 		}
 	}
+}
+
+// startService starts cmd, a consumer service, and waits until it prints that it
+// listens; printed tells whether its output holds a string so far. Its output is
+// logged if the test fails.
+func startService(t *testing.T, cmd *exec.Cmd) (printed func(string) bool) {
+	t.Helper()
+	var out strings.Builder
+	var mu sync.Mutex
+	w := &lockedWriter{&mu, &out}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("--- %s ---\n%s", filepath.Base(cmd.Path), out.String())
+			mu.Unlock()
+		}
+	})
+	printed = func(want string) bool { mu.Lock(); defer mu.Unlock(); return strings.Contains(out.String(), want) }
+	for deadline := time.Now().Add(20 * time.Second); !printed("consumer listening"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the consumer service did not start")
+		}
+	}
+	return printed
 }

@@ -138,6 +138,30 @@ func TestPageAndForms(t *testing.T) {
 			t.Fatalf("GET /api/session = %d %+v %v", api.StatusCode, got, err)
 		}
 	})
+	t.Run("a socket route has a page at /app/", func(t *testing.T) {
+		mine := "/ws/myapp/" + itoa(u.GetId()) + "/"
+		page := get(t, "/app/myapp/"+itoa(u.GetId())+"/")
+		body := readBody(page)
+		if page.StatusCode != 200 || !strings.Contains(body, `data-socket="`+mine+`"`) || page.Header.Get("Content-Security-Policy") == "" {
+			t.Fatalf("GET /app/myapp/%d/ = %d\n%s", u.GetId(), page.StatusCode, body)
+		}
+		// Paths that are no socket route (routes are exact), or that the page could
+		// not open, are 404 before any session is looked at.
+		for _, path := range []string{"/app/nothing/", "/app/myapp/1/x/", "/app/myapp/1", "/app/", "/app/myapp/%2e%2e/", "/app/chat/a%20b/", "/app/chat/a%22b/"} {
+			resp := get(t, path)
+			if body := readBody(resp); resp.StatusCode != http.StatusNotFound || resp.Header.Get("Gatehouse-Reason") != "NO_ROUTE" {
+				t.Errorf("GET %s = %d %q, want 404 NO_ROUTE", path, resp.StatusCode, body)
+			}
+		}
+		// Signed out: to the sign-in page.
+		resp, err := http.Get(base + "/app/chat/lobby/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if readBody(resp); resp.Request.URL.Path != "/" {
+			t.Fatalf("signed out, /app/chat/lobby/ ended at %s", resp.Request.URL)
+		}
+	})
 	t.Run("signing in again ends the session it replaces", func(t *testing.T) {
 		old := c.Jar.Cookies(mustURL(base))
 		if len(old) != 1 {

@@ -1,5 +1,6 @@
 // Package site serves the edge's pages for browsers: the sign-in form and the
-// signed-in page, sign-in and sign-out, /api/session, and the page's static files.
+// signed-in page, chat rooms, a page for any socket route (/app/P/ for /ws/P/),
+// sign-in and sign-out, /api/session, and the pages' static files.
 package site
 
 import (
@@ -10,7 +11,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -27,6 +31,7 @@ type Site struct {
 	face *public.Face
 	cop  *http.CrossOriginProtection
 	log  *slog.Logger
+	mux  *http.ServeMux // the edge's, to tell which socket routes exist
 }
 
 // New returns the site. Forms posted from another origin are refused unless it is in
@@ -45,11 +50,13 @@ func New(a *auth.Authority, face *public.Face, log *slog.Logger) *Site {
 // Register adds the site's routes to mux.
 func (s *Site) Register(mux *http.ServeMux) {
 	static, _ := fs.Sub(webFS, "web")
+	s.mux = mux
 	mux.HandleFunc("GET /{$}", s.handlePage)
 	mux.HandleFunc("POST /login", s.handleLogin)
 	mux.HandleFunc("POST /logout", s.handleLogout)
 	mux.HandleFunc("GET /api/session", s.handleAPISession)
 	mux.HandleFunc("GET /chat/{room}/{$}", s.handleChat)
+	mux.HandleFunc("GET /app/{path...}", s.handleSocketPage)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(static)))
 }
 
@@ -57,9 +64,13 @@ func (s *Site) Register(mux *http.ServeMux) {
 var webFS embed.FS
 
 var (
-	pageTmpl = template.Must(template.ParseFS(webFS, "web/index.html"))
-	chatTmpl = template.Must(template.ParseFS(webFS, "web/chat.html"))
+	pageTmpl   = template.Must(template.ParseFS(webFS, "web/index.html"))
+	chatTmpl   = template.Must(template.ParseFS(webFS, "web/chat.html"))
+	socketTmpl = template.Must(template.ParseFS(webFS, "web/socket.html"))
 )
+
+// socketPath is what a page's socket path may be (app.js holds the same rule).
+var socketPath = regexp.MustCompile(`^/ws/[A-Za-z0-9._/-]+/$`)
 
 type pageData struct {
 	User     *auth.User
@@ -106,17 +117,44 @@ func (s *Site) handleChat(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such room: names are 1 to 95 characters of ASCII letters, digits, '-', '_' and '.'", http.StatusNotFound)
 		return
 	}
+	s.signedIn(w, r, chatTmpl, func(u *auth.User) any {
+		return struct {
+			User *auth.User
+			Room string
+		}{u, room}
+	})
+}
+
+// handleSocketPage shows a signed-in user a page that opens the socket route /ws/P/
+// for /app/P/ and shows what it says: a page for a remote consumer's route, with no
+// page of its own to write. A path that is no socket route is 404.
+func (s *Site) handleSocketPage(w http.ResponseWriter, r *http.Request) {
+	path := "/ws/" + r.PathValue("path")
+	probe := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: path}, Host: r.Host, Header: http.Header{}}
+	if _, pattern := s.mux.Handler(probe); !socketPath.MatchString(path) || strings.Contains(path, "/../") || strings.Contains(path, "/./") || !strings.HasPrefix(pattern, "GET /ws/") {
+		w.Header().Set("Gatehouse-Reason", "NO_ROUTE")
+		http.Error(w, "no socket route at "+path, http.StatusNotFound)
+		return
+	}
+	s.signedIn(w, r, socketTmpl, func(u *auth.User) any {
+		return struct {
+			User   *auth.User
+			Socket string
+		}{u, path}
+	})
+}
+
+// signedIn renders tmpl with data(user) for a signed-in user; others go to the
+// sign-in page.
+func (s *Site) signedIn(w http.ResponseWriter, r *http.Request, tmpl *template.Template, data func(*auth.User) any) {
 	u, _, code, _ := s.sessionUser(r)
 	switch code {
 	case http.StatusOK:
 		securityHeaders(w.Header())
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
-		if err := chatTmpl.Execute(w, struct {
-			User *auth.User
-			Room string
-		}{&u, room}); err != nil {
-			s.log.Error("render chat page", "err", err)
+		if err := tmpl.Execute(w, data(&u)); err != nil {
+			s.log.Error("render page", "page", tmpl.Name(), "err", err)
 		}
 	case http.StatusUnauthorized:
 		http.Redirect(w, r, "/", http.StatusSeeOther)
