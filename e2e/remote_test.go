@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -367,6 +368,117 @@ func remoteConsumer(t *testing.T, svc *commands, addr string) {
 	}
 }
 
+// TestRemoteConsumerKeepalive: with keepalive on the route, a service that goes
+// silent without closing its connection (its host gone; here a proxy that swallows
+// everything) is noticed by the edge's pings (consumer_up 0, handshakes refused at
+// once rather than each waiting out its deadline); when it answers again, all works.
+func TestRemoteConsumerKeepalive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for gRPC's keepalive floor of 10 s")
+	}
+	svcAddr, _ := serveConsumer(t, newCommands(), "",
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
+	proxy := newBlackhole(t, svcAddr)
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, proxy.addr, `, "keepalive": "10s"`)})
+	up := func() float64 {
+		return metric(t, s.edge.addr, `gatehouse_edge_consumer_up{route="/ws/commands/{room}/"}`)
+	}
+	for deadline := time.Now().Add(10 * time.Second); up() != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the edge did not reach the service")
+		}
+	}
+	alice, pw := s.newUser(t)
+	tok := s.login(t, alice, pw).GetToken()
+	ws := openCommands(t, s, commandsURL(s.edge.addr, "k"), tok)
+	readText(t, ws, "welcome "+alice.GetUsername()+" to k")
+
+	proxy.silent.Store(true)
+	start := time.Now()
+	for up() != 0 {
+		if time.Since(start) > 25*time.Second {
+			t.Fatal("the edge still takes the silent service for up after 25 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("a silent service noticed after %s (keepalive 10 s, ping timeout 500 ms)", time.Since(start).Round(100*time.Millisecond))
+	_, code, reason := dialWSReason(t, commandsURL(s.edge.addr, "k"), cookieHeader(s.edge.addr, tok))
+	if code != http.StatusServiceUnavailable || reason != "CONSUMER_UNAVAILABLE" {
+		t.Fatalf("a handshake while the service is silent: %d %s, want 503 CONSUMER_UNAVAILABLE", code, reason)
+	}
+
+	proxy.silent.Store(false)
+	for deadline := time.Now().Add(10 * time.Second); up() != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the edge did not reach the service once it answered again")
+		}
+	}
+	ws2 := openCommands(t, s, commandsURL(s.edge.addr, "k"), tok)
+	readText(t, ws2, "welcome "+alice.GetUsername()+" to k")
+}
+
+// blackhole is a TCP proxy to a service that, while silent, swallows what either
+// side sends without closing anything: a peer whose host vanished.
+type blackhole struct {
+	addr   string
+	silent atomic.Bool
+}
+
+func newBlackhole(t *testing.T, to string) *blackhole {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackhole{addr: lis.Addr().String()}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		_ = lis.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	pipe := func(dst, src net.Conn) {
+		defer dst.Close()
+		defer src.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if err != nil {
+				return
+			}
+			if b.silent.Load() {
+				continue
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			d, err := net.Dial("tcp", to)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, d)
+			mu.Unlock()
+			go pipe(d, c)
+			go pipe(c, d)
+		}
+	}()
+	return b
+}
+
 // TestRemoteConsumerDown: a service that does not answer makes handshakes fail
 // closed (503 CONSUMER_UNAVAILABLE); once it is back, new connections work with no
 // restart of the edge (over a new Stream, for a service that has one).
@@ -441,6 +553,8 @@ func TestRoutesFileRefused(t *testing.T) {
 		{"nopath.json", `{"routes": [{"path": "ws/a/", "consumer": "127.0.0.1:1"}]}`, "path must be"},
 		{"noconsumer.json", `{"routes": [{"path": "/ws/a/"}]}`, "consumer (host:port"},
 		{"timeout.json", `{"routes": [{"path": "/ws/a/", "consumer": "127.0.0.1:1", "timeout": "soon"}]}`, "timeout"},
+		{"keepalive.json", `{"routes": [{"path": "/ws/a/", "consumer": "127.0.0.1:1", "keepalive": "1s"}]}`, "at least 10s"},
+		{"keepalive2.json", `{"routes": [{"path": "/ws/a/", "consumer": "127.0.0.1:1", "keepalive": "often"}]}`, "keepalive"},
 		{"taken.json", `{"routes": [{"path": "/ws/chat/{room}/", "consumer": "127.0.0.1:1"}]}`, "conflicts"},
 		{"twice.json", `{"routes": [{"path": "/ws/a/", "consumer": "127.0.0.1:1"}, {"path": "/ws/a/", "consumer": "127.0.0.1:2"}]}`, "given once"},
 		{"certnoca.json", `{"routes": [{"path": "/ws/a/", "consumer": "127.0.0.1:1", "cert": "c.pem", "key": "k.pem"}]}`, "need ca"},

@@ -29,6 +29,7 @@ type routeSpec struct {
 	Key         string `json:"key"`           // its key
 	Timeout     string `json:"timeout"`       // each call's deadline; default 2s
 	MaxInFlight int    `json:"max_in_flight"` // calls at once; default 256
+	Keepalive   string `json:"keepalive"`     // ping the service after this long without a word; default none
 }
 
 // loadRoutes reads the routes file at path (empty: none).
@@ -61,6 +62,11 @@ func loadRoutes(path string) ([]remote.Route, error) {
 		if s.Timeout != "" {
 			if r.Timeout, err = time.ParseDuration(s.Timeout); err != nil || r.Timeout <= 0 {
 				return nil, fmt.Errorf("%s: timeout %q: want a duration such as 2s", where, s.Timeout)
+			}
+		}
+		if s.Keepalive != "" {
+			if r.Keepalive, err = time.ParseDuration(s.Keepalive); err != nil || r.Keepalive < 10*time.Second {
+				return nil, fmt.Errorf("%s: keepalive %q: want a duration of at least 10s (gRPC's floor), such as 30s", where, s.Keepalive)
 			}
 		}
 		if s.MaxInFlight < 0 {

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse/gatehouse/edgesvc/edge"
@@ -39,6 +40,14 @@ type Route struct {
 	TLS         *tls.Config   // nil: plaintext
 	Timeout     time.Duration // each call's deadline; default 2 s
 	MaxInFlight int           // calls in flight at once; default 256
+	// Keepalive, when set (at least 10 s, gRPC's floor), pings the service after
+	// that long without hearing from it and drops the connection if the ping is not
+	// answered within the call deadline: a service whose host vanished without a
+	// word is noticed then, not after the kernel's retransmissions give up (~15
+	// min). The service must allow pings that often (grpc-go:
+	// keepalive.EnforcementPolicy.MinTime; grpc-js:
+	// grpc.http2.min_ping_interval_without_data_ms), else it hangs up on them.
+	Keepalive time.Duration
 }
 
 // Metrics are the series the consumers of routes keep, by route and method.
@@ -101,6 +110,9 @@ func New(srv *edge.Server, r Route, m Metrics, log *slog.Logger) (*Client, error
 	}
 	if r.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer(r.Token)))
+	}
+	if r.Keepalive > 0 {
+		opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: r.Keepalive, Timeout: r.Timeout, PermitWithoutStream: true}))
 	}
 	cc, err := grpc.NewClient(r.Address, opts...)
 	if err != nil {
