@@ -191,6 +191,20 @@ func (p *proc) stop(t testing.TB) error {
 	}
 }
 
+// kill stops p with SIGKILL, as a crash would, and waits for it to exit.
+func (p *proc) kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		return err
+	}
+	<-p.done
+	return nil
+}
+
 // system is one authsvc and one edgesvc on the package database.
 type system struct {
 	auth   *proc

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/authsvc/pgtest"
 	appv1 "github.com/gatehouse/gatehouse/gen/gatehouse/app/v1"
 	edgev1 "github.com/gatehouse/gatehouse/gen/gatehouse/edge/v1"
 	"github.com/gorilla/websocket"
@@ -378,8 +379,8 @@ func TestRemoteConsumerKeepalive(t *testing.T) {
 	}
 	svcAddr, _ := serveConsumer(t, newCommands(), "",
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
-	proxy := newBlackhole(t, svcAddr)
-	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, proxy.addr, `, "keepalive": "10s"`)})
+	proxy := pgtest.NewProxy(t, svcAddr)
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, proxy.Addr, `, "keepalive": "10s"`)})
 	up := func() float64 {
 		return metric(t, s.edge.addr, `gatehouse_edge_consumer_up{route="/ws/commands/{room}/"}`)
 	}
@@ -393,7 +394,7 @@ func TestRemoteConsumerKeepalive(t *testing.T) {
 	ws := openCommands(t, s, commandsURL(s.edge.addr, "k"), tok)
 	readText(t, ws, "welcome "+alice.GetUsername()+" to k")
 
-	proxy.silent.Store(true)
+	proxy.Silence(true)
 	start := time.Now()
 	for up() != 0 {
 		if time.Since(start) > 25*time.Second {
@@ -407,7 +408,7 @@ func TestRemoteConsumerKeepalive(t *testing.T) {
 		t.Fatalf("a handshake while the service is silent: %d %s, want 503 CONSUMER_UNAVAILABLE", code, reason)
 	}
 
-	proxy.silent.Store(false)
+	proxy.Silence(false)
 	for deadline := time.Now().Add(10 * time.Second); up() != 1; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the edge did not reach the service once it answered again")
@@ -415,68 +416,6 @@ func TestRemoteConsumerKeepalive(t *testing.T) {
 	}
 	ws2 := openCommands(t, s, commandsURL(s.edge.addr, "k"), tok)
 	readText(t, ws2, "welcome "+alice.GetUsername()+" to k")
-}
-
-// blackhole is a TCP proxy to a service that, while silent, swallows what either
-// side sends without closing anything: a peer whose host vanished.
-type blackhole struct {
-	addr   string
-	silent atomic.Bool
-}
-
-func newBlackhole(t *testing.T, to string) *blackhole {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &blackhole{addr: lis.Addr().String()}
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		_ = lis.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
-	pipe := func(dst, src net.Conn) {
-		defer dst.Close()
-		defer src.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if err != nil {
-				return
-			}
-			if b.silent.Load() {
-				continue
-			}
-			if _, err := dst.Write(buf[:n]); err != nil {
-				return
-			}
-		}
-	}
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			d, err := net.Dial("tcp", to)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, d)
-			mu.Unlock()
-			go pipe(d, c)
-			go pipe(c, d)
-		}
-	}()
-	return b
 }
 
 // TestRemoteConsumerDown: a service that does not answer makes handshakes fail

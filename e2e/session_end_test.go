@@ -177,39 +177,6 @@ func TestDatabaseGone(t *testing.T) {
 	echo(t, ws, "an open socket is not dropped for an outage") // it cannot be re-checked, so it stays
 }
 
-// TestRevocationDuringAuthRestart: a session revoked while authsvc is down (so no
-// event can reach the edge) is still closed once authsvc is back.
-func TestRevocationDuringAuthRestart(t *testing.T) {
-	listen := freeAddr(t)
-	auth := start(t, "authsvc", authEnv(listen)...)
-	edge := startEdge(t, auth.addr)
-	waitReady(t, edge.addr)
-	s := &system{auth: auth, edge: edge}
-	cc := dial(t, auth.addr)
-	s.authC, s.admin = authv1.NewAuthServiceClient(cc), authv1.NewAdminServiceClient(cc)
-
-	u, pw := s.newUser(t)
-	revoked := s.login(t, u, pw)
-	kept := s.login(t, u, pw)
-	wsRevoked := mustOpen(t, edge.addr, revoked)
-	wsKept := mustOpen(t, edge.addr, kept)
-
-	if err := auth.stop(t); err != nil {
-		t.Fatalf("authsvc stop: %v", err)
-	}
-	// Revoke behind authsvc's back, as another replica would while this one is down
-	// and the edge is not subscribed anywhere.
-	pool := openPool(t)
-	if _, err := pool.Exec(t.Context(), `UPDATE sessions SET revoked_at = now(), end_reason = 'revoked' WHERE id = $1`, revoked.GetSession().GetId()); err != nil {
-		t.Fatal(err)
-	}
-	echo(t, wsRevoked, "edge cannot know yet")
-
-	start(t, "authsvc", authEnv(listen)...)
-	expectClose(t, wsRevoked, 4401, "revoked", 15*time.Second)
-	echo(t, wsKept, "valid session survives the restart")
-}
-
 // TestTwoReplicasStreamEveryEvent: an event caused through one authsvc replica is
 // streamed by both.
 func TestTwoReplicasStreamEveryEvent(t *testing.T) {

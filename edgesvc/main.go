@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -163,7 +164,16 @@ func run(args []string, log *slog.Logger) error {
 	dialOpts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithChainUnaryInterceptor(auth.FrontEndRefusals),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		// authsvc allows pings every 5 s: a connection to it that went half-open is
+		// noticed within 13 s (the session event feed re-checks every held session then).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 3 * time.Second, PermitWithoutStream: true}),
+		// An authsvc that comes back (restarted, redeployed) is redialled within a
+		// second, and the session event feed resubscribes on it at once, so a session
+		// ended meanwhile closes its sockets within about a second of authsvc's return.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 	}
 	if authToken != "" {
 		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearer(authToken)))

@@ -231,9 +231,12 @@ func (a *authServer) WatchSessionEvents(req *authv1.WatchSessionEventsRequest, s
 			"this caller has as many session event streams open as it may (AUTHSVC_MAX_EVENT_STREAMS_PER_CALLER); close one first")
 	}
 	defer closeStream()
-	sub := a.s.events.Subscribe(req.GetIncludeMarkers())
-	if sub == nil {
-		return fail(codes.Unavailable, authv1.ErrorReason_ERROR_REASON_EVENT_FEED_UNAVAILABLE, time.Second, "session event feed is not connected to the database; retry")
+	// While the feed is not connected to the database the subscription waits for it
+	// (no headers yet), so that it goes live, and the caller re-checks what it holds,
+	// the moment the feed is back rather than after a retry backoff.
+	sub, err := a.s.events.Subscribe(ctx, req.GetIncludeMarkers())
+	if err != nil {
+		return toStatus(ctx, a.s.log, err) // CANCELED or DEADLINE_EXCEEDED
 	}
 	defer a.s.events.Unsubscribe(sub)
 	// Headers tell the client the subscription is live: any session that ends from

@@ -341,7 +341,8 @@ func TestValidateInactiveUser(t *testing.T) {
 }
 
 // TestWatchWithoutFeed: while authsvc is not listening to the database, a subscription
-// is refused with a retry hint rather than accepted and left silent.
+// waits without headers (it is not live, so no one takes it for live), and goes live
+// the moment the feed does, delivering what ends from then on.
 func TestWatchWithoutFeed(t *testing.T) {
 	db := pgtest.New(t)
 	st, err := store.Open(t.Context(), db)
@@ -349,11 +350,45 @@ func TestWatchWithoutFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	e := serve(t, st, sessionevents.New(), server.Config{}) // a fanout that never listens
-	_, err = trySubscribe(t.Context(), e.auth)
-	wantCode(t, err, codes.Unavailable, "EVENT_FEED_UNAVAILABLE")
-	if d := retryDelay(err); d <= 0 {
-		t.Fatal("EVENT_FEED_UNAVAILABLE without a RetryInfo")
+	if err := st.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	feed := sessionevents.New() // not listening yet
+	e := serve(t, st, feed, server.Config{AdminToken: adminToken})
+	short, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err = trySubscribe(short, e.auth)
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a subscription while the feed is down = %v, want it to wait (DEADLINE_EXCEEDED at its deadline)", err)
+	}
+	type result struct {
+		s   authv1.AuthService_WatchSessionEventsClient
+		err error
+	}
+	waiting := make(chan result, 1)
+	go func() {
+		s, err := trySubscribe(t.Context(), e.auth)
+		waiting <- result{s, err}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	ctx, stop := context.WithCancel(t.Context())
+	t.Cleanup(stop)
+	go feed.Run(ctx, st, slog.New(slog.DiscardHandler))
+	r := <-waiting
+	if r.err != nil {
+		t.Fatalf("the waiting subscription: %v", r.err)
+	}
+	e.createUser(t, "alice", "password1")
+	l, err := e.auth.Login(t.Context(), &authv1.LoginRequest{Username: "alice", Password: "password1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.auth.Logout(t.Context(), &authv1.LogoutRequest{Token: l.GetToken()}); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := r.s.Recv()
+	if err != nil || ev.GetSessionId() != l.GetSession().GetId() {
+		t.Fatalf("event = %v, %v; want the logout of %s", ev, err, l.GetSession().GetId())
 	}
 }
 

@@ -12,12 +12,13 @@ import (
 )
 
 // Fanout fans the store's session-ended notifications out to subscribers. While its
-// LISTEN connection is down it refuses new subscribers, and when the connection drops
+// LISTEN connection is down new subscribers wait for it, and when the connection drops
 // it ends every subscription, so no subscriber believes it saw everything when it did
 // not.
 type Fanout struct {
 	mu      sync.Mutex
 	live    bool
+	up      chan struct{} // closed while live; a new one once it drops
 	subs    map[*Subscription]struct{}
 	changed chan struct{} // signalled when live changes
 }
@@ -72,11 +73,15 @@ const subscriptionBuffer = 4096
 
 // New returns a Fanout that is not yet listening; call Run.
 func New() *Fanout {
-	return &Fanout{subs: map[*Subscription]struct{}{}, changed: make(chan struct{}, 1)}
+	return &Fanout{subs: map[*Subscription]struct{}{}, up: make(chan struct{}), changed: make(chan struct{}, 1)}
 }
 
+// maxBackoff bounds the wait between attempts to listen again: the database coming
+// back is noticed within it, and sessions ended meanwhile are closed right after.
+const maxBackoff = 500 * time.Millisecond
+
 // Run listens for events until ctx ends, reconnecting with backoff (100 ms doubling to
-// 5 s) after a failure.
+// maxBackoff) after a failure.
 func (b *Fanout) Run(ctx context.Context, st *store.Store, log *slog.Logger) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
@@ -95,13 +100,16 @@ func (b *Fanout) Run(ctx context.Context, st *store.Store, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
 }
 
 func (b *Fanout) setLive() {
 	b.mu.Lock()
-	b.live = true
+	if !b.live {
+		b.live = true
+		close(b.up)
+	}
 	b.mu.Unlock()
 	b.signal()
 }
@@ -121,7 +129,10 @@ func (b *Fanout) drop() {
 	defer b.signal()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.live = false
+	if b.live {
+		b.live = false
+		b.up = make(chan struct{})
+	}
 	for sub := range b.subs {
 		close(sub.lost)
 		delete(b.subs, sub)
@@ -149,17 +160,26 @@ func (b *Fanout) Live() bool {
 	return b.live
 }
 
-// Subscribe returns a new subscription, or nil if the fanout is not listening.
-// markers says whether it also receives the markers of SyncSessionEvents.
-func (b *Fanout) Subscribe(markers bool) *Subscription {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.live {
-		return nil
+// Subscribe returns a new subscription once the fanout is listening, waiting for it
+// until ctx ends (then it returns ctx's error). markers says whether it also receives
+// the markers of SyncSessionEvents.
+func (b *Fanout) Subscribe(ctx context.Context, markers bool) (*Subscription, error) {
+	for {
+		b.mu.Lock()
+		if b.live {
+			sub := &Subscription{markers: markers, ready: make(chan struct{}, 1), lost: make(chan struct{})}
+			b.subs[sub] = struct{}{}
+			b.mu.Unlock()
+			return sub, nil
+		}
+		up := b.up
+		b.mu.Unlock()
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
-	sub := &Subscription{markers: markers, ready: make(chan struct{}, 1), lost: make(chan struct{})}
-	b.subs[sub] = struct{}{}
-	return sub
 }
 
 // Unsubscribe ends sub; it is safe after the fanout has dropped it.

@@ -1,7 +1,9 @@
 package sessionevents
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
 )
@@ -17,12 +19,23 @@ func closed(ch <-chan struct{}) bool {
 
 func TestFanout(t *testing.T) {
 	b := New()
-	if b.Subscribe(false) != nil {
-		t.Fatal("subscribed while not listening")
+	waiting := make(chan *Subscription)
+	go func() {
+		sub, _ := b.Subscribe(context.Background(), false)
+		waiting <- sub
+	}()
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if sub, err := b.Subscribe(short, false); sub != nil || err != context.DeadlineExceeded {
+		t.Fatalf("Subscribe while not listening = %v, %v: want it to wait until its context ends", sub, err)
 	}
 	b.setLive()
 	<-b.Changed()
-	plain, markers := b.Subscribe(false), b.Subscribe(true)
+	if sub := <-waiting; sub == nil {
+		t.Fatal("a subscriber waiting for the feed was not subscribed when it went live")
+	}
+	plain, _ := b.Subscribe(context.Background(), false)
+	markers, _ := b.Subscribe(context.Background(), true)
 	if plain == nil || markers == nil {
 		t.Fatal("Subscribe refused while listening")
 	}
@@ -56,12 +69,19 @@ func TestFanout(t *testing.T) {
 		t.Fatal("a full subscriber was not ended")
 	}
 
-	// Losing the LISTEN connection ends every subscription and refuses new ones.
-	sub := b.Subscribe(false)
+	// Losing the LISTEN connection ends every subscription, and new ones wait again.
+	sub, _ := b.Subscribe(context.Background(), false)
 	b.drop()
 	<-b.Changed()
-	if !closed(sub.Lost()) || b.Live() || b.Subscribe(false) != nil {
+	short2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	if s2, _ := b.Subscribe(short2, false); !closed(sub.Lost()) || b.Live() || s2 != nil {
 		t.Fatal("drop left a subscription or the fanout live")
 	}
 	b.Unsubscribe(sub) // after a drop: no effect, no panic
+	b.drop()           // dropping again (a reconnection that failed) leaves it waiting
+	b.setLive()
+	if s3, err := b.Subscribe(context.Background(), false); s3 == nil || err != nil {
+		t.Fatal("not subscribed once live again")
+	}
 }

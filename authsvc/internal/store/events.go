@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,8 +14,13 @@ import (
 const EventChannel = "gatehouse_session_ended"
 
 // ListenIdleCheck is how long Listen waits for a notification before checking that
-// its connection still answers.
-var ListenIdleCheck = 15 * time.Second
+// its connection still answers (within half as long): a connection that went
+// half-open (its peer gone without a word) is noticed within 1.5 × ListenIdleCheck.
+var ListenIdleCheck = 3 * time.Second
+
+// listenKeepAlive probes the LISTEN connection's TCP peer when it has been idle, so
+// the kernel also gives up on a vanished one within seconds.
+var listenKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: time.Second, Count: 3}
 
 // Event is one ended session, as announced by the trigger, or a marker put into the
 // feed by Mark (then only Marker is set).
@@ -44,7 +50,10 @@ func (s *Store) Mark(ctx context.Context, marker string) error {
 // Events committed while no Listen runs are not delivered: callers re-check what they
 // hold after a failure.
 func (s *Store) Listen(ctx context.Context, ready func(), fn func(Event)) error {
-	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	cfg := s.pool.Config().ConnConfig.Copy()
+	dialer := &net.Dialer{KeepAliveConfig: listenKeepAlive, Timeout: cfg.ConnectTimeout}
+	cfg.DialFunc = dialer.DialContext
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("listen: connect: %w", err)
 	}

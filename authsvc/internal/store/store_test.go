@@ -306,6 +306,39 @@ func TestCreateSessionOnlyForVerifiedHash(t *testing.T) {
 	}
 }
 
+// TestListenNoticesHalfOpen: a LISTEN connection whose server goes silent without
+// closing it (a half-open TCP connection) is noticed by the idle check: Listen
+// returns, so the caller listens again and re-checks what it holds.
+func TestListenNoticesHalfOpen(t *testing.T) {
+	old := store.ListenIdleCheck
+	store.ListenIdleCheck = 200 * time.Millisecond
+	t.Cleanup(func() { store.ListenIdleCheck = old })
+	viaProxy, proxy := pgtest.ProxyURL(t, pgtest.New(t))
+	st, err := store.Open(t.Context(), viaProxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- st.Listen(t.Context(), func() { close(ready) }, func(store.Event) {}) }()
+	<-ready
+	time.Sleep(500 * time.Millisecond) // idle checks pass while the server answers
+	select {
+	case err := <-done:
+		t.Fatalf("Listen ended while the connection was fine: %v", err)
+	default:
+	}
+	proxy.Silence(true)
+	start := time.Now()
+	select {
+	case err := <-done:
+		t.Logf("a silent LISTEN connection noticed after %s: %v", time.Since(start).Round(10*time.Millisecond), err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Listen still waits on a silent connection after 10 s")
+	}
+}
+
 func TestListenDeliversEveryEnd(t *testing.T) {
 	// Idle checks every 50ms: events must still arrive between them.
 	old := store.ListenIdleCheck

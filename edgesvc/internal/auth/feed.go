@@ -10,6 +10,7 @@ import (
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -26,8 +27,11 @@ var endReasons = map[authv1.SessionEndReason]string{
 // Watch follows authsvc's session-ended events until ctx ends, ending each ended
 // session through the Holder. After every (re)subscription it re-validates every held
 // session, so a session that ended while the feed was down is ended too; while the
-// feed is down it does so every feedDownCheck. It resubscribes with backoff (100 ms
-// doubling to 5 s, jittered). While it runs, it keeps the session cache's lease.
+// feed is down it does so every feedDownCheck. A subscription waits for the
+// connection to authsvc (and authsvc for its database), so it goes live as soon as
+// the path is back; failures that do not wait are retried with backoff (100 ms
+// doubling to 5 s, jittered; back to 100 ms once a subscription was live). While it
+// runs, it keeps the session cache's lease.
 func (a *Authority) Watch(ctx context.Context) {
 	go a.checkWhileFeedDown(ctx)
 	if a.cache != nil {
@@ -35,14 +39,13 @@ func (a *Authority) Watch(ctx context.Context) {
 	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		start := time.Now()
-		err := a.watchOnce(ctx)
+		live, err := a.watchOnce(ctx)
 		a.feed.Store(0)
 		a.cache.feedChanged(false)
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(start) > 30*time.Second {
+		if live {
 			backoff = 100 * time.Millisecond
 		}
 		if status.Code(err) == codes.Unauthenticated {
@@ -61,12 +64,16 @@ func (a *Authority) Watch(ctx context.Context) {
 	}
 }
 
-func (a *Authority) watchOnce(ctx context.Context) error {
+// watchOnce follows one subscription until it fails; live says whether it got
+// that far.
+func (a *Authority) watchOnce(ctx context.Context) (live bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := a.client.WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{IncludeMarkers: a.cache != nil})
+	// WaitForReady: while authsvc is unreachable the call waits for the connection
+	// (redialled within a second) instead of failing into a backoff.
+	stream, err := a.client.WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{IncludeMarkers: a.cache != nil}, grpc.WaitForReady(true))
 	if err != nil {
-		return err
+		return false, err
 	}
 	// authsvc sends headers once the subscription is live.
 	if md, _ := stream.Header(); md == nil {
@@ -74,7 +81,7 @@ func (a *Authority) watchOnce(ctx context.Context) error {
 		if err == nil {
 			err = errors.New("event received before headers")
 		}
-		return err
+		return false, err
 	}
 	a.cache.feedChanged(true)
 	a.feed.Store(a.feedSeq.Add(1))
@@ -83,7 +90,7 @@ func (a *Authority) watchOnce(ctx context.Context) error {
 	for {
 		ev, err := stream.Recv()
 		if err != nil {
-			return err
+			return true, err
 		}
 		if m := ev.GetMarker(); m != "" {
 			if p := a.marker.Load(); p != nil && p.id == m && a.marker.CompareAndSwap(p, nil) {

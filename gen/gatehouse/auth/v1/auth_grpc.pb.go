@@ -100,7 +100,9 @@ type AuthServiceClient interface {
 	// authsvc replica on the same database (logout, revoke, user disabled, password
 	// changed). Expiry is not announced: sessions carry expires_at. The server sends the
 	// response headers once the subscription is live, so a client that waits for them
-	// knows that no later event will be missed. Only front ends may call it.
+	// knows that no later event will be missed. While authsvc is not listening to the
+	// database (it is reconnecting), the call waits for it, without headers, so that it
+	// goes live the moment the feed is back. Only front ends may call it.
 	//
 	// Errors:
 	//
@@ -109,8 +111,6 @@ type AuthServiceClient interface {
 	//	RESOURCE_EXHAUSTED TOO_MANY_STREAMS: authsvc already serves as many streams as it
 	//	            may (AUTHSVC_MAX_EVENT_STREAMS), or this caller's address has as many
 	//	            open as it may (AUTHSVC_MAX_EVENT_STREAMS_PER_CALLER).
-	//	UNAVAILABLE EVENT_FEED_UNAVAILABLE: authsvc is not listening to the database right
-	//	            now; retry after RetryInfo.
 	//	UNAVAILABLE EVENTS_MISSED: the stream ended (the database connection that feeds
 	//	            events was lost, or this client fell too far behind); events may have
 	//	            been missed, so re-check the sessions you hold and subscribe again.
@@ -277,7 +277,9 @@ type AuthServiceServer interface {
 	// authsvc replica on the same database (logout, revoke, user disabled, password
 	// changed). Expiry is not announced: sessions carry expires_at. The server sends the
 	// response headers once the subscription is live, so a client that waits for them
-	// knows that no later event will be missed. Only front ends may call it.
+	// knows that no later event will be missed. While authsvc is not listening to the
+	// database (it is reconnecting), the call waits for it, without headers, so that it
+	// goes live the moment the feed is back. Only front ends may call it.
 	//
 	// Errors:
 	//
@@ -286,8 +288,6 @@ type AuthServiceServer interface {
 	//	RESOURCE_EXHAUSTED TOO_MANY_STREAMS: authsvc already serves as many streams as it
 	//	            may (AUTHSVC_MAX_EVENT_STREAMS), or this caller's address has as many
 	//	            open as it may (AUTHSVC_MAX_EVENT_STREAMS_PER_CALLER).
-	//	UNAVAILABLE EVENT_FEED_UNAVAILABLE: authsvc is not listening to the database right
-	//	            now; retry after RetryInfo.
 	//	UNAVAILABLE EVENTS_MISSED: the stream ended (the database connection that feeds
 	//	            events was lost, or this client fell too far behind); events may have
 	//	            been missed, so re-check the sessions you hold and subscribe again.

@@ -79,7 +79,8 @@ const (
 	ErrorReason_ERROR_REASON_SESSION_NOT_FOUND ErrorReason = 23
 	// UNAVAILABLE: Retry after RetryInfo.
 	ErrorReason_ERROR_REASON_DATABASE_UNAVAILABLE ErrorReason = 24
-	// UNAVAILABLE: WatchSessionEvents cannot start; retry.
+	// UNAVAILABLE: WatchSessionEvents cannot start; retry. No longer sent: a
+	// subscription made while the feed is down waits for it.
 	ErrorReason_ERROR_REASON_EVENT_FEED_UNAVAILABLE ErrorReason = 25
 	// UNAVAILABLE: The stream ended; re-check held sessions, resubscribe.
 	ErrorReason_ERROR_REASON_EVENTS_MISSED ErrorReason = 26
