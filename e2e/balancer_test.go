@@ -133,7 +133,7 @@ func TestBrowserThroughBalancer(t *testing.T) {
 	if _, err := other.Disconnect(ctx, &edgev1.DisconnectRequest{Target: userTarget(bob.GetId()), Code: 4003, Reason: "kicked by an operator"}); err != nil {
 		t.Fatal(err)
 	}
-	tb.waitFor(t, "bob's page to show the kick", `document.querySelector('#conn-state').textContent.includes('4003') && document.querySelector('#conn-state').dataset.state === 'closed'`, 10*time.Second)
+	tb.waitFor(t, "bob's page to show the kick", `document.querySelector('#conn-detail').textContent.includes('4003') && document.querySelector('#conn-state').dataset.state === 'closed'`, 10*time.Second)
 	ta.members(t, alice.GetUsername())
 	for _, x := range []*tab{ta, tb} {
 		if errs := x.consoleErrors(); len(errs) > 0 {

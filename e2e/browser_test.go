@@ -265,7 +265,13 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("error shown: %q", msg)
 		}
 		b.waitFor(t, "no app view", `document.querySelector('#app') === null`, time.Second)
+		// The username stays, the cursor waits in the password field, and the page is
+		// the sign-in page itself (redirect-after-post), so a reload posts nothing.
+		b.waitFor(t, "the username kept and the password focused", fmt.Sprintf(
+			`document.querySelector('#username').value === %q && document.activeElement && document.activeElement.id === 'password' && location.pathname === '/'`, u.GetUsername()), 5*time.Second)
 		b.screenshot(t, "wrong-password")
+		b.do(t, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#username")))
+		b.waitFor(t, "a reload to show the plain form", `document.querySelector('#login-error') === null`, 5*time.Second)
 	})
 
 	t.Run("logout in one tab signs the other out, with no reconnects", func(t *testing.T) {
@@ -277,6 +283,9 @@ func TestBrowser(t *testing.T) {
 		other.waitFor(t, "the second tab's socket", `document.querySelector('#conn-state').dataset.state === 'open'`, 10*time.Second)
 
 		a.do(t, chromedp.Click(chromedp.CSS("#logout button")), chromedp.WaitVisible(chromedp.CSS("#username")))
+		if msg := a.text(t, "#notice"); msg != "You have signed out." {
+			t.Fatalf("after signing out the page says %q", msg)
+		}
 		other.waitFor(t, "the other tab to show the session end",
 			`[...document.querySelectorAll('#log li.sys')].some(e => e.textContent.includes('you signed out in another tab'))`, 5*time.Second)
 		other.waitFor(t, "the other tab to return to the sign-in form",
@@ -291,6 +300,28 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("on a 360 px screen the state badge stays one line", func(t *testing.T) {
+		u, pw := s.newUser(t)
+		b := newBrowser(t)
+		b.do(t, chromedp.EmulateViewport(360, 740))
+		b.signIn(t, base, u.GetUsername(), pw)
+		api := edgeAPI(t, s)
+		if _, err := api.Disconnect(apiCtx(t.Context()), &edgev1.DisconnectRequest{Target: userTarget(u.GetId()), Code: 4003,
+			Reason: "kicked by an operator for a reason long enough to wrap"}); err != nil {
+			t.Fatal(err)
+		}
+		b.waitFor(t, "the closed state", `document.querySelector('#conn-state').dataset.state === 'closed' && document.querySelector('#conn-detail').textContent.includes('4003')`, 10*time.Second)
+		hl, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]float64](`(() => { const e = document.querySelector('#conn-state');
+			return [e.getBoundingClientRect().height, parseFloat(getComputedStyle(e).lineHeight)]; })()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h, line := hl[0], hl[1]; h > 2*line {
+			t.Fatalf("the badge is %.0f px tall (a line is %.0f px): it wraps", h, line)
+		}
+		b.screenshot(t, "narrow-closed")
+	})
+
 	t.Run("an admin revoke closes the tab's socket and signs it out", func(t *testing.T) {
 		u, pw := s.newUser(t)
 		b := newBrowser(t)
@@ -299,8 +330,8 @@ func TestBrowser(t *testing.T) {
 		if _, err := s.admin.RevokeUserSessions(adminCtx(t.Context()), &authv1.RevokeUserSessionsRequest{UserId: u.GetId()}); err != nil {
 			t.Fatal(err)
 		}
-		b.waitFor(t, "the closed state", `document.querySelector('#conn-state').textContent.includes('4401')`, 5*time.Second)
-		if state := b.text(t, "#conn-state"); !strings.Contains(state, "revoked") {
+		b.waitFor(t, "the closed state", `document.querySelector('#conn-detail').textContent.includes('4401')`, 5*time.Second)
+		if state := b.text(t, "#conn-detail"); !strings.Contains(state, "revoked") {
 			t.Fatalf("state after revoke: %q", state)
 		}
 		b.screenshot(t, "revoked-closed")
@@ -418,7 +449,7 @@ func TestBrowserOverWSS(t *testing.T) {
 	if _, err := s.admin.RevokeUserSessions(adminCtx(t.Context()), &authv1.RevokeUserSessionsRequest{UserId: u.GetId()}); err != nil {
 		t.Fatal(err)
 	}
-	b.waitFor(t, "the revocation over wss", `document.querySelector('#conn-state').textContent.includes('4401')`, 5*time.Second)
+	b.waitFor(t, "the revocation over wss", `document.querySelector('#conn-detail').textContent.includes('4401')`, 5*time.Second)
 	if errs := b.consoleErrors(); len(errs) > 0 {
 		t.Fatalf("console errors: %v", errs)
 	}
@@ -463,7 +494,7 @@ func TestBrowserChat(t *testing.T) {
 	if _, err := api.Disconnect(apiCtx(t.Context()), &edgev1.DisconnectRequest{Target: userTarget(bob.GetId()), Code: 4003, Reason: "kicked by an operator"}); err != nil {
 		t.Fatal(err)
 	}
-	b.waitFor(t, "bob's page to show the kick", `document.querySelector('#conn-state').textContent.includes('4003') && document.querySelector('#conn-state').dataset.state === 'closed'`, 10*time.Second)
+	b.waitFor(t, "bob's page to show the kick", `document.querySelector('#conn-detail').textContent.includes('4003') && document.querySelector('#conn-state').dataset.state === 'closed'`, 10*time.Second)
 	a.waitFor(t, "bob's departure", fmt.Sprintf(`[...document.querySelectorAll('#log li.sys .text')].some(e => e.textContent === %q)`, bob.GetUsername()+" left."), 10*time.Second)
 	a.members(t, alice.GetUsername())
 	before := handshakes(t, s.edge.addr)

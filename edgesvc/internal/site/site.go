@@ -75,6 +75,7 @@ var socketPath = regexp.MustCompile(`^/ws/[A-Za-z0-9._/-]+/$`)
 type pageData struct {
 	User     *auth.User
 	Error    string
+	Notice   string
 	Username string
 }
 
@@ -159,7 +160,7 @@ func (s *Site) signedIn(w http.ResponseWriter, r *http.Request, tmpl *template.T
 	case http.StatusUnauthorized:
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 	default:
-		s.render(w, code, pageData{Error: "The sign-in service is unavailable right now. Try again shortly."})
+		s.render(w, code, pageData{Error: msgUnavailable})
 	}
 }
 
@@ -185,6 +186,7 @@ func (s *Site) sessionUser(r *http.Request) (auth.User, auth.Session, int, strin
 
 func (s *Site) handlePage(w http.ResponseWriter, r *http.Request) {
 	u, _, code, _ := s.sessionUser(r)
+	f, hasFlash := s.takeFlash(w, r)
 	switch code {
 	case http.StatusOK:
 		s.render(w, http.StatusOK, pageData{User: &u})
@@ -192,9 +194,18 @@ func (s *Site) handlePage(w http.ResponseWriter, r *http.Request) {
 		if _, err := r.Cookie(s.face.CookieName(r)); err == nil {
 			s.clearCookie(w, r) // stale: the session ended
 		}
-		s.render(w, http.StatusOK, pageData{})
+		d := pageData{}
+		if hasFlash {
+			d.Username = f.username
+			if f.notice {
+				d.Notice = f.message
+			} else {
+				d.Error = f.message
+			}
+		}
+		s.render(w, http.StatusOK, d)
 	default:
-		s.render(w, code, pageData{Error: "The sign-in service is unavailable right now. Try again shortly."})
+		s.render(w, code, pageData{Error: msgUnavailable})
 	}
 }
 
@@ -224,6 +235,15 @@ const (
 	errFormIncomplete = formError("Enter a username and a password.")
 )
 
+// What a failed sign-in tells the person.
+const (
+	msgInvalid     = "Invalid username or password."
+	msgTooMany     = "Too many failed sign-ins. Wait a few minutes and try again."
+	msgTooLong     = "Username or password is too long."
+	msgBadUsername = "That username has characters that are not allowed in a username."
+	msgUnavailable = "The sign-in service is unavailable right now. Try again shortly."
+)
+
 func (s *Site) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if err := s.checkOrigin(r); err != nil {
 		http.Error(w, "cross-origin request refused", http.StatusForbidden)
@@ -231,29 +251,29 @@ func (s *Site) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	username, password, err := parseLoginForm(w, r)
 	if err != nil {
-		s.render(w, http.StatusBadRequest, pageData{Error: err.Error(), Username: username})
+		s.refuseLogin(w, r, http.StatusBadRequest, err.Error(), username)
 		return
 	}
 	tok, _, sess, err := s.auth.Login(r.Context(), username, password, r.UserAgent(), s.face.ClientAddr(r))
 	if err != nil {
-		code, msg := http.StatusServiceUnavailable, "The sign-in service is unavailable right now. Try again shortly."
+		code, msg := http.StatusServiceUnavailable, msgUnavailable
 		switch status.Code(err) {
 		case codes.Unauthenticated:
-			code, msg = http.StatusUnauthorized, "Invalid username or password."
+			code, msg = http.StatusUnauthorized, msgInvalid
 		case codes.ResourceExhausted:
-			code, msg = http.StatusTooManyRequests, "Too many failed sign-ins. Wait a few minutes and try again."
+			code, msg = http.StatusTooManyRequests, msgTooMany
 			if retry := auth.Details(err).Retry; retry > 0 {
 				w.Header().Set("Retry-After", strconv.Itoa(int(retry.Round(time.Second)/time.Second)))
 			}
 		case codes.InvalidArgument:
-			code, msg = http.StatusBadRequest, "Username or password is too long."
+			code, msg = http.StatusBadRequest, msgTooLong
 			if auth.Details(err).Reason == "INVALID_USERNAME" {
-				msg, username = "That username has characters that are not allowed in a username.", ""
+				msg, username = msgBadUsername, ""
 			}
 		default:
 			s.log.WarnContext(r.Context(), "Login failed", "code", status.Code(err).String())
 		}
-		s.render(w, code, pageData{Error: msg, Username: username})
+		s.refuseLogin(w, r, code, msg, username)
 		return
 	}
 	// The session this sign-in replaces ends: a browser holds one, and an old one left
@@ -284,7 +304,75 @@ func (s *Site) handleLogout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.clearCookie(w, r)
+	s.setFlash(w, r, flash{notice: true, message: msgSignedOut})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// refuseLogin answers a sign-in that failed. A browser's form post (a navigation) is
+// redirected to the sign-in page, which shows the message once (redirect-after-post:
+// reloading that page does not post the password again); other clients get the
+// status with the form.
+func (s *Site) refuseLogin(w http.ResponseWriter, r *http.Request, code int, msg, username string) {
+	if r.Header.Get("Sec-Fetch-Mode") == "navigate" && flashMessages[msg] {
+		s.setFlash(w, r, flash{message: msg, username: username})
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	s.render(w, code, pageData{Error: msg, Username: username})
+}
+
+// flash is a message for the next page only, carried in a short-lived cookie.
+type flash struct {
+	notice   bool // a notice rather than an error
+	message  string
+	username string // to fill the form with again
+}
+
+const (
+	flashCookie  = "gatehouse_flash"
+	msgSignedOut = "You have signed out."
+)
+
+// flashMessages are the messages a flash may carry: the page shows only these, so a
+// cookie set by anyone else cannot put words on it.
+var flashMessages = map[string]bool{}
+
+func init() {
+	for _, m := range []string{
+		string(errFormUnreadable), string(errFormIncomplete), msgSignedOut,
+		msgInvalid, msgTooMany, msgTooLong, msgBadUsername, msgUnavailable,
+	} {
+		flashMessages[m] = true
+	}
+}
+
+func (s *Site) setFlash(w http.ResponseWriter, r *http.Request, f flash) {
+	kind := "e"
+	if f.notice {
+		kind = "n"
+	}
+	v := url.Values{"k": {kind}, "m": {f.message}, "u": {f.username}}
+	http.SetCookie(w, &http.Cookie{
+		Name: flashCookie, Value: v.Encode(), Path: "/", MaxAge: 60,
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: s.face.Secure(r),
+	})
+}
+
+// takeFlash returns the flash the request carries, if any, and clears it.
+func (s *Site) takeFlash(w http.ResponseWriter, r *http.Request) (flash, bool) {
+	c, err := r.Cookie(flashCookie)
+	if err != nil {
+		return flash{}, false
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: flashCookie, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: s.face.Secure(r),
+	})
+	v, err := url.ParseQuery(c.Value)
+	if err != nil || !flashMessages[v.Get("m")] {
+		return flash{}, false
+	}
+	return flash{notice: v.Get("k") == "n", message: v.Get("m"), username: v.Get("u")}, true
 }
 
 func (s *Site) clearCookie(w http.ResponseWriter, r *http.Request) {

@@ -67,6 +67,7 @@
 
   // ---- Elements --------------------------------------------------------------
   const stateEl = document.getElementById('conn-state');
+  const detailEl = document.getElementById('conn-detail');
   const logEl = document.getElementById('log');
   const sendForm = document.getElementById('send-form');
   const input = document.getElementById('message');
@@ -126,12 +127,15 @@
     }
   }
 
-  function setState(state, text) {
+  // The badge holds the state word only; why (a close code, the retry delay) goes
+  // beside it, where it can wrap on a narrow screen.
+  function setState(state, detail) {
     currentState = state;
     if (stateEl) {
       stateEl.dataset.state = state;
-      stateEl.textContent = text || state;
+      stateEl.textContent = state;
     }
+    if (detailEl) detailEl.textContent = detail || '';
     setComposerEnabled(state === 'open');
   }
 
@@ -193,7 +197,7 @@
   // ---- Connection --------------------------------------------------------------
   const socketPath = app.dataset.socket || '';
   if (!/^\/ws\/[A-Za-z0-9._\/-]+\/$/.test(socketPath)) {
-    setState('closed', 'closed (no socket for this page)');
+    setState('closed', 'no socket for this page');
     return;
   }
   const wsURL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + socketPath;
@@ -257,15 +261,15 @@
     const base = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** attempt);
     const delay = Math.round(base * (0.75 + Math.random() * 0.25));
     attempt = Math.min(attempt + 1, 16);
-    setState('reconnecting', `reconnecting in ${Math.max(1, Math.ceil(delay / 1000))}s`);
+    setState('reconnecting', `in ${Math.max(1, Math.ceil(delay / 1000))}s`);
     clearTimeout(retryTimer);
     retryTimer = setTimeout(connect, delay);
   }
 
-  function endSession(friendly, stateText) {
+  function endSession(friendly, detail) {
     stopped = true;
     clearTimeout(retryTimer);
-    setState('closed', stateText);
+    setState('closed', detail);
     addLog('sys', `Session ended: ${friendly}`);
     storage.set(REASON_KEY, friendly);
     addLog('sys', 'Returning to the sign-in page…');
@@ -285,27 +289,27 @@
     const desc = closeDescription(code, reason);
 
     if (!mayReconnect()) {
-      setState('closed', `closed (${desc})`);
+      setState('closed', desc);
       return;
     }
 
     if (code === SESSION_ENDED) {
       const friendly = Object.prototype.hasOwnProperty.call(FRIENDLY_REASONS, reason)
         ? FRIENDLY_REASONS[reason] : 'the session ended';
-      endSession(friendly, `closed (${code}: session ended — ${reason || 'unknown'})`);
+      endSession(friendly, `${code}: session ended — ${reason || 'unknown'}`);
       return;
     }
 
     if (code >= 4000 && code <= 4999) { // closed by the application or an operator
       stopped = true;
-      setState('closed', `closed (${desc})`);
+      setState('closed', desc);
       addLog('sys', `Closed by the server (${desc}). Not reconnecting; reload the page to try again.`);
       return;
     }
 
     if (FATAL_CODES.has(code)) {
       stopped = true;
-      setState('closed', `closed (${desc})`);
+      setState('closed', desc);
       addLog('sys', `Connection closed (${desc}). Not reconnecting; reload the page to try again.`);
       return;
     }
@@ -318,11 +322,11 @@
 
     // 1006 or anything else (a refused handshake looks like this): ask the server
     // whether the session is still valid before retrying.
-    setState('closed', `closed (${desc})`);
+    setState('closed', desc);
     signedOutOnServer().then((signedOut) => {
       if (!mayReconnect()) return;
       if (signedOut) {
-        endSession('you are signed out', `closed (${code}: session ended — signed out)`);
+        endSession('you are signed out', `${code}: session ended — signed out`);
         return;
       }
       if (wasOpen) addLog('sys', `Disconnected (${desc}).`);
