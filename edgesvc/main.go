@@ -37,19 +37,40 @@ import (
 )
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
+	level, err := logLevel(os.Getenv("EDGESVC_LOG_LEVEL"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "edgesvc: EDGESVC_LOG_LEVEL:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := run(os.Args[1:], log); err != nil {
+		var fe flagError
+		switch {
+		case errors.Is(err, flag.ErrHelp): // -h: the usage was asked for, and printed
+			os.Exit(0)
+		case errors.As(err, &fe): // the flag package said what was wrong, with the usage
+			os.Exit(2)
+		}
 		fmt.Fprintln(os.Stderr, "edgesvc:", err)
 		os.Exit(1)
 	}
 }
 
-func logLevel() slog.Level {
+// flagError is a command line the flag package refused (and explained).
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
+
+// logLevel reads a log level: debug, info, warn or error (any case), empty for info.
+func logLevel(s string) (slog.Level, error) {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(os.Getenv("EDGESVC_LOG_LEVEL"))); err != nil {
-		return slog.LevelInfo
+	if s == "" {
+		return slog.LevelInfo, nil
 	}
-	return l
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not a log level: want debug, info, warn or error", s)
+	}
+	return l, nil
 }
 
 func run(args []string, log *slog.Logger) error {
@@ -102,8 +123,24 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&routesPath, "routes-file", env("EDGESVC_ROUTES_FILE", ""), "JSON file of routes whose connections a consumer service in any language runs (gatehouse.app.v1.ConsumerService): {\"routes\": [{\"path\": \"/ws/commands/{room}/\", \"consumer\": \"host:port\"}]} (EDGESVC_ROUTES_FILE)")
 	var debugListen string
 	fs.StringVar(&debugListen, "debug-listen", env("EDGESVC_DEBUG_LISTEN", ""), "address for net/http/pprof (EDGESVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: edgesvc [flags]
+
+The WebSocket edge: pages, sockets checked with authsvc before the upgrade, and the
+edge API. Every flag can also be set by the environment variable named after it;
+secrets (EDGESVC_AUTH_TOKEN, EDGESVC_API_TOKEN) only by the environment or a file.
+EDGESVC_LOG_LEVEL: debug, info (default), warn or error.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError{err}
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return fmt.Errorf("unexpected argument %q: edgesvc takes flags only", fs.Arg(0))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
