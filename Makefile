@@ -91,6 +91,9 @@ $(BIN)/grpcurl:
 $(BIN)/nats-server:
 	go install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
 
+.PHONY: grpcurl
+grpcurl: $(BIN)/grpcurl ## Install just the pinned grpcurl into bin/ (about a minute; make tools also builds buf)
+
 .PHONY: tools
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/grpcurl $(BIN)/nats-server ## Install the pinned tools into bin/
 

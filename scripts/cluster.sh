@@ -25,27 +25,8 @@ auth_addrs=(127.0.0.1:50051 127.0.0.1:50061)
 edge_addrs=(127.0.0.1:8001 127.0.0.1:8002)
 api_addrs=(127.0.0.1:50052 127.0.0.1:50062)
 
-# label prefixes each line of a process's log with its name.
-label() { sed -u "s/^/$(printf '%-9s' "$1")| /"; }
-
-# Every port must be free: a process left on one would answer in a new one's place.
-for a in "127.0.0.1:$lb_port" "127.0.0.1:$nats_port" "${auth_addrs[@]}" "${edge_addrs[@]}" "${api_addrs[@]}"; do
-  if (exec 3<>"/dev/tcp/${a%:*}/${a##*:}") 2>/dev/null; then
-    echo "$a is in use (make run or make cluster still running?); stop what holds it first" >&2
-    exit 1
-  fi
-done
-
-# waitport waits until host:port takes connections, or the last process started exits.
-waitport() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
-    kill -0 "${pids[-1]}" 2>/dev/null || { echo "$2 exited; see its log above" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "$2 did not listen on $1" >&2
-  exit 1
-}
+require_free "127.0.0.1:$lb_port" "127.0.0.1:$nats_port" "${auth_addrs[@]}" "${edge_addrs[@]}" "${api_addrs[@]}"
+prepare
 
 # NATS, with room for the largest message an edge takes (1 MiB) and its header.
 cat >.run/cluster/nats.conf <<CONF
@@ -91,8 +72,8 @@ cat <<MSG
     edges      http://${edge_addrs[0]}/ (edge-1, API ${api_addrs[0]}), http://${edge_addrs[1]}/ (edge-2, API ${api_addrs[1]})
     authsvc    ${auth_addrs[0]}, ${auth_addrs[1]} (one PostgreSQL)
     NATS       nats://127.0.0.1:$nats_port
-    edge API   grpcurl -plaintext -H "authorization: Bearer \$(cat .run/api-token)" ${api_addrs[0]} gatehouse.edge.v1.EdgeService/ListConnections
-    admin      grpcurl -plaintext -H "authorization: Bearer \$(cat .run/admin-token)" ${auth_addrs[0]} list
+    edge API   $(grpcurl_hint -plaintext -H "\"authorization: Bearer \$(cat .run/api-token)\"" "${api_addrs[0]}" gatehouse.edge.v1.EdgeService/ListConnections)
+    admin      $(grpcurl_hint -plaintext -H "\"authorization: Bearer \$(cat .run/admin-token)\"" "${auth_addrs[0]}" list)
     database   $DATABASE_URL${pgdir:+
                (the private cluster: its data and socket are in $pgdir)}
 

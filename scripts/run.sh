@@ -8,6 +8,13 @@ mkdir -p .run
 
 . scripts/common.sh
 
+export AUTHSVC_LISTEN=${AUTHSVC_LISTEN:-127.0.0.1:50051}
+export EDGESVC_LISTEN=${EDGESVC_LISTEN:-127.0.0.1:8000}
+export EDGESVC_AUTH_ADDR=${EDGESVC_AUTH_ADDR:-$AUTHSVC_LISTEN}
+export EDGESVC_API_LISTEN=${EDGESVC_API_LISTEN:-127.0.0.1:50052}
+require_free "$AUTHSVC_LISTEN" "$EDGESVC_LISTEN" "$EDGESVC_API_LISTEN"
+prepare
+
 # authsvc trusts as front ends (to name clients' addresses, to follow session ends)
 # only those presenting the front-end token; the edge presents it.
 export AUTHSVC_ADMIN_TOKEN=${AUTHSVC_ADMIN_TOKEN:-$(cat .run/admin-token)}
@@ -15,20 +22,12 @@ if [ -z "${AUTHSVC_FRONTEND_TOKEN:-}" ] && [ -z "${AUTHSVC_FRONTEND_TOKEN_FILE:-
   export AUTHSVC_FRONTEND_TOKEN_FILE=.run/frontend-token
   [ -n "${EDGESVC_AUTH_TOKEN:-}" ] || export EDGESVC_AUTH_TOKEN_FILE=${EDGESVC_AUTH_TOKEN_FILE:-.run/frontend-token}
 fi
-export AUTHSVC_LISTEN=${AUTHSVC_LISTEN:-127.0.0.1:50051}
-export EDGESVC_LISTEN=${EDGESVC_LISTEN:-127.0.0.1:8000}
-export EDGESVC_AUTH_ADDR=${EDGESVC_AUTH_ADDR:-$AUTHSVC_LISTEN}
-export EDGESVC_API_LISTEN=${EDGESVC_API_LISTEN:-127.0.0.1:50052}
 [ -n "${EDGESVC_API_TOKEN:-}" ] || export EDGESVC_API_TOKEN_FILE=${EDGESVC_API_TOKEN_FILE:-.run/api-token}
 
-bin/authsvc & pids+=($!)
+bin/authsvc > >(label authsvc) 2>&1 & pids+=($!)
 # Start the edge once authsvc listens, so its first subscription succeeds.
-for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/${AUTHSVC_LISTEN%:*}/${AUTHSVC_LISTEN##*:}") 2>/dev/null && break
-  kill -0 "${pids[0]}" 2>/dev/null || { echo "authsvc exited; see its log above" >&2; exit 1; }
-  sleep 0.1
-done
-bin/edgesvc & pids+=($!)
+waitport "$AUTHSVC_LISTEN" authsvc
+bin/edgesvc > >(label edgesvc) 2>&1 & pids+=($!)
 
 host=${EDGESVC_LISTEN%:*}; port=${EDGESVC_LISTEN##*:}
 for _ in $(seq 100); do
@@ -46,8 +45,8 @@ cat <<MSG
     admin      AUTHSVC_ADMIN_TOKEN=$AUTHSVC_ADMIN_TOKEN
     tokens     .run/admin-token (AdminService), .run/frontend-token (the edge's, to authsvc),
                .run/api-token (the edge API)
-    grpcurl    grpcurl -plaintext -H "authorization: Bearer \$(cat .run/admin-token)" $AUTHSVC_LISTEN list
-    edge API   grpcurl -plaintext -H "authorization: Bearer \$(cat .run/api-token)" $EDGESVC_API_LISTEN list
+    grpcurl    $(grpcurl_hint -plaintext -H "\"authorization: Bearer \$(cat .run/admin-token)\"" "$AUTHSVC_LISTEN" list)
+    edge API   $(grpcurl_hint -plaintext -H "\"authorization: Bearer \$(cat .run/api-token)\"" "$EDGESVC_API_LISTEN" list)
     database   $DATABASE_URL${pgdir:+
                (the private cluster: its data and socket are in $pgdir)}
 
