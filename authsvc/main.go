@@ -33,6 +33,7 @@ import (
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -41,6 +42,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/gatehouse/gatehouse/authsvc/internal/metrics"
 	"github.com/gatehouse/gatehouse/authsvc/internal/password"
 	"github.com/gatehouse/gatehouse/authsvc/internal/server"
 	"github.com/gatehouse/gatehouse/authsvc/internal/sessionevents"
@@ -64,6 +66,7 @@ type config struct {
 	tlsKey          string
 	tlsClientCA     string
 	debugListen     string
+	metricsListen   string
 	insecurePlain   bool
 	sessionTTL      time.Duration
 	maxFailUser     int
@@ -133,6 +136,7 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&cfg.tlsClientCA, "tls-client-ca", env("AUTHSVC_TLS_CLIENT_CA", ""), "PEM CA bundle: require client certificates signed by it (mTLS); needs -tls-cert (AUTHSVC_TLS_CLIENT_CA)")
 	fs.BoolVar(&cfg.insecurePlain, "insecure-plaintext", env("AUTHSVC_INSECURE_PLAINTEXT", "") != "", "serve plaintext gRPC on an address other than loopback: passwords and tokens then cross the network in the clear (AUTHSVC_INSECURE_PLAINTEXT=1)")
 	fs.StringVar(&cfg.debugListen, "debug-listen", env("AUTHSVC_DEBUG_LISTEN", ""), "address for net/http/pprof (AUTHSVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
+	fs.StringVar(&cfg.metricsListen, "metrics-listen", env("AUTHSVC_METRICS_LISTEN", ""), "address to serve Prometheus metrics on, at GET /metrics (AUTHSVC_METRICS_LISTEN); empty: off")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -270,15 +274,35 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 		// one connection, and queues past this; nobody can open streams without bound.
 		grpc.MaxConcurrentStreams(1024),
 	)
+	var reg *prometheus.Registry
+	var grpcMetrics *metrics.GRPC
+	if cfg.metricsListen != "" {
+		reg = prometheus.NewRegistry()
+		grpcMetrics = metrics.New(reg, metrics.Parts{Server: srv, Hasher: hasher, Events: events, Store: st})
+		// Outermost, so that calls the other interceptors refuse are counted too.
+		opts = append(grpcMetrics.ServerOptions(), opts...)
+	}
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	reflection.Register(g)
+	if grpcMetrics != nil {
+		grpcMetrics.Initialize(g)
+	}
 
 	lis, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return err
+	}
+	var metricsLis net.Listener
+	if cfg.metricsListen != "" {
+		// Listened on here, not in serveMetrics, so that an address that cannot be
+		// used stops authsvc rather than leaving it running unobserved.
+		if metricsLis, err = net.Listen("tcp", cfg.metricsListen); err != nil {
+			lis.Close()
+			return fmt.Errorf("AUTHSVC_METRICS_LISTEN (-metrics-listen) %q: %w", cfg.metricsListen, err)
+		}
 	}
 	if cfg.debugListen != "" {
 		go serveDebug(cfg.debugListen, log)
@@ -296,6 +320,13 @@ func serve(ctx context.Context, cfg config, st *store.Store, hasher *password.Ha
 		log.Warn("serving plaintext gRPC off loopback (AUTHSVC_INSECURE_PLAINTEXT): passwords and session tokens cross the network in the clear", "addr", cfg.listen)
 	}
 	log.Info("authsvc listening", "addr", lis.Addr().String(), "tls", cfg.tlsCert != "", "mtls", cfg.tlsClientCA != "")
+	if metricsLis != nil {
+		// After the line above: whoever starts authsvc takes the first "listening ...
+		// addr=" line for the gRPC address.
+		log.Info("metrics listening", "addr", metricsLis.Addr().String())
+		msrv := serveMetrics(metricsLis, reg, log)
+		defer msrv.Close()
+	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
@@ -368,6 +399,18 @@ func serveDebug(addr string, log *slog.Logger) {
 	if err := srv.ListenAndServe(); err != nil {
 		log.Error("debug listener", "err", err)
 	}
+}
+
+// serveMetrics serves reg's metrics at GET /metrics on lis until the returned server
+// is closed.
+func serveMetrics(lis net.Listener, reg *prometheus.Registry, log *slog.Logger) *http.Server {
+	srv := &http.Server{Handler: metrics.Handler(reg), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener", "err", err)
+		}
+	}()
+	return srv
 }
 
 // serverCredentials returns TLS (or mTLS with a client CA) credentials when a

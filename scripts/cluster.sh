@@ -24,8 +24,9 @@ nats_port=${NATS_PORT:-4223}
 auth_addrs=(127.0.0.1:50051 127.0.0.1:50061)
 edge_addrs=(127.0.0.1:8001 127.0.0.1:8002)
 api_addrs=(127.0.0.1:50052 127.0.0.1:50062)
+metrics_addrs=(127.0.0.1:9101 127.0.0.1:9102)
 
-require_free "127.0.0.1:$lb_port" "127.0.0.1:$nats_port" "${auth_addrs[@]}" "${edge_addrs[@]}" "${api_addrs[@]}"
+require_free "127.0.0.1:$lb_port" "127.0.0.1:$nats_port" "${auth_addrs[@]}" "${edge_addrs[@]}" "${api_addrs[@]}" "${metrics_addrs[@]}"
 prepare
 
 # NATS, with room for the largest message an edge takes (1 MiB) and its header.
@@ -37,7 +38,7 @@ bin/nats-server -c .run/cluster/nats.conf > >(label nats) 2>&1 & pids+=($!)
 waitport "127.0.0.1:$nats_port" nats-server
 
 for i in 0 1; do
-  AUTHSVC_LISTEN=${auth_addrs[i]} AUTHSVC_ADMIN_TOKEN_FILE=.run/admin-token \
+  AUTHSVC_LISTEN=${auth_addrs[i]} AUTHSVC_METRICS_LISTEN=${metrics_addrs[i]} AUTHSVC_ADMIN_TOKEN_FILE=.run/admin-token \
     AUTHSVC_FRONTEND_TOKEN_FILE=.run/frontend-token \
     bin/authsvc > >(label "authsvc-$((i + 1))") 2>&1 & pids+=($!)
   waitport "${auth_addrs[i]}" "authsvc-$((i + 1))"
@@ -72,6 +73,7 @@ cat <<MSG
     edges      http://${edge_addrs[0]}/ (edge-1, API ${api_addrs[0]}), http://${edge_addrs[1]}/ (edge-2, API ${api_addrs[1]})
     authsvc    ${auth_addrs[0]}, ${auth_addrs[1]} (one PostgreSQL)
     NATS       nats://127.0.0.1:$nats_port
+    metrics    http://${edge_addrs[0]}/metrics, http://${edge_addrs[1]}/metrics (edges), http://${metrics_addrs[0]}/metrics, http://${metrics_addrs[1]}/metrics (authsvc)
     edge API   $(grpcurl_hint -plaintext -H "\"authorization: Bearer \$(cat .run/api-token)\"" "${api_addrs[0]}" gatehouse.edge.v1.EdgeService/ListConnections)
     admin      $(grpcurl_hint -plaintext -H "\"authorization: Bearer \$(cat .run/admin-token)\"" "${auth_addrs[0]}" list)
     database   $DATABASE_URL${pgdir:+

@@ -25,6 +25,8 @@ defaults
 
 frontend gatehouse
     bind $listen
+    # Metrics are for Prometheus, which scrapes each edge directly, not for the world.
+    http-request deny deny_status 404 if { path_beg /metrics }
     option forwardfor
     default_backend edges
 

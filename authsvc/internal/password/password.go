@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -40,9 +41,10 @@ var ErrMalformed = errors.New("password: malformed argon2id hash")
 
 // Hasher hashes and verifies passwords with bounded concurrency.
 type Hasher struct {
-	params Params
-	slots  chan struct{}
-	dummy  string // a hash of nothing anyone knows, for constant-time misses
+	params  Params
+	slots   chan struct{}
+	waiting atomic.Int64 // callers blocked in acquire, for Waiting
+	dummy   string       // a hash of nothing anyone knows, for constant-time misses
 }
 
 // NewHasher returns a Hasher that uses p for new hashes and runs at most
@@ -58,6 +60,13 @@ func NewHasher(p Params) *Hasher {
 func (h *Hasher) acquire(ctx context.Context) error {
 	select {
 	case h.slots <- struct{}{}:
+		return nil // a free slot: the common case, not counted as waiting
+	default:
+	}
+	h.waiting.Add(1)
+	defer h.waiting.Add(-1)
+	select {
+	case h.slots <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -65,6 +74,13 @@ func (h *Hasher) acquire(ctx context.Context) error {
 }
 
 func (h *Hasher) release() { <-h.slots }
+
+// InFlight returns how many hashes (Hash, Verify, VerifyNothing) are running now.
+func (h *Hasher) InFlight() int { return len(h.slots) }
+
+// Waiting returns how many callers are waiting for a free slot to hash in: more than
+// a few for long means logins are arriving faster than the CPUs can check them.
+func (h *Hasher) Waiting() int { return int(h.waiting.Load()) }
 
 // Hash returns the encoded argon2id hash of pw with a fresh random salt. It fails only
 // when ctx ends while waiting for a free slot.

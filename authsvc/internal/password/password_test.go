@@ -1,7 +1,9 @@
 package password
 
 import (
+	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -94,4 +96,43 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("Decode(encode(Decode(%q))) differs: %+v %v", s, p2, err)
 		}
 	})
+}
+
+// TestInFlightWaiting: the gauges count slots taken and callers blocked for one, and
+// a caller that gives up stops being counted.
+func TestInFlightWaiting(t *testing.T) {
+	h := NewHasher(cheap)
+	if h.InFlight() != 0 || h.Waiting() != 0 {
+		t.Fatalf("idle hasher: in flight %d, waiting %d", h.InFlight(), h.Waiting())
+	}
+	for range cap(h.slots) { // every slot busy, as with GOMAXPROCS long hashes
+		if err := h.acquire(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() {
+		_, err := h.Hash(ctx, "queued")
+		done <- err
+	}()
+	for h.Waiting() != 1 { // the goroutine reaches acquire
+		runtime.Gosched()
+	}
+	if h.InFlight() != cap(h.slots) {
+		t.Errorf("in flight %d, want %d", h.InFlight(), cap(h.slots))
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Hash with every slot taken and ctx canceled = %v", err)
+	}
+	if h.Waiting() != 0 {
+		t.Errorf("waiting %d after the caller gave up", h.Waiting())
+	}
+	for range cap(h.slots) {
+		h.release()
+	}
+	if h.InFlight() != 0 {
+		t.Errorf("in flight %d after every release", h.InFlight())
+	}
 }

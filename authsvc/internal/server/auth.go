@@ -33,8 +33,9 @@ const (
 
 var errBadCredentials = failf(codes.Unauthenticated, authv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS, "invalid username or password")
 
-func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.LoginResponse, error) {
+func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (_ *authv1.LoginResponse, err error) {
 	s := a.s
+	defer func() { s.countLogin(err) }()
 	if req.GetUsername() == "" || req.GetPassword() == "" {
 		return nil, failf(codes.InvalidArgument, authv1.ErrorReason_ERROR_REASON_CREDENTIALS_REQUIRED, "username and password are required")
 	}
@@ -57,9 +58,11 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	leave, over := s.logins.take(addrKey)
 	switch over {
 	case overKey:
+		s.countLimit(limitLoginsAddr)
 		return nil, fail(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_LOGINS_IN_PROGRESS, time.Second,
 			"too many logins from this address are being checked at once; try again in a second")
 	case overTotal:
+		s.countLimit(limitLoginsTotal)
 		return nil, fail(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_LOGINS_IN_PROGRESS, time.Second,
 			"too many logins are being checked at once; try again in a second")
 	}
@@ -79,13 +82,24 @@ func (a *authServer) Login(ctx context.Context, req *authv1.LoginRequest) (*auth
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
+	// The refusal names the limit that resets last (on a tie, the narrowest): waiting
+	// for it is waiting for them all.
 	var resetAt time.Time
-	for key, limit := range map[string]int{pairKey: s.cfg.MaxFailuresPerUser, userKey: s.cfg.MaxFailuresPerUserTotal, addrKey: s.cfg.MaxFailuresPerAddress} {
-		if c, ok := counts[key]; ok && limit > 0 && c.N > limit && c.ResetAt.After(resetAt) {
-			resetAt = c.ResetAt
+	var hit string
+	for _, l := range []struct {
+		key, name string
+		max       int
+	}{
+		{pairKey, limitUserAddress, s.cfg.MaxFailuresPerUser},
+		{userKey, limitUser, s.cfg.MaxFailuresPerUserTotal},
+		{addrKey, limitAddress, s.cfg.MaxFailuresPerAddress},
+	} {
+		if c, ok := counts[l.key]; ok && l.max > 0 && c.N > l.max && c.ResetAt.After(resetAt) {
+			resetAt, hit = c.ResetAt, l.name
 		}
 	}
 	if !resetAt.IsZero() {
+		s.countLimit(hit)
 		wait := max(time.Until(resetAt).Round(time.Second), time.Second)
 		return nil, fail(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_RATE_LIMITED, wait,
 			fmt.Sprintf("too many failed logins; try again in %s", wait))
@@ -224,9 +238,11 @@ func (a *authServer) WatchSessionEvents(req *authv1.WatchSessionEventsRequest, s
 	closeStream, over := a.s.streams.take(peerHost(ctx))
 	switch over {
 	case overTotal:
+		a.s.countLimit(limitStreamsTotal)
 		return fail(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_TOO_MANY_STREAMS, 5*time.Second,
 			"authsvc serves as many session event streams as it may (AUTHSVC_MAX_EVENT_STREAMS); retry later")
 	case overKey:
+		a.s.countLimit(limitStreamsAddr)
 		return fail(codes.ResourceExhausted, authv1.ErrorReason_ERROR_REASON_TOO_MANY_STREAMS, 5*time.Second,
 			"this caller has as many session event streams open as it may (AUTHSVC_MAX_EVENT_STREAMS_PER_CALLER); close one first")
 	}

@@ -157,6 +157,13 @@ const (
 	overKey
 )
 
+// inProgress returns how many are in progress in total.
+func (l *limit) inProgress() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
 // take counts one more for key and returns the function that uncounts it (safe to
 // call more than once), or says which bound it would break.
 func (l *limit) take(key string) (release func(), o over) {

@@ -125,6 +125,7 @@ type Server struct {
 	frontTok [sha256.Size]byte
 	streams  *limit // WatchSessionEvents streams, per caller address
 	logins   *limit // logins being checked, per client address key
+	metrics  Metrics
 }
 
 // New returns a Server. events may be shared with other servers of the process.

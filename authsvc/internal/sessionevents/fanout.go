@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
@@ -21,7 +22,33 @@ type Fanout struct {
 	up      chan struct{} // closed while live; a new one once it drops
 	subs    map[*Subscription]struct{}
 	changed chan struct{} // signalled when live changes
+	waiting atomic.Int64  // Subscribe calls waiting for the feed
+	m       Metrics
 }
+
+// Metrics are what the fanout counts; package metrics defines and registers them
+// (the gauges read Live, Subscribers and Waiting instead). A nil field is not
+// counted. Counter and Observer are the parts of prometheus.Counter and
+// prometheus.Observer used here, so this package needs no Prometheus.
+type Metrics struct {
+	Reconnects Counter // LISTEN connections lost after they were listening
+	Dropped    Counter // subscriptions ended because they fell a whole buffer behind
+	// Lag observes, per session-ended event, the seconds from its ended_at (stamped
+	// by PostgreSQL in the transaction that ended the session) to its publication.
+	Lag Observer
+	// Ended returns the counter of session-ended events received with reason;
+	// markers are not counted.
+	Ended func(reason store.EndReason) Counter
+}
+
+// Counter is a monotonic count.
+type Counter interface{ Inc() }
+
+// Observer takes one observation, such as a latency in seconds.
+type Observer interface{ Observe(float64) }
+
+// SetMetrics makes b count into m. Call it before Run and before any Subscribe.
+func (b *Fanout) SetMetrics(m Metrics) { b.m = m }
 
 // Subscription is one subscriber's feed. Its queue holds only the events the
 // subscriber has not taken yet, so an idle subscriber that keeps up holds no buffer.
@@ -87,9 +114,12 @@ func (b *Fanout) Run(ctx context.Context, st *store.Store, log *slog.Logger) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := st.Listen(ctx, b.setLive, b.publish)
-		b.drop()
+		wasLive := b.drop()
 		if ctx.Err() != nil {
 			return
+		}
+		if wasLive && b.m.Reconnects != nil { // a failed attempt to reconnect lost nothing
+			b.m.Reconnects.Inc()
 		}
 		log.WarnContext(ctx, "session event listener stopped; reconnecting", "err", err, "backoff", backoff)
 		if time.Since(start) > time.Minute {
@@ -124,11 +154,13 @@ func (b *Fanout) signal() {
 // Changed is signalled (coalesced) whenever the fanout starts or stops listening.
 func (b *Fanout) Changed() <-chan struct{} { return b.changed }
 
-// drop marks the fanout not live and ends every subscription.
-func (b *Fanout) drop() {
+// drop marks the fanout not live and ends every subscription. It reports whether the
+// fanout was live.
+func (b *Fanout) drop() (wasLive bool) {
 	defer b.signal()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	wasLive = b.live
 	if b.live {
 		b.live = false
 		b.up = make(chan struct{})
@@ -137,9 +169,13 @@ func (b *Fanout) drop() {
 		close(sub.lost)
 		delete(b.subs, sub)
 	}
+	return wasLive
 }
 
 func (b *Fanout) publish(ev store.Event) {
+	if ev.Marker == "" {
+		b.count(ev)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for sub := range b.subs {
@@ -149,7 +185,21 @@ func (b *Fanout) publish(ev store.Event) {
 		if !sub.offer(ev) { // too slow: end it rather than let it miss events silently
 			close(sub.lost)
 			delete(b.subs, sub)
+			if b.m.Dropped != nil {
+				b.m.Dropped.Inc()
+			}
 		}
+	}
+}
+
+// count counts a session-ended event and how long it took to get here.
+func (b *Fanout) count(ev store.Event) {
+	if b.m.Ended != nil {
+		b.m.Ended(ev.Reason).Inc()
+	}
+	if b.m.Lag != nil && !ev.EndedAt.IsZero() {
+		// Clocks of two hosts: a database clock ahead of ours must not make it negative.
+		b.m.Lag.Observe(max(time.Since(ev.EndedAt).Seconds(), 0))
 	}
 }
 
@@ -159,6 +209,16 @@ func (b *Fanout) Live() bool {
 	defer b.mu.Unlock()
 	return b.live
 }
+
+// Subscribers returns how many subscriptions are open now.
+func (b *Fanout) Subscribers() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs)
+}
+
+// Waiting returns how many Subscribe calls are waiting for the fanout to listen.
+func (b *Fanout) Waiting() int { return int(b.waiting.Load()) }
 
 // Subscribe returns a new subscription once the fanout is listening, waiting for it
 // until ctx ends (then it returns ctx's error). markers says whether it also receives
@@ -174,11 +234,21 @@ func (b *Fanout) Subscribe(ctx context.Context, markers bool) (*Subscription, er
 		}
 		up := b.up
 		b.mu.Unlock()
-		select {
-		case <-up:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		if err := b.wait(ctx, up); err != nil {
+			return nil, err
 		}
+	}
+}
+
+// wait waits, counted in Waiting, until up is closed or ctx ends.
+func (b *Fanout) wait(ctx context.Context, up <-chan struct{}) error {
+	b.waiting.Add(1)
+	defer b.waiting.Add(-1)
+	select {
+	case <-up:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

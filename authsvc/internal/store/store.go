@@ -64,6 +64,10 @@ func Open(ctx context.Context, url string) (*Store, error) {
 // Close closes every connection.
 func (s *Store) Close() { s.pool.Close() }
 
+// PoolStat returns a snapshot of the connection pool's counters (connections by
+// state, acquires and their waits), for metrics.
+func (s *Store) PoolStat() *pgxpool.Stat { return s.pool.Stat() }
+
 // Ping returns an error if the database does not answer.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
