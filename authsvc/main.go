@@ -33,6 +33,7 @@ import (
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -85,20 +86,57 @@ type config struct {
 const minToken = 32
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
+	level, err := logLevel(os.Getenv("AUTHSVC_LOG_LEVEL"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "authsvc: AUTHSVC_LOG_LEVEL:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := run(os.Args[1:], log); err != nil {
+		var fe flagError
+		switch {
+		case errors.Is(err, flag.ErrHelp): // -h: the usage was asked for, and printed
+			os.Exit(0)
+		case errors.As(err, &fe): // the flag package said what was wrong, with the usage
+			os.Exit(2)
+		}
 		fmt.Fprintln(os.Stderr, "authsvc:", err)
 		os.Exit(1)
 	}
 }
 
-func logLevel() slog.Level {
+// flagError is a command line the flag package refused (and explained).
+type flagError struct{ error }
+
+func (e flagError) Unwrap() error { return e.error }
+
+// logLevel reads a log level: debug, info, warn or error (any case), empty for info.
+func logLevel(s string) (slog.Level, error) {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(os.Getenv("AUTHSVC_LOG_LEVEL"))); err != nil {
-		return slog.LevelInfo
+	if s == "" {
+		return slog.LevelInfo, nil
 	}
-	return l
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not a log level: want debug, info, warn or error", s)
+	}
+	return l, nil
 }
+
+// usage is printed by -h and after a command line the flag package refuses.
+const usage = `Usage: authsvc [command] [flags]
+
+Commands:
+  serve (default)    migrate the database, then serve gRPC (AuthService, AdminService)
+  migrate            apply the database migrations and exit
+  demo-user NAME     create user NAME with the password read from stdin, if there are
+                     no users yet; prints "created" or "exists"
+
+Every flag can also be set by the environment variable named after it; secrets
+(AUTHSVC_ADMIN_TOKEN, AUTHSVC_FRONTEND_TOKEN) only by the environment or a file.
+AUTHSVC_LOG_LEVEL: debug, info (default), warn or error.
+
+Flags:
+`
 
 func run(args []string, log *slog.Logger) error {
 	cmd := "serve"
@@ -138,8 +176,24 @@ func run(args []string, log *slog.Logger) error {
 	fs.StringVar(&cfg.debugListen, "debug-listen", env("AUTHSVC_DEBUG_LISTEN", ""), "address for net/http/pprof (AUTHSVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
 	fs.StringVar(&cfg.metricsListen, "metrics-listen", env("AUTHSVC_METRICS_LISTEN", ""), "address to serve Prometheus metrics on, at GET /metrics (AUTHSVC_METRICS_LISTEN); empty: off")
 	fs.DurationVar(&cfg.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	switch cmd {
+	case "serve", "migrate", "demo-user":
+	case "help":
+		fs.Usage()
+		return flag.ErrHelp
+	default:
+		fs.Usage()
+		return fmt.Errorf("unknown command %q: want serve, migrate or demo-user", cmd)
+	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return flagError{err}
+	}
+	if cmd != "demo-user" && fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: authsvc %s takes flags only", fs.Arg(0), cmd)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -204,24 +258,51 @@ func run(args []string, log *slog.Logger) error {
 			return errors.New("usage: authsvc demo-user NAME < password")
 		}
 		return demoUser(ctx, st, hasher, fs.Arg(0))
-	case "serve":
-		return serve(ctx, cfg, st, hasher, log)
 	}
-	return fmt.Errorf("unknown command %q (want serve, migrate or demo-user)", cmd)
+	return serve(ctx, cfg, st, hasher, log)
 }
 
-// openStore connects, retrying for up to 30 s so authsvc can start alongside its
-// database.
+// openStore connects, retrying for up to 30 s while the server cannot be reached, so
+// authsvc can start alongside its database; an answer that waiting cannot change (no
+// such database, a refused password or user, a malformed URL) fails at once, saying
+// what to do.
 func openStore(ctx context.Context, url string, log *slog.Logger) (*store.Store, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		st, err := store.Open(ctx, url)
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil {
 			return st, err
+		}
+		if hint := permanent(err); hint != "" {
+			return nil, fmt.Errorf("%w\n%s", err, hint)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w (gave up after 30 s: is PostgreSQL running, and DATABASE_URL's host and port right?)", err)
 		}
 		log.Warn("database not reachable yet; retrying", "err", err)
 		time.Sleep(time.Second)
 	}
+}
+
+// permanent says what to do about a database error that retrying cannot fix, or ""
+// for one that it may (the server starting or unreachable).
+func permanent(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "3D000": // invalid_catalog_name
+			return "the database in DATABASE_URL does not exist: create it (createdb NAME, or CREATE DATABASE NAME) or point DATABASE_URL at one that does"
+		case "28P01", "28000": // invalid_password, invalid_authorization_specification
+			return "PostgreSQL refused DATABASE_URL's user or password: check them (and pg_hba.conf)"
+		case "42501": // insufficient_privilege
+			return "DATABASE_URL's user may not connect to or use that database: grant it, or use another user"
+		}
+		return ""
+	}
+	if strings.Contains(err.Error(), "parse database url") || strings.Contains(err.Error(), "cannot parse") {
+		return "DATABASE_URL is not a PostgreSQL URL: want postgres://user[:password]@host[:port]/database[?sslmode=…]"
+	}
+	return ""
 }
 
 func demoUser(ctx context.Context, st *store.Store, hasher *password.Hasher, name string) error {

@@ -25,7 +25,7 @@ var update = flag.Bool("update", false, "rewrite the outputs shown in README.md 
 // ```console fence of `$ command` lines (a trailing backslash continues a command)
 // each followed by the output it prints.
 type consoleBlock struct {
-	mode       string // plaintext or mtls
+	mode       string // plaintext, edge or mtls
 	start, end int    // line range of the block body in the README
 	steps      []consoleStep
 }
@@ -73,7 +73,11 @@ func parseConsoleBlocks(t *testing.T, lines []string) []consoleBlock {
 	return blocks
 }
 
-// normalize hides what differs from run to run: times, tokens, ids, cursors.
+// normalize hides what differs from run to run: times, tokens, ids, cursors, and the
+// names of the users a block makes (alice- or bob- and its scratch directory's
+// random suffix, so that every run of a block makes a new user). Numeric user ids are
+// compared as they are: on a fresh database they do not vary, and a command aimed at
+// the wrong user shows.
 var normalizers = []struct {
 	re   *regexp.Regexp
 	with string
@@ -83,6 +87,7 @@ var normalizers = []struct {
 	{regexp.MustCompile(`\b[0-9a-f]{32}\b`), "<ID>"},
 	{regexp.MustCompile(`("nextPageToken": )"[A-Za-z0-9_-]+"`), `$1"<PAGE>"`},
 	{regexp.MustCompile(`127\.0\.0\.1:\d+`), "127.0.0.1:<PORT>"},
+	{regexp.MustCompile(`\b(alice|bob)-[A-Za-z0-9]+\b`), "$1-<NAME>"},
 }
 
 func normalize(lines []string) string {
@@ -121,6 +126,17 @@ func TestReadmeGrpcurl(t *testing.T) {
 		t.Run(fmt.Sprintf("%s block at line %d", b.mode, b.start), func(t *testing.T) {
 			dir, addrs, after := readmeWorld(t, b.mode)
 			got := runConsole(t, dir, addrs, b.steps)
+			// A reader runs the blocks in their checkout, again and again: scratch
+			// files go to a `mktemp -d` directory or under .run/ (git-ignored).
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				if e.Name() != "bin" && e.Name() != ".run" {
+					t.Errorf("the block wrote %s into the repository's root: put scratch files in a `mktemp -d` directory or under .run/", e.Name())
+				}
+			}
 			for i, st := range b.steps {
 				for _, m := range regexp.MustCompile(`gatehouse\.(auth|edge)\.v1\.\w+/(\w+)|grpc\.health\.v1\.Health/Check|\b(list|describe)\b`).FindAllString(st.cmd, -1) {
 					covered[m] = true
@@ -153,6 +169,28 @@ func TestReadmeGrpcurl(t *testing.T) {
 		}
 	}
 	if *update && !t.Failed() {
+		// Others may have edited the README while the blocks ran: splice the new
+		// outputs into it as it is now, provided the blocks' commands are unchanged.
+		if raw, err = os.ReadFile(readme); err != nil {
+			t.Fatal(err)
+		}
+		lines = strings.Split(string(raw), "\n")
+		now := parseConsoleBlocks(t, lines)
+		if len(now) != len(blocks) {
+			t.Fatalf("README.md changed while the blocks ran (%d blocks, then %d): run -update again", len(blocks), len(now))
+		}
+		for bi := range now {
+			if len(now[bi].steps) != len(blocks[bi].steps) {
+				t.Fatalf("README.md's block at line %d changed while the blocks ran: run -update again", now[bi].start)
+			}
+			for i := range now[bi].steps {
+				if now[bi].steps[i].cmd != blocks[bi].steps[i].cmd {
+					t.Fatalf("README.md's block at line %d changed while the blocks ran: run -update again", now[bi].start)
+				}
+			}
+			now[bi].steps = blocks[bi].steps
+		}
+		blocks = now
 		var out []string
 		last := 0
 		for _, b := range blocks {
@@ -172,7 +210,7 @@ func TestReadmeGrpcurl(t *testing.T) {
 
 // readmeWorld sets up what the README assumes after `make run`: a working directory
 // with bin/grpcurl, .run/admin-token and .run/frontend-token, a database whose first user is demo (id 1), and
-// authsvc listening (with mTLS and certs/ for the mtls block; for the edge block, an
+// authsvc listening (with mTLS and .run/certs/ for the mtls block; for the edge block, an
 // edge too, with .run/api-token, node id edge-1, and demo's page open in two tabs). It
 // returns the directory, the README's addresses mapped to the real ones, and a check
 // to run after the block.
@@ -201,11 +239,11 @@ func readmeWorld(t *testing.T, mode string) (string, map[string]string, func(*te
 	}
 	env := append(authEnv("127.0.0.1:0"), "DATABASE_URL="+db)
 	if mode == "mtls" {
-		script := exec.CommandContext(t.Context(), filepath.Join("..", "scripts", "devcerts.sh"), filepath.Join(dir, "certs"))
+		c := filepath.Join(dir, ".run", "certs") // where the README's `scripts/devcerts.sh .run/certs` puts them
+		script := exec.CommandContext(t.Context(), filepath.Join("..", "scripts", "devcerts.sh"), c)
 		if out, err := script.CombinedOutput(); err != nil {
 			t.Fatalf("scripts/devcerts.sh: %v %s", err, out)
 		}
-		c := filepath.Join(dir, "certs")
 		env = append(env, "AUTHSVC_TLS_CERT="+filepath.Join(c, "server.pem"), "AUTHSVC_TLS_KEY="+filepath.Join(c, "server-key.pem"),
 			"AUTHSVC_TLS_CLIENT_CA="+filepath.Join(c, "ca.pem"))
 	}
@@ -237,7 +275,8 @@ func readmeWorld(t *testing.T, mode string) (string, map[string]string, func(*te
 
 // runConsole runs the steps in one bash, in dir, with the README's addresses
 // replaced by the real ones (addrs), and returns each step's output lines (stdout and
-// stderr).
+// stderr). TMPDIR is a directory of the test's, so the blocks' `mktemp -d` scratch
+// directories go away with it.
 func runConsole(t *testing.T, dir string, addrs map[string]string, steps []consoleStep) [][]string {
 	t.Helper()
 	var script strings.Builder
@@ -252,7 +291,7 @@ func runConsole(t *testing.T, dir string, addrs map[string]string, steps []conso
 	cmd := exec.CommandContext(t.Context(), "bash", "--noprofile", "--norc")
 	cmd.Dir = dir
 	cmd.Stdin = strings.NewReader(script.String())
-	cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH"), "TMPDIR="+t.TempDir())
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("bash: %v\n%s", err, out)
