@@ -114,6 +114,9 @@ func NATS(reg prometheus.Registerer) natslayer.Metrics {
 		Unsent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatehouse_edge_nats_unsent_total", Help: "Messages NATS did not take from this edge (the connection was failing): lost, as delivery is at most once.",
 		}),
+		Unconfirmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_edge_nats_unconfirmed_total", Help: "Sends this edge handed to NATS whose connection failed before the server confirmed them (a flush after each batch): lost or not, as delivery is at most once.",
+		}),
 		Unanswered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatehouse_edge_nats_unanswered_total", Help: "Calls to every edge that an edge did not answer in time (listings and presence then say partial; changes fail with LAYER_UNAVAILABLE).",
 		}),
@@ -127,6 +130,6 @@ func NATS(reg prometheus.Registerer) natslayer.Metrics {
 			Name: "gatehouse_edge_nats_disconnects_total", Help: "Times the NATS connection was lost.",
 		}),
 	}
-	reg.MustRegister(m.Connected, m.Edges, m.Dropped, m.Unsent, m.Unanswered, m.LocalOnly, m.Refused, m.Disconnects)
+	reg.MustRegister(m.Connected, m.Edges, m.Dropped, m.Unsent, m.Unconfirmed, m.Unanswered, m.LocalOnly, m.Refused, m.Disconnects)
 	return m
 }

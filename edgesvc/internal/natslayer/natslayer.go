@@ -74,6 +74,7 @@ type Metrics struct {
 	Edges       prometheus.Gauge   // edges heard from, this one included
 	Dropped     prometheus.Counter // received messages dropped: the dispatcher was behind
 	Unsent      prometheus.Counter // messages not published: NATS did not take them
+	Unconfirmed prometheus.Counter // sends whose connection failed before the server confirmed them
 	Unanswered  prometheus.Counter // calls an edge did not answer in time
 	LocalOnly   prometheus.Counter // sends delivered on this edge only, NATS being unusable
 	Refused     prometheus.Counter // calls refused with ErrUnavailable, NATS being unusable
@@ -122,6 +123,12 @@ type Layer struct {
 	droppedGone int64                // of subscriptions since ended
 	lastWarn    map[string]time.Time // for rate-limited warnings
 
+	// published counts the sends handed to nats.go; the confirmer flushes (a PING
+	// the server answers after everything before it) after each batch, and counts
+	// those the connection failed with before it answered as unconfirmed.
+	published atomic.Uint64
+	confirm   chan struct{}
+
 	seq       atomic.Uint64
 	calls     sync.Map      // request id → *call
 	answering chan struct{} // bounds the questions answered aside at once
@@ -142,6 +149,7 @@ type outgoing struct {
 	sub, unsub     bool // subscribe to or unsubscribe from subject; else publish
 	subject, reply string
 	data           []byte
+	send           bool       // a send to connections (counted for confirmation)
 	done           chan error // if not nil, told how the publish went
 }
 
@@ -203,7 +211,7 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 		instance: hex.EncodeToString(nonce[:]), origin: nonce,
 		in: make(chan *nats.Msg, 65536), inbox: newQueue[*nats.Msg](cfg.Pending), outbox: newQueue[outgoing](cfg.Pending),
 		subs: map[string]*nats.Subscription{}, peers: map[string]peer{}, byes: map[string]time.Time{}, lastWarn: map[string]time.Time{},
-		answering: make(chan struct{}, 16), stop: make(chan struct{}),
+		answering: make(chan struct{}, 16), stop: make(chan struct{}), confirm: make(chan struct{}, 1),
 	}
 	l.maxPayload.Store(1 << 20) // NATS's default, until the server says
 	opts := []nats.Option{
@@ -250,11 +258,12 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 	if nc.IsConnected() { // the connect handler, which runs later, says so too
 		l.markUp(nc)
 	}
-	l.stopped.Add(4)
+	l.stopped.Add(5)
 	go l.forward()
 	go l.dispatch()
 	go l.send()
 	go l.beat()
+	go l.confirmer()
 	if !nc.IsConnected() {
 		l.log.Warn("NATS is not reachable yet: the edge API's calls answer LAYER_UNAVAILABLE and consumers reach this edge's connections only until it is", "url", redact(cfg.URL))
 	}
@@ -425,18 +434,68 @@ func (l *Layer) send() {
 				if err != nil {
 					l.m.Unsent.Inc()
 					l.warnEvery("unsent", "NATS did not take a message: it is lost (deliveries are at most once)", "subject", o.subject, "err", err)
+				} else if o.send {
+					l.published.Add(1)
 				}
 				if o.done != nil {
 					o.done <- err
 				}
 			}
 		}
+		select { // have what went out confirmed
+		case l.confirm <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// confirmer has the sends handed to nats.go confirmed by the server: after each batch
+// it flushes (a PING, answered once the server has everything before it). Sends
+// whose connection failed before the answer may have died with it — written to a
+// socket the server never read — and are counted as unconfirmed: the one loss a
+// sender cannot tell apart from a delivery.
+func (l *Layer) confirmer() {
+	defer l.stopped.Done()
+	var confirmed uint64
+	for {
+		select {
+		case <-l.confirm:
+		case <-l.stop:
+			return
+		}
+		n := l.published.Load()
+		if n == confirmed {
+			continue
+		}
+		if err := l.nc.FlushTimeout(l.cfg.Timeout); err != nil && !l.closing.Load() {
+			l.m.Unconfirmed.Add(float64(n - confirmed))
+			l.warnEvery("unconfirmed", "NATS failed before confirming sends: they may be lost (deliveries are at most once)", "sends", n-confirmed, "err", err)
+		}
+		confirmed = n
 	}
 }
 
 // publish queues data for subject (answers to reply); false if the outbox is full.
 func (l *Layer) publish(subject, reply string, data []byte) bool {
 	return l.outbox.push(outgoing{subject: subject, reply: reply, data: data}, int64(len(data)), false)
+}
+
+// allHeard reports whether every edge this one counts as live has been heard since
+// this edge last connected to NATS: only then are their subscriptions known to be on
+// the server it publishes to (an edge resubscribes on reconnecting before it
+// publishes anything, and a server keeps one connection's messages in order). Just
+// after NATS comes back, an edge that has not reconnected yet would miss a send.
+func (l *Layer) allHeard() bool {
+	since := time.Unix(0, l.upSince.Load())
+	window := 3 * l.cfg.Heartbeat
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, p := range l.peers {
+		if time.Since(p.seen) < window && p.seen.Before(since) {
+			return false
+		}
+	}
+	return true
 }
 
 // forward moves what nats.go received into the inbox, dropping (and counting) what
@@ -529,14 +588,20 @@ func (l *Layer) Send(ctx context.Context, m layer.Send) error {
 	if int64(len(data)) > l.maxPayload.Load() {
 		return fmt.Errorf("%w (NATS max_payload %d bytes)", layer.ErrTooLarge, l.maxPayload.Load())
 	}
+	required := layer.AllRequired(ctx)
+	if required && l.usable() && !l.allHeard() {
+		// Refused, not sent: the caller may retry without a duplicate.
+		l.m.Refused.Inc()
+		return fmt.Errorf("%w: not every edge has reconnected to NATS yet", layer.ErrUnavailable)
+	}
 	l.orderMu.Lock()
 	defer l.orderMu.Unlock()
 	l.sendSeq++
 	stamp(data, l.sendSeq)
-	if l.usable() && l.publish(s, "", data) {
+	if l.usable() && l.outbox.push(outgoing{subject: s, data: data, send: true}, int64(len(data)), false) {
 		return nil
 	}
-	if layer.AllRequired(ctx) {
+	if required {
 		l.m.Refused.Inc()
 		return fmt.Errorf("%w: NATS is not usable", layer.ErrUnavailable)
 	}

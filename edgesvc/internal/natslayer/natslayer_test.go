@@ -118,7 +118,7 @@ func (e *fakeEdge) got() []string {
 func testMetrics() Metrics {
 	g := func() prometheus.Gauge { return prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}) }
 	c := func() prometheus.Counter { return prometheus.NewCounter(prometheus.CounterOpts{Name: "c"}) }
-	return Metrics{Connected: g(), Edges: g(), Dropped: c(), Unsent: c(), Unanswered: c(), LocalOnly: c(), Refused: c(), Disconnects: c()}
+	return Metrics{Connected: g(), Edges: g(), Dropped: c(), Unsent: c(), Unconfirmed: c(), Unanswered: c(), LocalOnly: c(), Refused: c(), Disconnects: c()}
 }
 
 func newLayer(t *testing.T, s *server, node string) (*Layer, *fakeEdge) {
