@@ -50,15 +50,20 @@ test-deploy: images ## Prove the deployment artifacts: the images run from deplo
 	db=$$(scripts/pg.sh) && \
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)" go test -tags deploy -count=1 -run TestDeploy -v ./e2e
 
-.PHONY: chaos
-chaos: build $(BIN)/nats-server ## Fault tests under load, figures printed: PostgreSQL and authsvc restarted, an edge drained of 10,000 sockets, NATS restarted (restarts the private PostgreSQL)
-	db=$$(env -u DATABASE_URL scripts/pg.sh) && \
+# The fault tests stop and start PostgreSQL, so they always use the private cluster
+# (scripts/pg.sh without DATABASE_URL), whatever the other tests use.
+CHAOS = db=$$(env -u DATABASE_URL scripts/pg.sh) && \
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_CHAOS_PG=private GATEHOUSE_BIN="$(BIN)" go test -tags chaos -count=1 -timeout 15m -run TestChaos -v ./e2e
 
+.PHONY: chaos
+chaos: build $(BIN)/nats-server ## Only the fault tests under load (make test runs them too), figures printed: PostgreSQL and authsvc restarted, an edge drained of 10,000 sockets, NATS restarted
+	$(CHAOS)
+
 .PHONY: test
-test: build $(BIN)/grpcurl $(BIN)/buf $(BIN)/nats-server examples/node/node_modules ## Run every test against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
+test: build $(BIN)/grpcurl $(BIN)/buf $(BIN)/nats-server examples/node/node_modules ## Run every test, the fault tests last, against a real PostgreSQL (DATABASE_URL, or a private one under .run/)
 	db=$$(scripts/pg.sh) && \
 	GATEHOUSE_TEST_DATABASE="$$db" GATEHOUSE_BIN="$(BIN)" go test -count=1 -timeout 20m $(PKGS)
+	$(CHAOS)
 
 .PHONY: test-race
 test-race: $(BIN)/grpcurl $(BIN)/buf $(BIN)/nats-server examples/node/node_modules ## make test under the race detector: tests with -race, e2e against race-built services
