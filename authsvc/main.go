@@ -299,7 +299,7 @@ func permanent(err error) string {
 		}
 		return ""
 	}
-	if strings.Contains(err.Error(), "parse database url") || strings.Contains(err.Error(), "cannot parse") {
+	if errors.As(err, new(*pgconn.ParseConfigError)) {
 		return "DATABASE_URL is not a PostgreSQL URL: want postgres://user[:password]@host[:port]/database[?sslmode=…]"
 	}
 	return ""

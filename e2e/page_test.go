@@ -147,7 +147,7 @@ func TestPageAndForms(t *testing.T) {
 		}
 		// Paths that are no socket route (routes are exact), or that the page could
 		// not open, are 404 before any session is looked at.
-		for _, path := range []string{"/app/nothing/", "/app/myapp/1/x/", "/app/myapp/1", "/app/", "/app/myapp/%2e%2e/", "/app/chat/a%20b/", "/app/chat/a%22b/"} {
+		for _, path := range []string{"/app/nothing/", "/app/myapp/1/x/", "/app/myapp/1", "/app/", "/app/myapp/%2e%2e/", "/app/chat/a%20b/", "/app/chat/a%22b/", "/app/chat%2F%2Flobby/"} {
 			resp := get(t, path)
 			if body := readBody(resp); resp.StatusCode != http.StatusNotFound || resp.Header.Get("Gatehouse-Reason") != "NO_ROUTE" {
 				t.Errorf("GET %s = %d %q, want 404 NO_ROUTE", path, resp.StatusCode, body)

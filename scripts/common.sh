@@ -9,8 +9,8 @@ label() { sed -u "s/^/$(printf '%-9s' "$1")| /"; }
 # holder names the process listening on host:port, if ss can tell.
 holder() {
   command -v ss >/dev/null || return 0
-  ss -Hltnp "sport = :${1##*:}" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -1 |
-    sed 's/users:(("\([^"]*\)",pid=\([0-9]*\)/\1, pid \2/'
+  { ss -Hltnp "sport = :${1##*:}" 2>/dev/null | grep -o 'users:(("[^"]*",pid=[0-9]*' | head -1 |
+    sed 's/users:(("\([^"]*\)",pid=\([0-9]*\)/\1, pid \2/'; } || true # another user's process: unnamed
 }
 
 # require_free exits, saying what holds them, unless every host:port given is free: a
@@ -19,7 +19,7 @@ require_free() {
   local busy=0 a who
   for a in "$@"; do
     if (exec 3<>"/dev/tcp/${a%:*}/${a##*:}") 2>/dev/null; then
-      who=$(holder "$a")
+      who=$(holder "$a" || true)
       echo "$a is already in use${who:+ ($who)}" >&2
       busy=1
     fi

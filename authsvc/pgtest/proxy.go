@@ -1,8 +1,11 @@
 package pgtest
 
 import (
+	"cmp"
 	"net"
 	"net/url"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,8 +24,13 @@ type Proxy struct {
 	conns  []net.Conn
 }
 
-// NewProxy proxies to the server at addr until tb ends.
+// NewProxy proxies to the TCP server at addr until tb ends.
 func NewProxy(tb testing.TB, addr string) *Proxy {
+	tb.Helper()
+	return newProxy(tb, "tcp", addr)
+}
+
+func newProxy(tb testing.TB, network, addr string) *Proxy {
 	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -39,16 +47,18 @@ func NewProxy(tb testing.TB, addr string) *Proxy {
 			if err != nil {
 				return
 			}
-			if p.down.Load() {
-				_ = c.Close()
-				continue
-			}
-			s, err := net.Dial("tcp", addr)
+			s, err := net.Dial(network, addr)
 			if err != nil {
 				_ = c.Close()
 				continue
 			}
 			p.mu.Lock()
+			if p.down.Load() { // checked under mu, which Down's closing takes too
+				p.mu.Unlock()
+				_ = c.Close()
+				_ = s.Close()
+				continue
+			}
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
 			go p.pipe(s, c)
@@ -58,14 +68,26 @@ func NewProxy(tb testing.TB, addr string) *Proxy {
 	return p
 }
 
-// ProxyURL returns the database URL dbURL with its host replaced by a new Proxy's.
+// ProxyURL returns the database URL dbURL pointed at a new Proxy to its server: over
+// TCP whether the server is reached over TCP or, as the private cluster is (a host=
+// of a directory), over a Unix socket.
 func ProxyURL(tb testing.TB, dbURL string) (string, *Proxy) {
 	tb.Helper()
 	u, err := url.Parse(dbURL)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := NewProxy(tb, u.Host)
+	q := u.Query()
+	var p *Proxy
+	if dir := q.Get("host"); strings.HasPrefix(dir, "/") {
+		port := cmp.Or(u.Port(), q.Get("port"), "5432")
+		p = newProxy(tb, "unix", filepath.Join(dir, ".s.PGSQL."+port))
+		q.Del("host")
+		q.Del("port")
+		u.RawQuery = q.Encode()
+	} else {
+		p = NewProxy(tb, u.Host)
+	}
 	u.Host = p.Addr
 	return u.String(), p
 }
@@ -75,7 +97,9 @@ func (p *Proxy) Silence(on bool) { p.silent.Store(on) }
 
 // Down closes every connection and refuses new ones (true), or accepts them again.
 func (p *Proxy) Down(on bool) {
+	p.mu.Lock()
 	p.down.Store(on)
+	p.mu.Unlock()
 	if on {
 		p.closeAll()
 	}

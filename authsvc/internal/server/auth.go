@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/gatehouse/gatehouse/authsvc/internal/sessionevents"
 	"github.com/gatehouse/gatehouse/authsvc/internal/store"
 )
 
@@ -251,6 +252,10 @@ func (a *authServer) WatchSessionEvents(req *authv1.WatchSessionEventsRequest, s
 	// (no headers yet), so that it goes live, and the caller re-checks what it holds,
 	// the moment the feed is back rather than after a retry backoff.
 	sub, err := a.s.events.Subscribe(ctx, req.GetIncludeMarkers())
+	if errors.Is(err, sessionevents.ErrStopped) {
+		return failf(codes.Unavailable, authv1.ErrorReason_ERROR_REASON_EVENTS_MISSED,
+			"authsvc is shutting down: subscribe again (to another replica)")
+	}
 	if err != nil {
 		return toStatus(ctx, a.s.log, err) // CANCELED or DEADLINE_EXCEEDED
 	}

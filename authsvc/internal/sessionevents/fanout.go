@@ -4,6 +4,7 @@ package sessionevents
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -23,8 +24,13 @@ type Fanout struct {
 	subs    map[*Subscription]struct{}
 	changed chan struct{} // signalled when live changes
 	waiting atomic.Int64  // Subscribe calls waiting for the feed
+	done    chan struct{} // closed when Run returns: nobody waits for the feed any more
 	m       Metrics
 }
+
+// ErrStopped is Subscribe's error once the fanout has stopped (the process is
+// shutting down): the feed will not come back here.
+var ErrStopped = errors.New("the session event feed has stopped")
 
 // Metrics are what the fanout counts; package metrics defines and registers them
 // (the gauges read Live, Subscribers and Waiting instead). A nil field is not
@@ -100,7 +106,7 @@ const subscriptionBuffer = 4096
 
 // New returns a Fanout that is not yet listening; call Run.
 func New() *Fanout {
-	return &Fanout{subs: map[*Subscription]struct{}{}, up: make(chan struct{}), changed: make(chan struct{}, 1)}
+	return &Fanout{subs: map[*Subscription]struct{}{}, up: make(chan struct{}), changed: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // maxBackoff bounds the wait between attempts to listen again: the database coming
@@ -110,6 +116,7 @@ const maxBackoff = 500 * time.Millisecond
 // Run listens for events until ctx ends, reconnecting with backoff (100 ms doubling to
 // maxBackoff) after a failure.
 func (b *Fanout) Run(ctx context.Context, st *store.Store, log *slog.Logger) {
+	defer close(b.done)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		start := time.Now()
@@ -221,8 +228,8 @@ func (b *Fanout) Subscribers() int {
 func (b *Fanout) Waiting() int { return int(b.waiting.Load()) }
 
 // Subscribe returns a new subscription once the fanout is listening, waiting for it
-// until ctx ends (then it returns ctx's error). markers says whether it also receives
-// the markers of SyncSessionEvents.
+// until ctx ends (then it returns ctx's error) or Run returns (ErrStopped). markers
+// says whether it also receives the markers of SyncSessionEvents.
 func (b *Fanout) Subscribe(ctx context.Context, markers bool) (*Subscription, error) {
 	for {
 		b.mu.Lock()
@@ -249,6 +256,8 @@ func (b *Fanout) wait(ctx context.Context, up <-chan struct{}) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-b.done:
+		return ErrStopped
 	}
 }
 

@@ -185,3 +185,25 @@ func TestFanoutNoMetrics(t *testing.T) {
 		t.Fatal("drop does not report whether the fanout was live")
 	}
 }
+
+// TestSubscribeAfterStop: a subscriber waiting for the feed is told when the fanout
+// stops (authsvc shutting down) instead of holding up the graceful stop.
+func TestSubscribeAfterStop(t *testing.T) {
+	b := New()
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := b.Subscribe(context.Background(), false)
+		waiting <- err
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.Run(ctx, nil, nil) // stopped before it listened
+	select {
+	case err := <-waiting:
+		if err != ErrStopped {
+			t.Fatalf("Subscribe = %v, want ErrStopped", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a subscriber still waits after the fanout stopped")
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	grpcstatus "google.golang.org/grpc/status"
 )
@@ -88,6 +89,15 @@ type Authority struct {
 	// same one cannot have missed an event.
 	feed    atomic.Uint64
 	feedSeq atomic.Uint64
+
+	conn stateful // cc's connectivity, when it tells (a *grpc.ClientConn does)
+}
+
+// stateful is the part of *grpc.ClientConn that tells its connection's state.
+type stateful interface {
+	GetState() connectivity.State
+	WaitForStateChange(context.Context, connectivity.State) bool
+	Connect()
 }
 
 // New returns an Authority that calls authsvc over cc and ends sessions through h.
@@ -98,6 +108,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, h Holder, m Metrics, log *slog
 		client: authv1.NewAuthServiceClient(cc),
 		health: healthpb.NewHealthClient(cc),
 	}
+	a.conn, _ = cc.(stateful)
 	if cfg.CacheSize > 0 {
 		a.cache = newSessionCache(cfg.CacheSize)
 	}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	authv1 "github.com/gatehouse/gatehouse/gen/gatehouse/auth/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 )
 
@@ -27,11 +27,13 @@ var endReasons = map[authv1.SessionEndReason]string{
 // Watch follows authsvc's session-ended events until ctx ends, ending each ended
 // session through the Holder. After every (re)subscription it re-validates every held
 // session, so a session that ended while the feed was down is ended too; while the
-// feed is down it does so every feedDownCheck. A subscription waits for the
-// connection to authsvc (and authsvc for its database), so it goes live as soon as
-// the path is back; failures that do not wait are retried with backoff (100 ms
-// doubling to 5 s, jittered; back to 100 ms once a subscription was live). While it
-// runs, it keeps the session cache's lease.
+// feed is down it does so every feedDownCheck. It resubscribes with backoff (100 ms
+// doubling to 5 s, jittered; back to 100 ms after a subscription that lasted), except
+// that when authsvc was unreachable it resubscribes the moment the connection to it
+// (redialled within a second) is back; and authsvc holds a subscription made while
+// its own database feed is down until it is back. So a session ended during an
+// outage closes its sockets about a second after the path is back. While it runs, it
+// keeps the session cache's lease.
 func (a *Authority) Watch(ctx context.Context) {
 	go a.checkWhileFeedDown(ctx)
 	if a.cache != nil {
@@ -39,13 +41,17 @@ func (a *Authority) Watch(ctx context.Context) {
 	}
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
+		start := time.Now()
 		live, err := a.watchOnce(ctx)
 		a.feed.Store(0)
 		a.cache.feedChanged(false)
 		if ctx.Err() != nil {
 			return
 		}
-		if live {
+		// A stream that went live and lasted resets the backoff; one that keeps
+		// failing soon after going live (a flapping database) does not, so edges do
+		// not hammer authsvc with resubscriptions, each re-checking every session.
+		if live && time.Since(start) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}
 		if status.Code(err) == codes.Unauthenticated {
@@ -55,12 +61,26 @@ func (a *Authority) Watch(ctx context.Context) {
 		} else {
 			a.log.WarnContext(ctx, "session event feed lost; resubscribing", "err", err, "backoff", backoff)
 		}
-		select {
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
-		case <-ctx.Done():
+		a.pause(ctx, backoff/2+rand.N(backoff/2+1))
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// pause waits d, or less: while the connection to authsvc is not ready, until it is.
+func (a *Authority) pause(ctx context.Context, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if a.conn == nil || a.conn.GetState() == connectivity.Ready {
+		<-ctx.Done()
+		return
+	}
+	for state := a.conn.GetState(); state != connectivity.Ready; state = a.conn.GetState() {
+		if state == connectivity.Idle {
+			a.conn.Connect() // an idle channel dials only when asked
+		}
+		if !a.conn.WaitForStateChange(ctx, state) {
 			return
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
@@ -69,9 +89,7 @@ func (a *Authority) Watch(ctx context.Context) {
 func (a *Authority) watchOnce(ctx context.Context) (live bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// WaitForReady: while authsvc is unreachable the call waits for the connection
-	// (redialled within a second) instead of failing into a backoff.
-	stream, err := a.client.WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{IncludeMarkers: a.cache != nil}, grpc.WaitForReady(true))
+	stream, err := a.client.WatchSessionEvents(ctx, &authv1.WatchSessionEventsRequest{IncludeMarkers: a.cache != nil})
 	if err != nil {
 		return false, err
 	}

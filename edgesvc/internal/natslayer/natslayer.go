@@ -125,9 +125,21 @@ type Layer struct {
 
 	// published counts the sends handed to nats.go; the confirmer flushes (a PING
 	// the server answers after everything before it) after each batch, and counts
-	// those the connection failed with before it answered as unconfirmed.
+	// those the connection failed with before it answered as unconfirmed (so does
+	// the disconnect handler, for what was outstanding when the connection died).
 	published atomic.Uint64
 	confirm   chan struct{}
+	confirmMu sync.Mutex
+	confirmed uint64        // published sends confirmed or counted, under confirmMu
+	conns     atomic.Uint64 // connections lost so far: a flush across one confirms nothing before it
+	flushCtx  context.Context
+	endFlush  context.CancelFunc // Close: a flush in progress stops waiting
+
+	// After a reconnect, sends that must reach every edge wait until the edges
+	// live when the connection was lost have been heard on the new one (they have
+	// resubscribed by then), or have left, or a grace of three heartbeats has passed.
+	reconnectedAt time.Time       // under mu; with its monotonic reading
+	expect        map[string]bool // under mu: edges to hear again since reconnectedAt
 
 	seq       atomic.Uint64
 	calls     sync.Map      // request id → *call
@@ -213,6 +225,7 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 		subs: map[string]*nats.Subscription{}, peers: map[string]peer{}, byes: map[string]time.Time{}, lastWarn: map[string]time.Time{},
 		answering: make(chan struct{}, 16), stop: make(chan struct{}), confirm: make(chan struct{}, 1),
 	}
+	l.flushCtx, l.endFlush = context.WithCancel(context.Background())
 	l.maxPayload.Store(1 << 20) // NATS's default, until the server says
 	opts := []nats.Option{
 		nats.Name("gatehouse-edge " + cfg.Node),
@@ -302,6 +315,9 @@ func (l *Layer) connected(nc *nats.Conn, what string) {
 // markUp records that nc is connected.
 func (l *Layer) markUp(nc *nats.Conn) {
 	l.maxPayload.Store(nc.MaxPayload())
+	l.mu.Lock()
+	l.reconnectedAt = time.Now()
+	l.mu.Unlock()
 	now := time.Now().UnixNano()
 	l.upSince.Store(now)
 	l.usableSince.Store(now)
@@ -312,9 +328,22 @@ func (l *Layer) markUp(nc *nats.Conn) {
 func (l *Layer) disconnected(_ *nats.Conn, err error) {
 	l.up.Store(false)
 	l.m.Connected.Set(0)
+	l.conns.Add(1)
+	// What went out on this connection unconfirmed may have died with it.
+	l.settle(l.published.Load(), fmt.Errorf("connection lost: %v", err))
 	if l.closing.Load() {
 		return
 	}
+	// The edges live now must be heard again after the reconnect before a send that
+	// must reach them all goes out.
+	l.mu.Lock()
+	l.expect = map[string]bool{}
+	for node, p := range l.peers {
+		if time.Since(p.seen) < 3*l.cfg.Heartbeat {
+			l.expect[node] = true
+		}
+	}
+	l.mu.Unlock()
 	l.m.Disconnects.Inc()
 	l.log.Warn("NATS connection lost: the edge API's calls answer LAYER_UNAVAILABLE and consumers reach this edge's connections only until it is back", "err", err)
 }
@@ -456,7 +485,6 @@ func (l *Layer) send() {
 // sender cannot tell apart from a delivery.
 func (l *Layer) confirmer() {
 	defer l.stopped.Done()
-	var confirmed uint64
 	for {
 		select {
 		case <-l.confirm:
@@ -464,15 +492,38 @@ func (l *Layer) confirmer() {
 			return
 		}
 		n := l.published.Load()
-		if n == confirmed {
+		l.confirmMu.Lock()
+		pending := n > l.confirmed
+		l.confirmMu.Unlock()
+		if !pending {
 			continue
 		}
-		if err := l.nc.FlushTimeout(l.cfg.Timeout); err != nil && !l.closing.Load() {
-			l.m.Unconfirmed.Add(float64(n - confirmed))
-			l.warnEvery("unconfirmed", "NATS failed before confirming sends: they may be lost (deliveries are at most once)", "sends", n-confirmed, "err", err)
+		conns := l.conns.Load()
+		ctx, cancel := context.WithTimeout(l.flushCtx, l.cfg.Timeout)
+		err := l.nc.FlushWithContext(ctx)
+		cancel()
+		if err == nil && l.conns.Load() != conns {
+			// Answered on a new connection: what went out on the lost one is not
+			// confirmed by it (the disconnect handler counted it).
+			err = errors.New("the connection was lost during the flush")
 		}
-		confirmed = n
+		l.settle(n, err)
 	}
+}
+
+// settle marks the sends published up to n as confirmed (err nil) or counts those not
+// yet confirmed as unconfirmed.
+func (l *Layer) settle(n uint64, err error) {
+	l.confirmMu.Lock()
+	defer l.confirmMu.Unlock()
+	if n <= l.confirmed {
+		return
+	}
+	if err != nil && !l.closing.Load() {
+		l.m.Unconfirmed.Add(float64(n - l.confirmed))
+		l.warnEvery("unconfirmed", "NATS failed before confirming sends: they may be lost (deliveries are at most once)", "sends", n-l.confirmed, "err", err)
+	}
+	l.confirmed = n
 }
 
 // publish queues data for subject (answers to reply); false if the outbox is full.
@@ -486,16 +537,21 @@ func (l *Layer) publish(subject, reply string, data []byte) bool {
 // publishes anything, and a server keeps one connection's messages in order). Just
 // after NATS comes back, an edge that has not reconnected yet would miss a send.
 func (l *Layer) allHeard() bool {
-	since := time.Unix(0, l.upSince.Load())
-	window := 3 * l.cfg.Heartbeat
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, p := range l.peers {
-		if time.Since(p.seen) < window && p.seen.Before(since) {
-			return false
+	if len(l.expect) == 0 {
+		return true
+	}
+	if time.Since(l.reconnectedAt) >= 3*l.cfg.Heartbeat {
+		clear(l.expect) // those not back by now count as gone
+		return true
+	}
+	for node := range l.expect {
+		if p, ok := l.peers[node]; !ok || p.seen.After(l.reconnectedAt) {
+			delete(l.expect, node) // heard again, or left
 		}
 	}
-	return true
+	return len(l.expect) == 0
 }
 
 // forward moves what nats.go received into the inbox, dropping (and counting) what
@@ -1033,7 +1089,10 @@ func (l *Layer) beat() {
 		l.mu.Lock()
 		if settled {
 			for node, p := range l.peers {
-				if time.Since(p.seen) >= 3*l.cfg.Heartbeat {
+				// An edge expected back after a reconnect keeps its place for the grace
+				// (three heartbeats from the reconnect), however long the outage was.
+				waited := l.expect[node] && time.Since(l.reconnectedAt) < 3*l.cfg.Heartbeat
+				if time.Since(p.seen) >= 3*l.cfg.Heartbeat && !waited {
 					delete(l.peers, node)
 					gone = append(gone, node)
 				}
@@ -1087,6 +1146,7 @@ func (l *Layer) Close() {
 			}
 		}
 		close(l.stop)
+		l.endFlush()
 		l.stopped.Wait()
 		l.nc.Close()
 	})

@@ -112,7 +112,9 @@ func New(srv *edge.Server, r Route, m Metrics, log *slog.Logger) (*Client, error
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer(r.Token)))
 	}
 	if r.Keepalive > 0 {
-		opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: r.Keepalive, Timeout: r.Timeout, PermitWithoutStream: true}))
+		// The ping's answer may take a while on a busy service (a GC pause): a
+		// missed answer drops the connection and fails every call on it.
+		opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: r.Keepalive, Timeout: max(r.Timeout, 5*time.Second), PermitWithoutStream: true}))
 	}
 	cc, err := grpc.NewClient(r.Address, opts...)
 	if err != nil {
@@ -262,7 +264,7 @@ func (c *Client) ready(ctx context.Context, wait bool, pause time.Duration) bool
 		switch {
 		case state == connectivity.Ready:
 			return true
-		case !wait:
+		case !wait || state == connectivity.Shutdown:
 			return false
 		case state == connectivity.Idle:
 			c.cc.Connect()
@@ -302,6 +304,10 @@ type consumer struct {
 	slim *appv1.Connection // id, user, route and parameters, for Receive and Disconnect
 }
 
+// errUnavailable refuses a handshake whose consumer service cannot be asked.
+var errUnavailable = &edge.Refusal{Status: http.StatusServiceUnavailable, Reason: "CONSUMER_UNAVAILABLE",
+	Message: "the application behind this route is not answering: try again later"}
+
 // headers are the handshake headers a consumer service is told of.
 var headers = []string{"user-agent", "origin", "accept-language"}
 
@@ -310,6 +316,12 @@ func (k *consumer) Connect(ctx context.Context, c *edge.Conn, r *http.Request) e
 	// service (and would fail the route's stream for every connection on it).
 	if !utf8.ValidString(r.URL.Path) {
 		return &edge.Refusal{Status: http.StatusBadRequest, Reason: "BAD_PATH", Message: "the path is not valid UTF-8"}
+	}
+	// A service known to be unreachable refuses at once, without taking one of the
+	// route's slots (messages waiting for it to come back may hold them all).
+	if k.cl.cc.GetState() == connectivity.TransientFailure {
+		k.cl.series["connect"].outcomes["unavailable"].Inc()
+		return errUnavailable
 	}
 	conn := &appv1.Connection{
 		Id: c.ID(), User: &appv1.User{Id: c.User().ID, Username: c.User().Username},
@@ -345,7 +357,7 @@ func (k *consumer) Connect(ctx context.Context, c *edge.Conn, r *http.Request) e
 	switch {
 	case err != nil && unreachable(err):
 		k.cl.log.WarnContext(ctx, "consumer service unreachable: handshake refused", "err", err)
-		return &edge.Refusal{Status: http.StatusServiceUnavailable, Reason: "CONSUMER_UNAVAILABLE", Message: "the application behind this route is not answering: try again later"}
+		return errUnavailable
 	case err != nil:
 		k.cl.log.ErrorContext(ctx, "consumer service failed Connect: handshake refused", "err", err)
 		return &edge.Refusal{Status: http.StatusBadGateway, Reason: "CONSUMER_FAILED", Message: "the application behind this route failed"}

@@ -165,6 +165,9 @@ func (st *streamer) stream(ctx context.Context) (*stream, error) {
 	case st.closed || time.Now().Before(st.noStream):
 		return nil, errNoStream
 	}
+	if st.openErr == nil { // it opened, and failed before this caller looked
+		return nil, unsent{status.Error(codes.Unavailable, "consumer service stream failed as it opened")}
+	}
 	return nil, unsent{status.Errorf(status.Code(st.openErr), "consumer service stream: %v", st.openErr)}
 }
 
