@@ -20,7 +20,10 @@ import (
 // pings are answered and sent meanwhile. When the client reads again it gets every
 // message whole, the pongs and the edge's pings.
 func TestControlFramesWaitForAFrameBegun(t *testing.T) {
-	srv, base := newTestServerConfig(t, Config{ReadLimit: 1 << 20, SendBuffer: 8 << 20, PingPeriod: 200 * time.Millisecond},
+	// A ping period of 1 s, not less: a client silent for a whole period is dropped,
+	// and under the race detector on a busy machine this client's 30 ms pings were
+	// once held up past 200 ms.
+	srv, base := newTestServerConfig(t, Config{ReadLimit: 1 << 20, SendBuffer: 8 << 20, PingPeriod: time.Second},
 		"/ws/g/{group}/", func() Consumer { return member{} })
 	a := dialAs(t, base, "-", "u1s1")
 	var pongs atomic.Int64
@@ -55,7 +58,7 @@ func TestControlFramesWaitForAFrameBegun(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(500 * time.Millisecond) // not reading: the edge pings meanwhile
+	time.Sleep(1500 * time.Millisecond) // not reading: the edge pings meanwhile
 	_ = a.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for i := range n {
 		_, got, err := a.ReadMessage()
@@ -76,7 +79,7 @@ func TestControlFramesWaitForAFrameBegun(t *testing.T) {
 		t.Fatalf("%d pongs, the last %q", pongs.Load(), last)
 	}
 	if pings.Load() == 0 {
-		t.Fatal("the edge sent no ping in 500 ms with a ping period of 200 ms")
+		t.Fatal("the edge sent no ping in 1.5 s with a ping period of 1 s")
 	}
 }
 
