@@ -174,6 +174,43 @@ func echoes(conns []*websocket.Conn, d time.Duration) sample {
 	})
 }
 
+// pacedEchoes sends rate echoes a second in all over conns for d, each connection on
+// a fixed schedule, and measures each round trip from the time it was due (so a
+// stall delays the sends behind it and counts against them too, rather than hiding).
+func pacedEchoes(conns []*websocket.Conn, d time.Duration, rate int) sample {
+	msg := []byte("hello gatehouse")
+	interval := time.Duration(float64(time.Second) * float64(len(conns)) / float64(rate))
+	start := time.Now()
+	var mu sync.Mutex
+	var all []time.Duration
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	for w, c := range conns {
+		wg.Go(func() {
+			// Spread the connections' schedules over one interval.
+			due := start.Add(interval * time.Duration(w) / time.Duration(len(conns)))
+			lat := make([]time.Duration, 0, int(d/interval)+1)
+			for ; due.Before(start.Add(d)); due = due.Add(interval) {
+				time.Sleep(time.Until(due))
+				if err := c.WriteMessage(websocket.TextMessage, msg); err != nil {
+					errs.Add(1)
+					continue
+				}
+				if _, _, err := c.ReadMessage(); err != nil {
+					errs.Add(1)
+					continue
+				}
+				lat = append(lat, time.Since(due))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return sample{Ops: len(all), Errors: int(errs.Load()), Elapsed: time.Since(start), lat: all}
+}
+
 // validations calls ValidateSession with n concurrent callers for d.
 func validations(n int, d time.Duration, c authv1.AuthServiceClient, tokens []string) sample {
 	var seq atomic.Int64

@@ -146,11 +146,6 @@ func (w *world) benchRemote(r *report) error {
 		return err
 	}
 	defer closeAll(sc)
-	ic, err := openConns(n, func(i int) (string, http.Header) { return w.edgeURL(), w.cookie(i) }, nil)
-	if err != nil {
-		return err
-	}
-	defer closeAll(ic)
 	bare := func() measurement {
 		return measure([]int{w.bareProxy.pid(), w.consumer.pid()}, func() sample { return echoes(bc, w.plan.dur) })
 	}
@@ -163,9 +158,28 @@ func (w *world) benchRemote(r *report) error {
 	})
 	r.add("remote consumer over Stream: round trips/s (32 connections; bare: the same unary proxy)", b2, g2, 0.8, "≥ 0.8 × bare proxy")
 	r.Checks = append(r.Checks, check{
-		Name:  fmt.Sprintf("remote consumer over Stream: round trip p99 < 5 ms (p50 %.2f ms; unary %.2f / %.2f ms; bare proxy p50 / p99 %.2f / %.2f ms)", g2.P50, g.P50, g.P99, b2.P50, b2.P99),
+		Name:  fmt.Sprintf("remote consumer over Stream at saturation (32 connections, each sending as soon as answered): round trip p99 < 5 ms (p50 %.2f ms; unary %.2f / %.2f ms; bare proxy p50 / p99 %.2f / %.2f ms)", g2.P50, g.P50, g.P99, b2.P50, b2.P99),
 		Value: g2.P99, Target: 5, Met: g2.P99 > 0 && g2.P99 < 5,
 	})
+	// Latency under load rather than at saturation: 5,000 round trips a second,
+	// about a third of what either side can do, on a fixed schedule.
+	const rate = 5000
+	pb, pg := w.pair("remote-paced", func() measurement {
+		return measure([]int{w.bareProxy.pid(), w.consumer.pid()}, func() sample { return pacedEchoes(bc, w.plan.dur, rate) })
+	}, func() measurement {
+		return measure([]int{w.edge.pid(), w.consumerStream.pid()}, func() sample { return pacedEchoes(sc, w.plan.dur, rate) })
+	})
+	r.Checks = append(r.Checks, check{
+		Name:  fmt.Sprintf("remote consumer over Stream at %d round trips/s (32 connections, paced): p99 < 5 ms (p50 %.2f ms; bare proxy p50 / p99 %.2f / %.2f ms)", rate, pg.P50, pb.P50, pb.P99),
+		Value: pg.P99, Target: 5, Met: pg.P99 > 0 && pg.P99 < 5,
+	})
+	// Opened only now: sockets left idle through the measurements above would have
+	// been dropped for not answering the edge's pings.
+	ic, err := openConns(n, func(i int) (string, http.Header) { return w.edgeURL(), w.cookie(i) }, nil)
+	if err != nil {
+		return err
+	}
+	defer closeAll(ic)
 	in := measure(w.gatehousePIDs(), func() sample { return echoes(ic, w.plan.dur) })
 	r.add("for scale: the edge's in-process echo (32 connections; baseline column: the remote consumer over Stream)", g2, in, 0, "")
 	return nil
