@@ -112,8 +112,13 @@ func TestReplyPausesReading(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	code, got := readUntilClose(t, a.Conn)
-	if code != CloseTryAgainLater {
-		t.Fatalf("closed with %d after %d answers, want 1013", code, len(got))
+	// A reply that waited too long for room closes with 1013. If instead the write
+	// deadline passed in the middle of a frame (a loaded machine: the race run hit
+	// it), a close frame may not fit after the half-written one, and the socket is
+	// cut: 1006 is then right too.
+	stalled := testutil.ToFloat64(srv.metrics.Socket.SlowCloses.WithLabelValues("write_stalled")) == 1
+	if code != CloseTryAgainLater && !(stalled && code == websocket.CloseAbnormalClosure) {
+		t.Fatalf("closed with %d after %d answers (write stalled: %v), want 1013", code, len(got), stalled)
 	}
 	for i, m := range got {
 		if m != "You said: "+msg {
