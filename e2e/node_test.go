@@ -183,13 +183,7 @@ func TestNodePush(t *testing.T) {
 // TestNodeConsumer: a Node.js service (examples/node/consumer.js, grpc-js from the
 // .proto files) decides what sockets of a route do, against the built edge.
 func TestNodeConsumer(t *testing.T) {
-	node, dir := nodeExample(t)
-	consumerAddr, apiAddr := freeAddr(t), freeAddr(t)
-	s := newSystem(t, nil, []string{"EDGESVC_API_LISTEN=" + apiAddr, "EDGESVC_ROUTES_FILE=" + routesFor(t, consumerAddr, "")})
-	cmd := exec.Command(node, "consumer.js")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GATEHOUSE_CONSUMER_LISTEN="+consumerAddr, "GATEHOUSE_CONSUMER_TOKEN="+consumerToken,
-		"GATEHOUSE_EDGE_API_ADDR="+apiAddr, "GATEHOUSE_API_TOKEN="+apiToken)
+	s, cmd := nodeConsumer(t)
 	commandsScenario(t, s, cmd)
 }
 
@@ -197,13 +191,7 @@ func TestNodeConsumer(t *testing.T) {
 // (/app/commands/lobby/ for /ws/commands/lobby/), whose socket the Node service
 // serves: what the person types reaches the service, and what it answers shows.
 func TestBrowserNodeConsumer(t *testing.T) {
-	node, dir := nodeExample(t)
-	consumerAddr, apiAddr := freeAddr(t), freeAddr(t)
-	s := newSystem(t, nil, []string{"EDGESVC_API_LISTEN=" + apiAddr, "EDGESVC_ROUTES_FILE=" + routesFor(t, consumerAddr, "")})
-	cmd := exec.Command(node, "consumer.js")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GATEHOUSE_CONSUMER_LISTEN="+consumerAddr, "GATEHOUSE_CONSUMER_TOKEN="+consumerToken,
-		"GATEHOUSE_EDGE_API_ADDR="+apiAddr, "GATEHOUSE_API_TOKEN="+apiToken)
+	s, cmd := nodeConsumer(t)
 	startService(t, cmd)
 	for deadline := time.Now().Add(10 * time.Second); metric(t, s.edge.addr, `gatehouse_edge_consumer_up{route="/ws/commands/{room}/"}`) != 1; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -232,6 +220,20 @@ func TestBrowserNodeConsumer(t *testing.T) {
 	if errs := b.consoleErrors(); len(errs) > 0 {
 		t.Fatalf("console errors: %v", errs)
 	}
+}
+
+// nodeConsumer starts a system whose /ws/commands/{room}/ route goes to
+// examples/node/consumer.js, and returns the not yet started command for it.
+func nodeConsumer(t *testing.T) (*system, *exec.Cmd) {
+	t.Helper()
+	node, dir := nodeExample(t)
+	consumerAddr, apiAddr := freeAddr(t), freeAddr(t)
+	s := newSystem(t, nil, []string{"EDGESVC_API_LISTEN=" + apiAddr, "EDGESVC_ROUTES_FILE=" + routesFor(t, consumerAddr, "")})
+	cmd := exec.Command(node, "consumer.js")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GATEHOUSE_CONSUMER_LISTEN="+consumerAddr, "GATEHOUSE_CONSUMER_TOKEN="+consumerToken,
+		"GATEHOUSE_EDGE_API_ADDR="+apiAddr, "GATEHOUSE_API_TOKEN="+apiToken)
+	return s, cmd
 }
 
 // TestGoConsumer: examples/go-commands, the same service in Go, against the built edge.

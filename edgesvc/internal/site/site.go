@@ -64,9 +64,9 @@ func (s *Site) Register(mux *http.ServeMux) {
 var webFS embed.FS
 
 var (
-	pageTmpl   = template.Must(template.ParseFS(webFS, "web/index.html"))
-	chatTmpl   = template.Must(template.ParseFS(webFS, "web/chat.html"))
-	socketTmpl = template.Must(template.ParseFS(webFS, "web/socket.html"))
+	pageTmpl   = template.Must(template.ParseFS(webFS, "web/index.html", "web/parts.html"))
+	chatTmpl   = template.Must(template.ParseFS(webFS, "web/chat.html", "web/parts.html"))
+	socketTmpl = template.Must(template.ParseFS(webFS, "web/socket.html", "web/parts.html"))
 )
 
 // socketPath is what a page's socket path may be (app.js holds the same rule).
