@@ -352,7 +352,7 @@ func (w *world) benchFanout(r *report) error {
 			func() measurement {
 				conns, err := openConns(n, func(int) (string, http.Header) { return "ws://" + w.bareCast.addr + "/ws/", nil }, nil)
 				if err != nil {
-					return measurement{Errors: 1}
+					return failed(err)
 				}
 				return measure([]int{w.bareCast.pid()}, func() sample {
 					return fanout(conns, k, func(p []byte) error {
@@ -371,12 +371,12 @@ func (w *world) benchFanout(r *report) error {
 			func() measurement {
 				conns, err := openConns(n, func(i int) (string, http.Header) { return w.edgeURL(), w.cookie(i) }, nil)
 				if err != nil {
-					return measurement{Errors: 1}
+					return failed(err)
 				}
 				target := &edgev1.Target{Target: &edgev1.Target_UserId{UserId: w.userID}}
 				if _, err := api.GroupAdd(ctx, &edgev1.GroupAddRequest{Group: group, Target: target}); err != nil {
 					closeNow(conns)
-					return measurement{Errors: 1}
+					return failed(err)
 				}
 				to := &edgev1.Target{Target: &edgev1.Target_Group{Group: group}}
 				return measure(w.gatehousePIDs(), func() sample {

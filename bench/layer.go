@@ -58,7 +58,7 @@ func (w *world) benchLayer(r *report) error {
 	var edges [2]*proc
 	for i, api := range []string{apiA, apiB} {
 		edges[i], err = startPinned(fmt.Sprintf("edgesvc-nats-%d", i+1), edgeEnv(w.auth.addr, "EDGESVC_LISTEN=127.0.0.1:0", "EDGESVC_API_LISTEN="+api,
-			"EDGESVC_API_TOKEN="+benchAPIToken, "EDGESVC_NATS_URL=nats://"+natsAddr, "EDGESVC_NODE_ID=edge-"+strconv.Itoa(i+1)), filepath.Join(w.bin, "edgesvc"))
+			"EDGESVC_API_TOKEN="+benchAPIToken, "EDGESVC_NATS_URL=nats://"+natsAddr, "EDGESVC_LAYER_KEY="+benchLayerKey, "EDGESVC_NODE_ID=edge-"+strconv.Itoa(i+1)), filepath.Join(w.bin, "edgesvc"))
 		if err != nil {
 			return err
 		}
@@ -112,17 +112,23 @@ func (w *world) benchLayer(r *report) error {
 	b, g := w.pair("layer-fanout",
 		func() measurement {
 			conns, err := openConns(n, func(i int) (string, http.Header) { return w.edgeURL(), w.cookie(i) }, nil)
-			if err != nil || group("layer-1", single) != nil {
+			if err == nil {
+				err = group("layer-1", single)
+			}
+			if err != nil {
 				closeNow(conns)
-				return measurement{Errors: 1}
+				return failed(err)
 			}
 			return measure(w.gatehousePIDs(), func() sample { return fanout(conns, k, send(single, "layer-1"), nil) })
 		},
 		func() measurement {
 			conns, err := openConns(n, func(i int) (string, http.Header) { return edgeURL(edges[i%2]), w.cookie(i) }, nil)
-			if err != nil || group("layer-2", viaA) != nil {
+			if err == nil {
+				err = group("layer-2", viaA)
+			}
+			if err != nil {
 				closeNow(conns)
-				return measurement{Errors: 1}
+				return failed(err)
 			}
 			pids := []int{w.auth.pid(), edges[0].pid(), edges[1].pid()}
 			return measure(pids, func() sample { return fanout(conns, k, send(viaA, "layer-2"), nil) })
@@ -157,7 +163,7 @@ func (w *world) crossEdgeSends(api edgev1.EdgeServiceClient, url string, rate in
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+benchAPIToken)
 	ws, _, err := websocket.DefaultDialer.Dial(url, w.cookie(0))
 	if err != nil {
-		return measurement{Errors: 1}
+		return failed(err)
 	}
 	defer ws.Close()
 	total := rate * int(w.plan.dur/time.Second)

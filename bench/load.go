@@ -130,13 +130,13 @@ func openConns(n int, target func(i int) (string, http.Header), local net.Addr) 
 			// failing closed; retry it a few times, as a client with backoff would.
 			var ws *websocket.Conn
 			var err error
-			for attempt := range 5 {
+			for attempt := range 10 {
 				var resp *http.Response
 				if ws, resp, err = d.Dial(u, h); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 					break
 				}
 				retried.Add(1)
-				time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+				time.Sleep(min(time.Duration(100<<attempt)*time.Millisecond, 2*time.Second))
 			}
 			if err != nil {
 				firstErr.CompareAndSwap(nil, err)

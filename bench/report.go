@@ -19,7 +19,24 @@ type measurement struct {
 	CPUMicros float64 `json:"server_cpu_us_per_op"`
 	Ops       int     `json:"ops"`
 	Errors    int     `json:"errors"`
-	lat       []time.Duration
+	// Failed says why nothing was measured (the load could not be set up, or no
+	// operation completed): such a run is left out of the medians, and a row with
+	// no measured run says so instead of printing a rate of 0.
+	Failed string `json:"failed,omitempty"`
+	lat    []time.Duration
+}
+
+// failed is a run that measured nothing, because of err.
+func failed(err error) measurement {
+	return measurement{Failed: err.Error(), Errors: 1}
+}
+
+// rate is m's rate for a report, or why it was not measured.
+func (m measurement) rate() string {
+	if m.Failed != "" {
+		return "not measured (" + m.Failed + ")"
+	}
+	return fmt.Sprintf("%.0f/s", m.Rate)
 }
 
 type row struct {
@@ -65,15 +82,16 @@ type report struct {
 
 func (r *report) add(name string, base, gh measurement, target float64, goal string) {
 	ro := row{Name: name, Baseline: base, Gatehouse: gh, Target: target, Goal: goal}
-	if base.Rate > 0 {
+	measured := base.Failed == "" && gh.Failed == ""
+	if base.Rate > 0 && measured {
 		ro.Ratio = gh.Rate / base.Rate
 	}
 	if target > 0 {
-		met := ro.Ratio >= target
+		met := measured && ro.Ratio >= target
 		ro.Met = &met
 	}
 	r.Rows = append(r.Rows, ro)
-	fmt.Fprintf(os.Stderr, "  %s: bare %.0f/s, gatehouse %.0f/s (%.2f×), p99 %.2f / %.2f ms\n", name, base.Rate, gh.Rate, ro.Ratio, base.P99, gh.P99)
+	fmt.Fprintf(os.Stderr, "  %s: bare %s, gatehouse %s (%.2f×), p99 %.2f / %.2f ms\n", name, base.rate(), gh.rate(), ro.Ratio, base.P99, gh.P99)
 }
 
 func yesNo(b bool) string {
@@ -97,8 +115,8 @@ func (r *report) markdown() string {
 		if ro.Met != nil {
 			met = yesNo(*ro.Met)
 		}
-		fmt.Fprintf(&b, "| %s | %.0f/s | %.0f/s | %.2f× | %.2f / %.2f | %.2f / %.2f | %.0f / %.0f | %s | %s |\n",
-			ro.Name, ro.Baseline.Rate, ro.Gatehouse.Rate, ro.Ratio, ro.Baseline.P50, ro.Baseline.P99,
+		fmt.Fprintf(&b, "| %s | %s | %s | %.2f× | %.2f / %.2f | %.2f / %.2f | %.0f / %.0f | %s | %s |\n",
+			ro.Name, ro.Baseline.rate(), ro.Gatehouse.rate(), ro.Ratio, ro.Baseline.P50, ro.Baseline.P99,
 			ro.Gatehouse.P50, ro.Gatehouse.P99, ro.Baseline.CPUMicros, ro.Gatehouse.CPUMicros, ro.Goal, met)
 	}
 	b.WriteString("\n| idle connections | bare KiB/conn | gatehouse KiB/conn (edge + authsvc) | ratio | held | dropped | target | met |\n|---|---|---|---|---|---|---|---|\n")

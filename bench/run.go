@@ -40,6 +40,7 @@ import (
 const (
 	benchAdminToken = "bench-admin-token-0123456789abcdef"
 	benchAPIToken   = "bench-edge-api-token-0123456789abcd"
+	benchLayerKey   = "bench-layer-key-0123456789abcdef0123456789abcdef" // the edges' EDGESVC_LAYER_KEY
 	benchFrontToken = "bench-front-end-token-0123456789abc"
 )
 
@@ -481,6 +482,9 @@ func measure(pids []int, load func() sample) measurement {
 	s := load()
 	cpu := cpuSeconds(pids) - c0
 	m := measurement{Rate: s.rate(), P50: ms(s.percentile(0.50)), P99: ms(s.percentile(0.99)), Ops: s.Ops, Errors: s.Errors}
+	if s.Ops == 0 {
+		m.Failed = fmt.Sprintf("no operation completed, %d errors", s.Errors)
+	}
 	if s.Ops > 0 {
 		m.CPUMicros = cpu * 1e6 / float64(s.Ops)
 	}
@@ -587,9 +591,15 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
+// median returns the median of the runs that measured something, or the first
+// failed one when none did.
 func median(ms []measurement) measurement {
-	sort.Slice(ms, func(i, j int) bool { return ms[i].Rate < ms[j].Rate })
-	return ms[len(ms)/2]
+	ok := slices.DeleteFunc(slices.Clone(ms), func(m measurement) bool { return m.Failed != "" })
+	if len(ok) == 0 {
+		return ms[0]
+	}
+	sort.Slice(ok, func(i, j int) bool { return ok[i].Rate < ok[j].Rate })
+	return ok[len(ok)/2]
 }
 
 func (w *world) benchHandshakes(r *report) error {

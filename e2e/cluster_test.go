@@ -127,7 +127,7 @@ type cluster struct {
 func newCluster(t *testing.T, edgeExtra ...string) *cluster {
 	c := &cluster{nats: startNATS(t)}
 	for i, node := range []string{"edge-a", "edge-b"} {
-		s := newSystem(t, nil, append([]string{"EDGESVC_NATS_URL=" + c.nats.url(), "EDGESVC_NODE_ID=" + node}, edgeExtra...))
+		s := newSystem(t, nil, append([]string{"EDGESVC_NATS_URL=" + c.nats.url(), "EDGESVC_LAYER_KEY=" + layerKey, "EDGESVC_NODE_ID=" + node}, edgeExtra...))
 		c.sys[i] = s
 	}
 	// Each edge has heard the other.

@@ -362,8 +362,8 @@ func TestEdgeAPITLS(t *testing.T) {
 	})
 }
 
-// TestEdgeAPIConfigRefused: the edge refuses to start with an API configuration that
-// cannot work, saying what is wrong.
+// TestEdgeAPIConfigRefused: the edge refuses to start with an API or layer
+// configuration that cannot work or is open to the network, saying what is wrong.
 func TestEdgeAPIConfigRefused(t *testing.T) {
 	f := tlsFiles(t, t.TempDir())
 	empty := filepath.Join(t.TempDir(), "empty-token")
@@ -389,6 +389,23 @@ func TestEdgeAPIConfigRefused(t *testing.T) {
 		{[]string{"EDGESVC_NATS_CA=" + f["ca.pem"]}, "need EDGESVC_NATS_URL"},
 		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1", "EDGESVC_NATS_CERT=" + f["server.pem"]}, "need EDGESVC_NATS_CA"},
 		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1", "EDGESVC_NATS_CREDS=" + empty + "-missing"}, "EDGESVC_NATS_CREDS"},
+		// The layer key: required with NATS, never short, from one place.
+		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1"}, "no layer key is"},
+		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1"}, "openssl rand -base64 48"},
+		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1", "EDGESVC_LAYER_KEY=too-short-a-key"}, "at least 32 are needed"},
+		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1", "EDGESVC_LAYER_KEY=" + layerKey, "EDGESVC_LAYER_KEY_FILE=" + f["ca.pem"]}, "not both"},
+		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1", "EDGESVC_LAYER_KEY_FILE=" + empty}, "is empty"},
+		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1", "EDGESVC_LAYER_KEY=" + layerKey, "EDGESVC_LAYER_KEY_FALLBACKS_FILE=" + f["ca.pem"]}, "line 1 is"},
+		{[]string{"EDGESVC_NATS_URL=nats://127.0.0.1:1", "EDGESVC_LAYER_KEY=" + layerKey, "EDGESVC_LAYER_KEY_FALLBACKS_FILE=" + empty + "-missing"}, "EDGESVC_LAYER_KEY_FALLBACKS_FILE"},
+		{[]string{"EDGESVC_LAYER_KEY=" + layerKey}, "need EDGESVC_NATS_URL"},
+		// Off loopback: TLS and credentials, or EDGESVC_NATS_INSECURE=1.
+		{[]string{"EDGESVC_NATS_URL=nats://10.1.2.3:4222", "EDGESVC_LAYER_KEY=" + layerKey}, "off loopback without TLS (EDGESVC_NATS_CA, or a tls:// URL) or credentials"},
+		{[]string{"EDGESVC_NATS_URL=tls://nats.example:4222", "EDGESVC_LAYER_KEY=" + layerKey}, "off loopback without credentials"},
+		{[]string{"EDGESVC_NATS_URL=nats://u:p@127.0.0.1:1,nats://10.1.2.3:4222", "EDGESVC_LAYER_KEY=" + layerKey}, "10.1.2.3:4222 is off loopback without TLS"},
+		{[]string{"EDGESVC_NATS_URL=nats://10.1.2.3:4222", "EDGESVC_NATS_TOKEN_FILE=" + empty}, "is empty"},
+		{[]string{"EDGESVC_NATS_URL=nats://10.1.2.3:4222", "EDGESVC_NATS_NKEY_FILE=" + f["ca.pem"]}, "EDGESVC_NATS_NKEY_FILE"},
+		{[]string{"EDGESVC_NATS_URL=nats://10.1.2.3:4222", "EDGESVC_NATS_TOKEN_FILE=" + f["ca.pem"], "EDGESVC_NATS_CREDS=" + f["ca.pem"]}, "set one"},
+		{[]string{"EDGESVC_NATS_TOKEN_FILE=" + f["ca.pem"]}, "need EDGESVC_NATS_URL"},
 	} {
 		cmd := exec.CommandContext(t.Context(), filepath.Join(binDir, "edgesvc"))
 		cmd.Env = append(os.Environ(), edgeEnv("127.0.0.1:1", tc.env...)...)
@@ -396,5 +413,20 @@ func TestEdgeAPIConfigRefused(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), tc.says) {
 			t.Errorf("edgesvc with %v: %v\n%s\nwant a refusal saying %q", tc.env, err, out, tc.says)
 		}
+	}
+}
+
+// TestNATSInsecureOffLoopback: EDGESVC_NATS_INSECURE=1 lets an edge use a NATS off
+// loopback without TLS or credentials, warning that it does.
+func TestNATSInsecureOffLoopback(t *testing.T) {
+	a := startAuth(t)
+	e := startEdge(t, a.addr, "EDGESVC_NATS_URL=nats://192.0.2.1:4222", "EDGESVC_NATS_INSECURE=1", "EDGESVC_LAYER_KEY="+layerKey)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.logs(), "EDGESVC_NATS_INSECURE=1"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning of an insecure NATS:\n%s", e.logs())
+		}
+	}
+	if !strings.Contains(e.logs(), "192.0.2.1:4222 is off loopback without TLS") {
+		t.Fatalf("the warning does not say what is missing:\n%s", e.logs())
 	}
 }

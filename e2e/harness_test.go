@@ -37,7 +37,8 @@ import (
 const (
 	apiToken     = "e2e-edge-api-token-0123456789abcdefgh" // tokens: at least 32 bytes, as the services require
 	adminToken   = "e2e-admin-token-0123456789abcdefghij"
-	frontToken   = "e2e-front-end-token-0123456789abcdef" // authsvc's AUTHSVC_FRONTEND_TOKEN, the edges' EDGESVC_AUTH_TOKEN
+	frontToken   = "e2e-front-end-token-0123456789abcdef"           // authsvc's AUTHSVC_FRONTEND_TOKEN, the edges' EDGESVC_AUTH_TOKEN
+	layerKey     = "e2e-layer-key-0123456789abcdef0123456789abcdef" // the edges' EDGESVC_LAYER_KEY, with NATS
 	testPassword = "correct horse battery"
 )
 

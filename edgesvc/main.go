@@ -128,7 +128,9 @@ func run(args []string, log *slog.Logger) error {
 
 The WebSocket edge: pages, sockets checked with authsvc before the upgrade, and the
 edge API. Every flag can also be set by the environment variable named after it;
-secrets (EDGESVC_AUTH_TOKEN, EDGESVC_API_TOKEN) only by the environment or a file.
+secrets (EDGESVC_AUTH_TOKEN, EDGESVC_API_TOKEN, EDGESVC_LAYER_KEY) only by the
+environment or a file (EDGESVC_LAYER_KEY_FILE; EDGESVC_LAYER_KEY_FALLBACKS_FILE holds
+earlier layer keys, one a line, accepted during a rotation).
 EDGESVC_LOG_LEVEL: debug, info (default), warn or error.
 
 Flags:
@@ -182,8 +184,12 @@ Flags:
 		}
 	}
 
-	if err := nc.apply(fs, &cfg); err != nil {
+	natsWarnings, err := nc.apply(fs, &cfg)
+	if err != nil {
 		return err
+	}
+	for _, w := range natsWarnings {
+		log.Warn(w)
 	}
 	routes, err := loadRoutes(routesPath)
 	if err != nil {

@@ -48,7 +48,7 @@ for i in 0 1; do
   EDGESVC_LISTEN=${edge_addrs[i]} EDGESVC_API_LISTEN=${api_addrs[i]} \
     EDGESVC_AUTH_ADDR=${auth_addrs[i]} EDGESVC_AUTH_TOKEN_FILE=.run/frontend-token \
     EDGESVC_API_TOKEN_FILE=.run/api-token EDGESVC_NODE_ID=edge-$((i + 1)) \
-    EDGESVC_NATS_URL=nats://127.0.0.1:$nats_port \
+    EDGESVC_NATS_URL=nats://127.0.0.1:$nats_port EDGESVC_LAYER_KEY_FILE=.run/layer-key \
     EDGESVC_PUBLIC_URL=http://127.0.0.1:$lb_port EDGESVC_TRUSTED_PROXIES=127.0.0.1 \
     bin/edgesvc > >(label "edge-$((i + 1))") 2>&1 & pids+=($!)
 done

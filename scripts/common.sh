@@ -54,10 +54,10 @@ prepare() {
   fi
   export DATABASE_URL
 
-  # The tokens (admin, front-end, edge API) and the demo password are made once and
+  # The tokens (admin, front-end, edge API), the layer key and the demo password are made once and
   # kept in .run/ (git-ignored), so they stay the same from run to run until `make clean`.
   newsecret() { head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
-  for f in admin-token api-token frontend-token; do
+  for f in admin-token api-token frontend-token layer-key; do
     [ -s ".run/$f" ] || { newsecret >".run/$f"; chmod 600 ".run/$f"; }
   done
   [ -s .run/demo-password ] || { newsecret | head -c 16 >.run/demo-password; chmod 600 .run/demo-password; }

@@ -102,7 +102,16 @@ type Config struct {
 	NATSPrefix string
 	// NATSOptions are more nats.go options (nats.RootCAs, nats.UserCredentials…).
 	NATSOptions []nats.Option
+	// LayerKey seals every message this edge publishes on NATS and opens those of the
+	// other edges, which must have it too (at least MinLayerKeyBytes; required with
+	// NATSURL). LayerKeyFallbacks are earlier keys, accepted on receive during a
+	// rotation and never used to send.
+	LayerKey          []byte
+	LayerKeyFallbacks [][]byte
 }
+
+// MinLayerKeyBytes is the shortest Config.LayerKey (and fallback) accepted.
+const MinLayerKeyBytes = natslayer.MinKeyBytes
 
 // ValidNodeID reports whether id can be used as Config.NodeID as it is.
 func ValidNodeID(id string) bool { return registry.ValidNodeID(id) }
@@ -177,7 +186,8 @@ type Server struct {
 // New returns a Server that calls authsvc over cc. Add WebSocket routes with Handle,
 // run WatchSessions in a goroutine, serve it over HTTP, and call Shutdown to stop.
 // With Config.NATSURL set it connects to NATS, retrying in the background while
-// NATS is unreachable; it panics if NATSPrefix is not valid (ValidNATSPrefix).
+// NATS is unreachable; it panics if NATSPrefix is not valid (ValidNATSPrefix) or
+// LayerKey (or a fallback) is shorter than MinLayerKeyBytes.
 func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	cfg = cfg.withDefaults()
 	reg := prometheus.NewRegistry()
@@ -196,6 +206,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	if cfg.NATSURL != "" {
 		nl, err := natslayer.New(natslayer.Config{
 			URL: cfg.NATSURL, Prefix: cfg.NATSPrefix, Node: cfg.NodeID, MaxMessage: cfg.ReadLimit, Options: cfg.NATSOptions,
+			Key: cfg.LayerKey, Fallbacks: cfg.LayerKeyFallbacks,
 		}, here, metrics.NATS(reg), log)
 		if err != nil {
 			panic("edge: " + err.Error())

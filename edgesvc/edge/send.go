@@ -151,10 +151,10 @@ func (s *Server) Disconnect(ctx context.Context, to Target, code int, reason str
 	if code == 0 {
 		code = 4000
 	}
-	if code < 4000 || code > 4999 || code == CloseSessionEnded {
+	if !layer.ValidCloseCode(code) {
 		return ErrInvalidCloseCode
 	}
-	if len(reason) > 120 {
+	if len(reason) > layer.MaxReason {
 		return ErrReasonTooLong
 	}
 	return s.layer.Disconnect(ctx, to.t, code, reason)

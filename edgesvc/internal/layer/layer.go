@@ -179,3 +179,14 @@ func (l Local) List(_ context.Context, q ListQuery) (Page, error) {
 func (l Local) Presence(_ context.Context, group string) ([]PresentUser, bool, error) {
 	return l.Edge.Presence(group), false, nil
 }
+
+// MaxReason is the longest close reason, in bytes, that Disconnect takes.
+const MaxReason = 120
+
+// SessionEnded is the close code of a session that ended (4401): only the edge's
+// session authority closes with it, never a layer, an API call or a consumer.
+const SessionEnded = 4401
+
+// ValidCloseCode reports whether Disconnect may close with code: an application's
+// code, 4000–4999, but not SessionEnded.
+func ValidCloseCode(code int) bool { return code >= 4000 && code <= 4999 && code != SessionEnded }

@@ -129,7 +129,13 @@ func NATS(reg prometheus.Registerer) natslayer.Metrics {
 		Disconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gatehouse_edge_nats_disconnects_total", Help: "Times the NATS connection was lost.",
 		}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_edge_nats_rejected_total", Help: "Messages received on NATS and dropped, by reason: open (not sealed with the layer key or a fallback for its subject: another key, an edge of a version before sealing, or a client that is not an edge), replay (heard before, or sent outside the 30 s replay window: a replay, or clocks apart), invalid (sealed, but asking for what no edge may).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.Connected, m.Edges, m.Dropped, m.Unsent, m.Unconfirmed, m.Unanswered, m.LocalOnly, m.Refused, m.Disconnects)
+	for _, reason := range []string{"open", "replay", "invalid"} {
+		m.Rejected.WithLabelValues(reason) // every reason exported from the start, at 0
+	}
+	reg.MustRegister(m.Connected, m.Edges, m.Dropped, m.Unsent, m.Unconfirmed, m.Unanswered, m.LocalOnly, m.Refused, m.Disconnects, m.Rejected)
 	return m
 }

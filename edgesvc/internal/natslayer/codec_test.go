@@ -15,19 +15,19 @@ func TestSendRoundTrip(t *testing.T) {
 		{To: layer.Target{Kind: layer.Session, ID: "s"}, Data: ""},
 		{To: layer.Target{Kind: layer.Connection, ID: "edge-a.7"}, Data: strings.Repeat("x", 70000)},
 	} {
-		b := encodeSend(m, [8]byte{1, 2, 3, 4, 5, 6, 7, 8})
+		b := encodeSend(m)
 		stamp(b, 42)
-		got, o, err := decodeSend(b)
-		if err != nil || !reflect.DeepEqual(got, m) || o.seq != 42 || o.instance != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} {
-			t.Errorf("round trip of %+v: %+v %+v, %v", m, got, o, err)
+		got, seq, err := decodeSend(b)
+		if err != nil || !reflect.DeepEqual(got, m) || seq != 42 {
+			t.Errorf("round trip of %+v: %+v %d, %v", m, got, seq, err)
 		}
 	}
 }
 
 // TestDecodeRefuses: what is not an encoded send is refused, never a panic.
 func TestDecodeRefuses(t *testing.T) {
-	good := encodeSend(layer.Send{To: layer.Target{Kind: layer.Group, ID: "g"}, Data: "d", Exclude: []string{"x.1"}}, [8]byte{})
-	const header = sendHeader + 10 // origin, kind, flags, user, "g", one excluded "x.1"; then "d"
+	good := encodeSend(layer.Send{To: layer.Target{Kind: layer.Group, ID: "g"}, Data: "d", Exclude: []string{"x.1"}})
+	const header = sendHeader + 10 // sequence number, kind, flags, user, "g", one excluded "x.1"; then "d"
 	for i := range header {        // every cut inside the header
 		if m, _, err := decodeSend(good[:i]); err == nil {
 			t.Errorf("a send cut to %d bytes decoded: %+v", i, m)
@@ -44,40 +44,59 @@ func TestDecodeRefuses(t *testing.T) {
 }
 
 func FuzzDecodeSend(f *testing.F) {
-	f.Add(encodeSend(layer.Send{To: layer.Target{Kind: layer.User, User: 1}, Data: "x", Exclude: []string{"a"}}, [8]byte{}))
+	f.Add(encodeSend(layer.Send{To: layer.Target{Kind: layer.User, User: 1}, Data: "x", Exclude: []string{"a"}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if m, _, err := decodeSend(b); err == nil {
-			if again, _, err := decodeSend(encodeSend(m, [8]byte{})); err != nil || !reflect.DeepEqual(again, m) {
+			if again, _, err := decodeSend(encodeSend(m)); err != nil || !reflect.DeepEqual(again, m) {
 				t.Fatalf("%+v does not round-trip: %+v %v", m, again, err)
 			}
 		}
 	})
 }
 
+// TestSubjects: a target's subject is a keyed hash of it, the same on every edge with
+// the key, another under another key or for another kind, and none is made for a
+// target no connection can match.
 func TestSubjects(t *testing.T) {
-	s := subjects{"gh"}
+	s := newSubjects("gh", [][]byte{testKey, otherKey})
+	other := newSubjects("gh", [][]byte{otherKey})
 	for _, c := range []struct {
 		t    layer.Target
-		want string
+		kind string
+		id   string
 	}{
-		{layer.Target{Kind: layer.User, User: 7}, "gh.u.7"},
-		{layer.Target{Kind: layer.Group, ID: "chat.a"}, "gh.g.Y2hhdC5h"},
-		{layer.Target{Kind: layer.Session, ID: ">"}, "gh.s.Pg"},
-		{layer.Target{Kind: layer.Connection, ID: "edge-a.12"}, "gh.n.edge-a"},
-		{layer.Target{Kind: layer.Connection, ID: "host.with.dots.12"}, ""},
-		{layer.Target{Kind: layer.Connection, ID: "*.1"}, ""},
-		{layer.Target{Kind: layer.Connection, ID: "12"}, ""},
-		{layer.Target{Kind: layer.Group, ID: "a.>"}, ""},
-		{layer.Target{Kind: layer.User, User: -1}, ""},
-		{layer.Target{Kind: layer.Session, ID: strings.Repeat("s", maxKey+1)}, ""},
+		{layer.Target{Kind: layer.User, User: 7}, "u", "7"},
+		{layer.Target{Kind: layer.Group, ID: "chat.a"}, "g", "chat.a"},
+		{layer.Target{Kind: layer.Session, ID: ">"}, "s", ">"},
+		{layer.Target{Kind: layer.Connection, ID: "edge-a.12"}, "n", "edge-a"},
+		{layer.Target{Kind: layer.Connection, ID: "host.with.dots.12"}, "", ""},
+		{layer.Target{Kind: layer.Connection, ID: "*.1"}, "", ""},
+		{layer.Target{Kind: layer.Connection, ID: "12"}, "", ""},
+		{layer.Target{Kind: layer.Group, ID: "a.>"}, "", ""},
+		{layer.Target{Kind: layer.User, User: -1}, "", ""},
+		{layer.Target{Kind: layer.Session, ID: strings.Repeat("s", maxKey+1)}, "", ""},
 	} {
 		got, ok := s.target(c.t)
-		if !ok {
-			got = ""
+		if c.kind == "" {
+			if ok || s.targets(c.t) != nil {
+				t.Errorf("a subject for %+v: %q", c.t, got)
+			}
+			continue
 		}
-		if got != c.want {
-			t.Errorf("subject of %+v = %q, want %q", c.t, got, c.want)
+		all := s.targets(c.t)
+		if !ok || !strings.HasPrefix(got, "gh."+c.kind+".") || len(got) != len("gh.u.")+22 || (len(c.id) > 3 && strings.Contains(got[5:], c.id)) ||
+			len(all) != 2 || all[0] != got || all[1] == got {
+			t.Errorf("subject of %+v = %q (all %q)", c.t, got, all)
 		}
+		if again, _ := s.target(c.t); again != got {
+			t.Errorf("subject of %+v not stable: %q, %q", c.t, got, again)
+		}
+		if o, _ := other.target(c.t); o != all[1] {
+			t.Errorf("subject of %+v under the fallback %q, under that key alone %q", c.t, all[1], o)
+		}
+	}
+	if s.node("a") == s.replies("a") || s.name(0, 'u', "1") == s.name(0, 'g', "1") {
+		t.Error("two kinds share a subject")
 	}
 }
 

@@ -1,17 +1,27 @@
 // Package natslayer is the layer between edges over core NATS: what one edge sends,
 // adds to a group, kicks or asks reaches the connections of every edge that shares
-// the NATS server (or cluster) and the subject prefix.
+// the NATS server (or cluster), the subject prefix and the layer key.
+//
+// Every message an edge publishes is sealed with the layer key (seal.go); what does
+// not open, was heard before or asks for what no edge may ask is dropped and
+// counted. A client of the NATS server without the key reads nothing and can make
+// no edge do anything.
 //
 // Each edge subscribes, on one NATS connection, to the subjects of the users,
 // sessions and groups it holds connections of (from the first to the last, as the
 // registry reports them), to its own node subject (sends to one connection) and to
 // the control subject (group changes, kicks, listings and presence, answered by
-// every edge). Everything the edge does on NATS — subscribe, unsubscribe, publish —
-// goes through one outbox, in order, worked by one goroutine: no caller, and never
-// the registry's lock, waits for NATS. Everything received feeds one inbox, bounded
-// in bytes, applied in order by one dispatcher goroutine: messages one edge
-// published reach each other edge's connections in the order it published them,
-// and an edge receives its own sends the same way, so nothing is delivered twice.
+// every edge), to its replies subject and to the heartbeat subject. Everything the
+// edge does on NATS — subscribe, unsubscribe, publish — goes through one outbox, in
+// order, worked by one goroutine that seals each message: no caller, and never the
+// registry's lock, waits for NATS. Everything received comes in on one channel, in
+// the order NATS delivered it, to a forwarder that opens it and checks it for
+// replays; heartbeats it takes at once, answers go to a collector, and the rest to
+// one inbox, bounded in bytes, applied in order by one dispatcher goroutine:
+// messages one edge published reach each other edge's connections in the order it
+// published them, and an edge receives its own sends the same way, so nothing is
+// delivered twice. Questions (listings, presence) are answered aside, by a few
+// goroutines, so that a flood of them delays no delivery.
 // Edges announce themselves on a heartbeat subject; a call that must reach every
 // edge waits for the edges heard from within the last three heartbeats.
 //
@@ -61,9 +71,14 @@ type Config struct {
 	Heartbeat time.Duration
 	// Timeout bounds how long a call waits for every edge's answer. Default 2 s.
 	Timeout time.Duration
-	// MaxMessage is the largest message the edge sends; a NATS server whose
-	// max_payload cannot carry it is warned of.
+	// MaxMessage is the largest message the edge sends, and the largest a send
+	// received may carry; a NATS server whose max_payload cannot carry it is warned of.
 	MaxMessage int64
+	// Key is the layer key (at least MinKeyBytes): every edge of one system has it.
+	// Fallbacks are earlier keys, accepted on receive during a rotation, never used
+	// to send.
+	Key       []byte
+	Fallbacks [][]byte
 	// Options are more nats.go options (TLS, credentials), applied last.
 	Options []nats.Option
 }
@@ -79,6 +94,11 @@ type Metrics struct {
 	LocalOnly   prometheus.Counter // sends delivered on this edge only, NATS being unusable
 	Refused     prometheus.Counter // calls refused with ErrUnavailable, NATS being unusable
 	Disconnects prometheus.Counter // NATS connections lost
+	// Rejected counts received messages dropped, by reason: "open" (not sealed with
+	// the layer key or a fallback, for its subject), "replay" (heard before, or sent
+	// outside the replay window) and "invalid" (sealed, but asking for what no edge
+	// may ask, or malformed).
+	Rejected *prometheus.CounterVec
 }
 
 // Layer is the layer between edges. Make one with New, pass Watch to the registry,
@@ -102,11 +122,20 @@ type Layer struct {
 	sendSeq uint64
 	lastOwn uint64 // the dispatcher's
 
-	in     chan *nats.Msg                // from nats.go's reader, for the forwarder
-	inbox  *queue[*nats.Msg]             // for the dispatcher
-	outbox *queue[outgoing]              // for the sender
-	subs   map[string]*nats.Subscription // the sender's: subject → subscription
-	fixed  []*nats.Subscription
+	in        chan *nats.Msg                // from nats.go's reader, every subscription's, for the forwarder
+	inbox     *queue[received]              // for the dispatcher
+	answers   *queue[received]              // for the collector
+	questions chan received                 // for those answering aside
+	outbox    *queue[outgoing]              // for the sender
+	subs      map[string]*nats.Subscription // the sender's: subject → subscription
+	fixed     []*nats.Subscription
+
+	// Sealing: the sender seals with out and numbers what it publishes (counter);
+	// the forwarder opens with in and drops replays with guard.
+	out, opener sealer
+	counter     uint64 // the sender's
+	guard       *replayGuard
+	rejected    map[string]prometheus.Counter // by reason
 
 	up          atomic.Bool  // nats.go is connected
 	closing     atomic.Bool  // Close has begun
@@ -118,7 +147,6 @@ type Layer struct {
 	mu          sync.Mutex
 	peers       map[string]peer      // other edges, by node id
 	byes        map[string]time.Time // edges that said bye, when (kept a minute)
-	lastDup     string               // the last other instance seen with this node id
 	dropped     int64                // received messages dropped by nats.go, as last summed
 	droppedGone int64                // of subscriptions since ended
 	lastWarn    map[string]time.Time // for rate-limited warnings
@@ -153,8 +181,19 @@ type Layer struct {
 // peer is another edge as heard from.
 type peer struct {
 	seen     time.Time
-	instance string
+	instance [8]byte
 }
+
+// received is a message that opened (or a send of this edge's, delivered here while
+// NATS is unusable): where it came, its sender and its payload.
+type received struct {
+	subject, reply string
+	from           meta
+	data           []byte
+}
+
+// size is what r counts for in a queue bounded in bytes.
+func (r received) size() int64 { return int64(len(r.data) + len(r.subject) + len(r.reply)) }
 
 // outgoing is one thing the sender does on NATS, in order.
 type outgoing struct {
@@ -216,14 +255,23 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
 	}
+	keys, err := newKeyring(cfg.Key, cfg.Fallbacks)
+	if err != nil {
+		return nil, err
+	}
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
 	l := &Layer{
-		cfg: cfg, subj: subjects{cfg.Prefix}, edge: edge, m: m, log: log.With("layer", "nats"),
+		cfg: cfg, subj: newSubjects(cfg.Prefix, keys.secrets), edge: edge, m: m, log: log.With("layer", "nats"),
 		instance: hex.EncodeToString(nonce[:]), origin: nonce,
-		in: make(chan *nats.Msg, 65536), inbox: newQueue[*nats.Msg](cfg.Pending), outbox: newQueue[outgoing](cfg.Pending),
+		in: make(chan *nats.Msg, 65536), inbox: newQueue[received](cfg.Pending), answers: newQueue[received](cfg.Pending),
+		questions: make(chan received, maxQuestions), outbox: newQueue[outgoing](cfg.Pending),
+		out: sealer{k: keys}, opener: sealer{k: keys}, guard: newReplayGuard(time.Now()), rejected: map[string]prometheus.Counter{},
 		subs: map[string]*nats.Subscription{}, peers: map[string]peer{}, byes: map[string]time.Time{}, lastWarn: map[string]time.Time{},
-		answering: make(chan struct{}, 16), stop: make(chan struct{}), confirm: make(chan struct{}, 1),
+		stop: make(chan struct{}), confirm: make(chan struct{}, 1),
+	}
+	for _, reason := range []string{rejectOpen, rejectReplay, rejectInvalid} {
+		l.rejected[reason] = m.Rejected.WithLabelValues(reason)
 	}
 	l.flushCtx, l.endFlush = context.WithCancel(context.Background())
 	l.maxPayload.Store(1 << 20) // NATS's default, until the server says
@@ -250,8 +298,10 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 	}
 	l.nc = nc
 	// Subscriptions made before the sender starts: the first hello it sends finds
-	// them in place, so the answering beats are heard.
-	for _, s := range []string{l.subj.control(), l.subj.node(cfg.Node)} {
+	// them in place, so the answering beats are heard. All on one channel, so the
+	// forwarder sees each sender's messages in the order it published them.
+	fixed := append([]string{l.subj.control(), l.subj.heartbeat()}, l.subj.all('n', cfg.Node)...)
+	for _, s := range append(fixed, l.subj.all('r', cfg.Node)...) {
 		sub, err := nc.ChanSubscribe(s, l.in)
 		if err != nil {
 			nc.Close()
@@ -259,24 +309,20 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 		}
 		l.fixed = append(l.fixed, sub)
 	}
-	if _, err := nc.Subscribe(l.subj.replies(cfg.Node), l.answered); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("NATS: %w", err)
-	}
-	if _, err := nc.Subscribe(l.subj.heartbeat(), l.heard); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("NATS: %w", err)
-	}
 	l.m.Edges.Set(1)
 	if nc.IsConnected() { // the connect handler, which runs later, says so too
 		l.markUp(nc)
 	}
-	l.stopped.Add(5)
+	l.stopped.Add(6 + answerers)
 	go l.forward()
 	go l.dispatch()
+	go l.collect()
 	go l.send()
 	go l.beat()
 	go l.confirmer()
+	for range answerers {
+		go l.answerAside()
+	}
 	if !nc.IsConnected() {
 		l.log.Warn("NATS is not reachable yet: the edge API's calls answer LAYER_UNAVAILABLE and consumers reach this edge's connections only until it is", "url", redact(cfg.URL))
 	}
@@ -309,7 +355,7 @@ func (l *Layer) connected(nc *nats.Conn, what string) {
 		l.log.Warn("NATS's max_payload is below the edge's read limit plus room for a send's header: sends over max_payload less that room fail with PAYLOAD_TOO_LARGE; raise max_payload in the NATS server's configuration or lower EDGESVC_READ_LIMIT",
 			"max_payload", nc.MaxPayload(), "read_limit", l.cfg.MaxMessage, "room", sendOverhead)
 	}
-	l.announce("hello")
+	l.announce(beatHello)
 }
 
 // markUp records that nc is connected.
@@ -372,9 +418,14 @@ func (l *Layer) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 
 // warnEvery logs a warning of kind at most every 10 s.
 func (l *Layer) warnEvery(kind, msg string, args ...any) {
+	l.logEvery(kind, 10*time.Second, slog.LevelWarn, msg, args...)
+}
+
+// logEvery logs msg at level at most once every period for each kind.
+func (l *Layer) logEvery(kind string, period time.Duration, level slog.Level, msg string, args ...any) {
 	l.mu.Lock()
 	last, ok := l.lastWarn[kind]
-	if ok && time.Since(last) < 10*time.Second {
+	if ok && time.Since(last) < period {
 		l.mu.Unlock()
 		return
 	}
@@ -383,7 +434,31 @@ func (l *Layer) warnEvery(kind, msg string, args ...any) {
 	}
 	l.lastWarn[kind] = time.Now()
 	l.mu.Unlock()
-	l.log.Warn(msg, args...)
+	l.log.Log(context.Background(), level, msg, args...)
+}
+
+// Why a received message is dropped (gatehouse_edge_nats_rejected_total's reasons).
+const (
+	rejectOpen    = "open"
+	rejectReplay  = "replay"
+	rejectInvalid = "invalid"
+)
+
+// reject counts a received message dropped for reason, and logs it at most once a
+// minute for each reason.
+func (l *Layer) reject(reason, subject string, args ...any) {
+	l.rejected[reason].Inc()
+	var msg string
+	switch reason {
+	case rejectOpen:
+		msg = "a message on NATS does not open with the layer key: dropped. It was sealed with another key (EDGESVC_LAYER_KEY differs between edges, or a rotation's old key is not in EDGESVC_LAYER_KEY_FALLBACKS_FILE), came from an edge of a version before sealing, or from a NATS client that is not an edge"
+	case rejectReplay:
+		msg = "a message on NATS was heard before, or sent outside the replay window: dropped. A replay, or the clocks of the edges disagree by more than the window"
+		args = append(args, "window", replayWindow)
+	default:
+		msg = "a sealed message on NATS asks for what no edge may: dropped"
+	}
+	l.logEvery("rejected "+reason, time.Minute, slog.LevelWarn, msg, append([]any{"reason", reason, "subject", subject}, args...)...)
 }
 
 // usable reports whether what is published now reaches the other edges: nats.go is
@@ -401,16 +476,19 @@ func (l *Layer) usable() bool {
 // and unsubscribes when it holds none. The registry calls it, in order, under its
 // lock: it only queues the change for the sender.
 func (l *Layer) Watch(t layer.Target, on bool) {
-	s, ok := l.subj.target(t)
-	if !ok || t.Kind == layer.Connection || l.closing.Load() {
+	if t.Kind == layer.Connection || l.closing.Load() {
 		return
 	}
-	l.outbox.push(outgoing{sub: on, unsub: !on, subject: s}, 0, true)
+	for _, s := range l.subj.targets(t) { // one per key, during a rotation
+		l.outbox.push(outgoing{sub: on, unsub: !on, subject: s}, 0, true)
+	}
 }
 
-// send works the outbox: subscriptions, unsubscriptions and publishes, in order.
+// send works the outbox: subscriptions, unsubscriptions and publishes (sealed), in
+// order.
 func (l *Layer) send() {
 	defer l.stopped.Done()
+	var sealed []byte // nats.go copies what it publishes
 	for {
 		select {
 		case <-l.outbox.ready:
@@ -454,11 +532,13 @@ func (l *Layer) send() {
 					_ = sub.Unsubscribe()
 				}
 			default:
+				l.counter++
+				sealed = l.out.seal(sealed, o.subject, o.reply, meta{instance: l.origin, counter: l.counter, sent: time.Now().UnixNano()}, o.data)
 				var err error
 				if o.reply == "" {
-					err = l.nc.Publish(o.subject, o.data)
+					err = l.nc.Publish(o.subject, sealed)
 				} else {
-					err = l.nc.PublishRequest(o.subject, o.reply, o.data)
+					err = l.nc.PublishRequest(o.subject, o.reply, sealed)
 				}
 				if err != nil {
 					l.m.Unsent.Inc()
@@ -554,19 +634,59 @@ func (l *Layer) allHeard() bool {
 	return len(l.expect) == 0
 }
 
-// forward moves what nats.go received into the inbox, dropping (and counting) what
-// does not fit its byte bound.
+// forward opens what nats.go received, in the order it came, and drops (counting
+// them) what does not open and replays. It takes heartbeats itself, passes answers
+// to the collector and the rest to the inbox, dropping (and counting) what does not
+// fit their byte bounds.
 func (l *Layer) forward() {
 	defer l.stopped.Done()
+	heartbeats, replies := l.subj.heartbeat(), l.subj.all('r', l.cfg.Node)
 	for {
+		var m *nats.Msg
 		select {
-		case m := <-l.in:
-			if !l.inbox.push(m, int64(len(m.Data)+len(m.Subject)), false) {
+		case m = <-l.in:
+		case <-l.stop:
+			return
+		}
+		from, data, err := l.opener.open(m.Subject, m.Reply, m.Data)
+		if err != nil {
+			l.reject(rejectOpen, m.Subject, "bytes", len(m.Data))
+			continue
+		}
+		if !l.guard.accept(from, time.Now()) {
+			l.reject(rejectReplay, m.Subject, "sent", time.Unix(0, from.sent).UTC())
+			continue
+		}
+		r := received{subject: m.Subject, reply: m.Reply, from: from, data: data}
+		switch {
+		case m.Subject == heartbeats:
+			l.heard(r)
+		case slices.Contains(replies, m.Subject):
+			if !l.answers.push(r, r.size(), false) {
+				l.m.Dropped.Inc()
+				l.warnEvery("behind answers", "answers on NATS dropped: this edge takes them slower than they come")
+			}
+		default:
+			if !l.inbox.push(r, r.size(), false) {
 				l.m.Dropped.Inc()
 				l.warnEvery("behind", "NATS messages dropped: this edge's dispatcher is behind (deliveries are at most once)")
 			}
+		}
+	}
+}
+
+// collect takes the answers to this edge's requests, in order.
+func (l *Layer) collect() {
+	defer l.stopped.Done()
+	for {
+		select {
+		case <-l.answers.ready:
 		case <-l.stop:
 			return
+		}
+		for _, e := range l.answers.take() {
+			l.answered(e.v)
+			l.answers.release(e.size)
 		}
 	}
 }
@@ -588,48 +708,79 @@ func (l *Layer) dispatch() {
 	}
 }
 
-func (l *Layer) apply(m *nats.Msg) {
-	if len(m.Data) == 0 {
+func (l *Layer) apply(r received) {
+	if len(r.data) == 0 {
+		l.reject(rejectInvalid, r.subject, "err", "empty")
 		return
 	}
-	switch m.Data[0] {
+	switch r.data[0] {
 	case opSend:
-		s, o, err := decodeSend(m.Data)
+		s, seq, err := decodeSend(r.data)
+		if err == nil {
+			err = l.checkSend(s)
+		}
 		if err != nil {
-			l.warnEvery("malformed", "malformed send on NATS", "subject", m.Subject)
+			l.reject(rejectInvalid, r.subject, "err", err)
 			return
 		}
-		if o.instance == l.origin {
-			if o.seq <= l.lastOwn { // a later send of this edge's was delivered already
+		if r.from.instance == l.origin {
+			if seq <= l.lastOwn { // a later send of this edge's was delivered already
 				l.m.Dropped.Inc()
 				return
 			}
-			l.lastOwn = o.seq
+			l.lastOwn = seq
 		}
 		l.edge.Deliver(s)
 	case opControl:
-		var r request
-		if err := json.Unmarshal(m.Data[1:], &r); err != nil {
-			l.warnEvery("malformed", "malformed request on NATS", "subject", m.Subject, "err", err)
+		var q request
+		if err := json.Unmarshal(r.data[1:], &q); err != nil {
+			l.reject(rejectInvalid, r.subject, "err", err)
 			return
 		}
-		if r.Op == opList || r.Op == opPresence {
-			// Questions wait for nothing that follows them: answered aside (a few at
-			// once), from the registry as it stands after everything before them, so
-			// deliveries go on.
-			select {
-			case l.answering <- struct{}{}:
-				go func() {
-					defer func() { <-l.answering }()
-					l.answer(m.Reply, r)
-				}()
-				return
-			default:
+		if err := checkRequest(q, r.reply, l.subj); err != nil {
+			l.reject(rejectInvalid, r.subject, "op", q.Op, "from", q.From, "err", err)
+			if registry.ValidNodeID(q.From) && slices.Contains(l.subj.all('r', q.From), r.reply) && q.ID != 0 { // the asker need not wait
+				l.reply(r.reply, answer{ID: q.ID, Node: l.cfg.Node, Err: "invalid: " + err.Error()})
 			}
+			return
 		}
-		l.answer(m.Reply, r)
+		if q.Op == opList || q.Op == opPresence {
+			// Questions wait for nothing that follows them: answered aside, from the
+			// registry as it stands after everything before them, so deliveries go
+			// on. Past maxQuestions waiting, the asker finds this edge missing.
+			select {
+			case l.questions <- received{reply: r.reply, data: r.data}:
+			default:
+				l.m.Dropped.Inc()
+				l.warnEvery("questions", "listing and presence questions on NATS dropped: more are waiting than this edge answers", "waiting", maxQuestions)
+			}
+			return
+		}
+		l.answer(r.reply, q)
 	default:
-		l.warnEvery("unknown", "unknown message on NATS", "subject", m.Subject)
+		l.reject(rejectInvalid, r.subject, "err", "unknown kind of message")
+	}
+}
+
+// Answering questions aside: answerers goroutines, at most maxQuestions waiting.
+const (
+	answerers    = 4
+	maxQuestions = 1024
+)
+
+// answerAside answers the questions the dispatcher passes on.
+func (l *Layer) answerAside() {
+	defer l.stopped.Done()
+	for {
+		select {
+		case r := <-l.questions:
+			var q request
+			if json.Unmarshal(r.data[1:], &q) == nil {
+				l.answer(r.reply, q)
+			}
+		case <-l.stop:
+			return
+		}
 	}
 }
 
@@ -640,8 +791,8 @@ func (l *Layer) Send(ctx context.Context, m layer.Send) error {
 	if !ok {
 		return nil // no connection anywhere can match it
 	}
-	data := encodeSend(m, l.origin)
-	if int64(len(data)) > l.maxPayload.Load() {
+	data := encodeSend(m)
+	if int64(len(data)+sealOverhead) > l.maxPayload.Load() {
 		return fmt.Errorf("%w (NATS max_payload %d bytes)", layer.ErrTooLarge, l.maxPayload.Load())
 	}
 	required := layer.AllRequired(ctx)
@@ -664,7 +815,8 @@ func (l *Layer) Send(ctx context.Context, m layer.Send) error {
 	// This edge's members only, after what it delivered before (an older send NATS
 	// hands back later is dropped).
 	l.m.LocalOnly.Inc()
-	if !l.inbox.push(&nats.Msg{Data: data}, int64(len(data)), false) {
+	own := received{from: meta{instance: l.origin}, data: data}
+	if !l.inbox.push(own, own.size(), false) {
 		l.m.Dropped.Inc()
 	}
 	return nil
@@ -826,9 +978,22 @@ type answer struct {
 
 // call is a request waiting for its answers.
 type call struct {
+	limit   int // connections asked for (listings)
 	mu      sync.Mutex
 	answers map[string]answer // by edge
 	more    chan struct{}     // a token after each answer
+}
+
+// sentBy reports whether instance is node's run: this edge's own, or a peer's as its
+// heartbeats say.
+func (l *Layer) sentBy(node string, instance [8]byte) bool {
+	if node == l.cfg.Node {
+		return instance == l.origin
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p, ok := l.peers[node]
+	return ok && p.instance == instance
 }
 
 // ask publishes r to every edge and waits for the answers of the edges heard from
@@ -847,7 +1012,7 @@ func (l *Layer) ask(ctx context.Context, r request) (answers []answer, missing [
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &call{answers: map[string]answer{}, more: make(chan struct{}, 1)}
+	c := &call{limit: r.Limit, answers: map[string]answer{}, more: make(chan struct{}, 1)}
 	l.calls.Store(r.ID, c)
 	defer l.calls.Delete(r.ID)
 	began := time.Now()
@@ -917,10 +1082,15 @@ func (l *Layer) saidBye(node string, t time.Time) bool {
 }
 
 // answered takes an answer to one of this edge's requests.
-func (l *Layer) answered(m *nats.Msg) {
+func (l *Layer) answered(r received) {
 	var a answer
-	if err := json.Unmarshal(m.Data, &a); err != nil || !registry.ValidNodeID(a.Node) {
-		l.warnEvery("malformed", "malformed answer on NATS", "subject", m.Subject)
+	if err := json.Unmarshal(r.data, &a); err != nil || !registry.ValidNodeID(a.Node) {
+		l.reject(rejectInvalid, r.subject, "err", "malformed answer")
+		return
+	}
+	if !l.sentBy(a.Node, r.from.instance) {
+		// Answers only from the edges heard from, each for itself.
+		l.reject(rejectInvalid, r.subject, "err", "an answer from an edge not heard from", "node_id", a.Node)
 		return
 	}
 	v, ok := l.calls.Load(a.ID)
@@ -928,6 +1098,10 @@ func (l *Layer) answered(m *nats.Msg) {
 		return // too late
 	}
 	c := v.(*call)
+	if err := checkAnswer(a, c.limit); err != nil {
+		l.reject(rejectInvalid, r.subject, "err", err, "node_id", a.Node)
+		return
+	}
 	c.mu.Lock()
 	if c.answers != nil {
 		c.answers[a.Node] = a
@@ -956,15 +1130,17 @@ func (l *Layer) answer(reply string, r request) {
 	case r.Op == opDisconnect:
 		l.edge.Disconnect(*r.To, r.Code, r.Reason)
 	case r.Op == opList:
-		a.Conns = l.edge.List(layer.ListQuery{To: r.To, After: r.After, Limit: max(0, min(r.Limit, 1001))})
+		a.Conns = l.edge.List(layer.ListQuery{To: r.To, After: r.After, Limit: max(0, min(r.Limit, maxListLimit))})
 	case r.Op == opPresence:
 		a.Users = l.edge.Presence(r.Group)
 	default:
 		a.Err = "unknown_op " + r.Op
 	}
-	if reply == "" {
-		return
-	}
+	l.reply(reply, a)
+}
+
+// reply publishes a to reply, cut to fit NATS's max_payload.
+func (l *Layer) reply(reply string, a answer) {
 	data, _ := json.Marshal(a)
 	limit := l.maxPayload.Load() - 1024
 	for int64(len(data)) > limit && len(a.Conns) > 0 {
@@ -972,68 +1148,78 @@ func (l *Layer) answer(reply string, r request) {
 		data, _ = json.Marshal(a)
 	}
 	if int64(len(data)) > limit {
-		l.warnEvery("too_large", "an answer is too large for NATS's max_payload: the asker sees it as missing", "op", r.Op, "bytes", len(data))
-		data, _ = json.Marshal(answer{ID: r.ID, Node: l.cfg.Node, Err: errTooLarge})
+		l.warnEvery("too_large", "an answer is too large for NATS's max_payload: the asker sees it as missing", "bytes", len(data))
+		data, _ = json.Marshal(answer{ID: a.ID, Node: l.cfg.Node, Err: errTooLarge})
 	}
 	if !l.publish(reply, "", data) {
 		l.m.Unsent.Inc()
 	}
 }
 
-// heartbeat is what an edge announces on the heartbeat subject.
+// heartbeat is what an edge announces on the heartbeat subject (its instance is in
+// the seal).
 type heartbeat struct {
-	Node     string `json:"node"`
-	Instance string `json:"instance"`
-	Kind     string `json:"kind"` // hello (answer with a beat), beat, bye
+	Node string `json:"node"`
+	Kind string `json:"kind"` // hello (answer with a beat), beat, bye
 }
+
+// The kinds of heartbeat.
+const (
+	beatHello = "hello"
+	beatBeat  = "beat"
+	beatBye   = "bye"
+)
 
 // announce queues this edge's heartbeat of kind.
 func (l *Layer) announce(kind string) {
-	data, _ := json.Marshal(heartbeat{Node: l.cfg.Node, Instance: l.instance, Kind: kind})
+	data, _ := json.Marshal(heartbeat{Node: l.cfg.Node, Kind: kind})
 	l.outbox.push(outgoing{subject: l.subj.heartbeat(), data: data}, int64(len(data)), true)
 }
 
-// heard takes a heartbeat: this edge's own (NATS works) or another's.
-func (l *Layer) heard(m *nats.Msg) {
+// heard takes a heartbeat that opened: this edge's own (NATS works) or another's.
+func (l *Layer) heard(r received) {
 	var h heartbeat
-	if json.Unmarshal(m.Data, &h) != nil || !registry.ValidNodeID(h.Node) {
+	if json.Unmarshal(r.data, &h) != nil || !registry.ValidNodeID(h.Node) || (h.Kind != beatHello && h.Kind != beatBeat && h.Kind != beatBye) {
+		l.reject(rejectInvalid, r.subject, "err", "malformed heartbeat")
+		return
+	}
+	if r.from.instance == l.origin {
+		if h.Node == l.cfg.Node {
+			l.selfSeen.Store(time.Now().UnixNano())
+		}
 		return
 	}
 	if h.Node == l.cfg.Node {
-		if h.Instance == l.instance {
-			l.selfSeen.Store(time.Now().UnixNano())
-			return
-		}
-		l.mu.Lock()
-		warn := h.Instance != l.lastDup
-		l.lastDup = h.Instance
-		l.mu.Unlock()
-		if warn {
-			l.log.Error("another edge uses this node id: connection ids and answers collide; give each edge its own EDGESVC_NODE_ID", "node_id", h.Node)
-		}
+		l.logEvery("duplicate node id", time.Minute, slog.LevelError, "another edge uses this node id: connection ids and answers collide; give each edge its own EDGESVC_NODE_ID", "node_id", h.Node)
 		return
 	}
 	l.mu.Lock()
 	p, known := l.peers[h.Node]
 	switch {
-	case h.Kind == "bye" && known && p.instance != h.Instance:
+	case h.Kind == beatBye && known && p.instance != r.from.instance:
 		// an earlier run of a node that has restarted: it is not the one that left
-	case h.Kind == "bye":
+	case h.Kind == beatBye:
 		delete(l.peers, h.Node)
 		l.byes[h.Node] = time.Now()
+	case known && p.instance != r.from.instance && time.Since(p.seen) < 3*l.cfg.Heartbeat && h.Kind != beatHello:
+		// two live runs claim one node id: the one heard first keeps it until silent
+		// (a restarted edge says hello first, and takes its place at once)
+		l.mu.Unlock()
+		l.logEvery("duplicate node id "+h.Node, time.Minute, slog.LevelError, "two edges use one node id: connection ids and answers collide; give each edge its own EDGESVC_NODE_ID", "node_id", h.Node)
+		return
 	case known || len(l.peers) < maxPeers:
-		l.peers[h.Node] = peer{seen: time.Now(), instance: h.Instance}
+		l.peers[h.Node] = peer{seen: time.Now(), instance: r.from.instance}
 	}
 	l.m.Edges.Set(float64(len(l.peers) + 1))
 	l.mu.Unlock()
 	switch {
-	case h.Kind == "bye":
+	case h.Kind == beatBye:
 		l.log.Info("edge left", "node_id", h.Node)
 	case !known:
 		l.log.Info("edge joined", "node_id", h.Node)
 	}
-	if h.Kind == "hello" {
-		l.announce("beat")
+	if h.Kind == beatHello {
+		l.announce(beatBeat)
 	}
 }
 
@@ -1067,13 +1253,13 @@ func (l *Layer) beat() {
 			return
 		}
 		if l.up.Load() {
-			l.announce("beat")
+			l.announce(beatBeat)
 		}
 		usable := l.usable()
 		switch {
 		case usable && !wasUsable:
 			l.usableSince.Store(time.Now().UnixNano())
-			l.announce("hello")
+			l.announce(beatHello)
 			l.log.Info("NATS carries this edge's heartbeats again")
 		case !usable && wasUsable && l.up.Load():
 			l.log.Warn("NATS does not carry this edge's heartbeats back: the layer counts as down until it does")
@@ -1098,6 +1284,7 @@ func (l *Layer) beat() {
 				}
 			}
 		}
+		l.guard.sweep(time.Now())
 		for node, at := range l.byes {
 			if time.Since(at) > time.Minute {
 				delete(l.byes, node)
@@ -1137,7 +1324,7 @@ func (l *Layer) Close() {
 		l.closing.Store(true) // from now on: no publishing, no waiting
 		if wasUsable {
 			done := make(chan error, 1)
-			data, _ := json.Marshal(heartbeat{Node: l.cfg.Node, Instance: l.instance, Kind: "bye"})
+			data, _ := json.Marshal(heartbeat{Node: l.cfg.Node, Kind: beatBye})
 			l.outbox.push(outgoing{subject: l.subj.heartbeat(), data: data, done: done}, int64(len(data)), true)
 			select {
 			case <-done:

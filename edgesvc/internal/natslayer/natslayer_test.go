@@ -81,6 +81,7 @@ type fakeEdge struct {
 	delivered []string // the data of each send, in order
 	groups    map[string]bool
 	slowAdd   time.Duration // GroupAdd takes this long
+	closes    []int         // the codes of Disconnect
 }
 
 func (e *fakeEdge) Deliver(m layer.Send) {
@@ -105,7 +106,11 @@ func (e *fakeEdge) GroupDiscard(group string, _ layer.Target) {
 	defer e.mu.Unlock()
 	delete(e.groups, group)
 }
-func (e *fakeEdge) Disconnect(layer.Target, int, string)  {}
+func (e *fakeEdge) Disconnect(_ layer.Target, code int, _ string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closes = append(e.closes, code)
+}
 func (e *fakeEdge) List(layer.ListQuery) []layer.ConnInfo { return nil }
 func (e *fakeEdge) Presence(string) []layer.PresentUser   { return nil }
 func (e *fakeEdge) inGroup(g string) bool                 { e.mu.Lock(); defer e.mu.Unlock(); return e.groups[g] }
@@ -118,13 +123,14 @@ func (e *fakeEdge) got() []string {
 func testMetrics() Metrics {
 	g := func() prometheus.Gauge { return prometheus.NewGauge(prometheus.GaugeOpts{Name: "g"}) }
 	c := func() prometheus.Counter { return prometheus.NewCounter(prometheus.CounterOpts{Name: "c"}) }
-	return Metrics{Connected: g(), Edges: g(), Dropped: c(), Unsent: c(), Unconfirmed: c(), Unanswered: c(), LocalOnly: c(), Refused: c(), Disconnects: c()}
+	return Metrics{Connected: g(), Edges: g(), Dropped: c(), Unsent: c(), Unconfirmed: c(), Unanswered: c(), LocalOnly: c(), Refused: c(), Disconnects: c(),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "r"}, []string{"reason"})}
 }
 
 func newLayer(t *testing.T, s *server, node string) (*Layer, *fakeEdge) {
 	t.Helper()
 	e := &fakeEdge{}
-	l, err := New(Config{URL: "nats://" + s.addr, Node: node, Heartbeat: 200 * time.Millisecond, Timeout: time.Second},
+	l, err := New(Config{URL: "nats://" + s.addr, Node: node, Heartbeat: 200 * time.Millisecond, Timeout: time.Second, Key: testKey},
 		e, testMetrics(), slog.New(slog.NewTextHandler(testLog, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -283,3 +289,5 @@ func TestStalledNATS(t *testing.T) {
 }
 
 var testLog io.Writer = io.Discard // os.Stderr to see the layers' logs
+
+func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(testLog, nil)) }
