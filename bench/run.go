@@ -47,8 +47,13 @@ const (
 // edgeEnv is what every bench edge gets besides its addresses: no cap of sockets per
 // user (the bench holds up to 18,000 for its one user), and the front-end token it
 // presents to authsvc, as a deployed edge does.
+// The bench's sockets are a few users' (each stands for many people), as fast as the
+// machine goes: the per-user bounds and the message rates are off; the edge's own
+// budgets stay at their defaults.
 func edgeEnv(authAddr string, more ...string) []string {
-	return append([]string{"EDGESVC_MAX_SOCKETS_PER_USER=0", "EDGESVC_AUTH_TOKEN=" + benchFrontToken, "EDGESVC_AUTH_ADDR=" + authAddr}, more...)
+	return append([]string{"EDGESVC_MAX_SOCKETS_PER_USER=0", "EDGESVC_AUTH_TOKEN=" + benchFrontToken, "EDGESVC_AUTH_ADDR=" + authAddr,
+		"EDGESVC_MAX_MESSAGES_PER_SECOND=0", "EDGESVC_MAX_MESSAGES_PER_SECOND_PER_USER=0",
+		"EDGESVC_READ_BUFFER_PER_USER=0", "EDGESVC_SEND_BUFFER_PER_USER=0"}, more...)
 }
 
 // plan is what one run measures; quick mode shrinks it to under two minutes.

@@ -358,7 +358,7 @@ func TestChaosPostgresRestart(t *testing.T) {
 	if os.Getenv("GATEHOUSE_CHAOS_PG") != "private" {
 		t.Fatal("this test stops and starts PostgreSQL: run it with make chaos, which gives it the private cluster (GATEHOUSE_CHAOS_PG=private)")
 	}
-	s := newSystem(t, nil, nil)
+	s := newSystem(t, nil, unpaced)
 	tr := startTraffic(t, s, []string{s.edge.addr}, 40, 4)
 	rev, revokedClosed := revokedCloses(t, s, s.edge.addr)
 	time.Sleep(2 * time.Second)
@@ -399,7 +399,7 @@ func TestChaosPostgresRestart(t *testing.T) {
 func TestChaosAuthsvcKilled(t *testing.T) {
 	listen := freeAddr(t)
 	s := &system{auth: start(t, "authsvc", authEnv(listen)...)}
-	s.edge = startEdge(t, listen)
+	s.edge = startEdge(t, listen, unpaced...)
 	cc := dial(t, listen)
 	s.authC, s.admin = authv1.NewAuthServiceClient(cc), authv1.NewAdminServiceClient(cc)
 	s.db = openPool(t)
@@ -433,8 +433,8 @@ func TestChaosAuthsvcKilled(t *testing.T) {
 // shutdown timeout, and the clients reconnect to the other edge.
 func TestChaosEdgeDrain(t *testing.T) {
 	const sockets = 10_000
-	s := newSystem(t, nil, []string{"EDGESVC_MAX_SOCKETS_PER_USER=0"})
-	other := startEdge(t, s.auth.addr, "EDGESVC_MAX_SOCKETS_PER_USER=0")
+	s := newSystem(t, nil, append([]string{"EDGESVC_MAX_SOCKETS_PER_USER=0"}, unpaced...))
+	other := startEdge(t, s.auth.addr, append([]string{"EDGESVC_MAX_SOCKETS_PER_USER=0"}, unpaced...)...)
 	waitReady(t, other.addr)
 	var logins []*authv1.LoginResponse
 	for range 20 {
@@ -550,7 +550,7 @@ func (p *pusher) lastOKAfter(t time.Time) bool {
 // before the server confirmed them: _unconfirmed_total; a dispatcher too far behind:
 // _dropped_total).
 func TestChaosNATSRestart(t *testing.T) {
-	c := newCluster(t)
+	c := newCluster(t, unpaced...)
 	const perEdge = 10
 	type member struct {
 		ws  *websocket.Conn

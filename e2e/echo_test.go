@@ -13,7 +13,7 @@ import (
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func TestEcho(t *testing.T) {
-	s := newSystem(t, nil, []string{"EDGESVC_READ_LIMIT=4096", "EDGESVC_SEND_QUEUE=8", "EDGESVC_WRITE_TIMEOUT=2s"})
+	s := newSystem(t, nil, append([]string{"EDGESVC_READ_LIMIT=4096", "EDGESVC_SEND_QUEUE=8", "EDGESVC_WRITE_TIMEOUT=2s"}, unpaced...))
 	u, pw := s.newUser(t)
 	l := s.login(t, u, pw)
 

@@ -253,6 +253,11 @@ func (p *proc) apiAddr(t testing.TB) string {
 	return m[1]
 }
 
+// unpaced are the settings of edges a test drives as fast as it can (load, or a
+// client filling its buffers on purpose): the message rates are off; the bounds of
+// bytes stay at their defaults.
+var unpaced = []string{"EDGESVC_MAX_MESSAGES_PER_SECOND=0", "EDGESVC_MAX_MESSAGES_PER_SECOND_PER_USER=0"}
+
 func startAuth(t testing.TB, extra ...string) *proc {
 	return start(t, "authsvc", authEnv("127.0.0.1:0", extra...)...)
 }

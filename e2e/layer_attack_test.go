@@ -237,7 +237,7 @@ func TestLayerAttacker(t *testing.T) {
 		evil.publish(subject, reply, data)
 		forged++
 	}
-	perEdge := 0 // forgeries every edge receives
+	perEdge := 0                                        // forgeries every edge receives
 	for _, subject := range append(targets, names[0]) { // where it saw sends go, and where they went before
 		forge(subject, "", unsealedSend(instance, 1, 1, alice.GetId(), "", `{"type":"chat.message","from":"alice","text":"forged"}`))
 		forge(subject, "", unsealedSend(instance, 1<<64-1, 1, alice.GetId(), "", "poisoned")) // sequence poisoning
@@ -258,7 +258,7 @@ func TestLayerAttacker(t *testing.T) {
 		forge("gatehouse.ctl", "gatehouse.r.evil", control(map[string]any{"op": "list", "id": 1000 + i, "from": "evil", "limit": 1001}))
 	}
 	perEdge = forged - 2*(len(targets)+1) // the control and heartbeat subjects reach every edge
-	for _, reply := range replies { // answers to requests the edges will ask, where they ask for them
+	for _, reply := range replies {       // answers to requests the edges will ask, where they ask for them
 		for i := range 200 {
 			data, _ := json.Marshal(map[string]any{"id": i, "node": "edge-b", "users": []map[string]any{{"ID": 999999, "Username": "mallory", "Count": 1}}})
 			forge(reply, "", data)

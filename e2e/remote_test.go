@@ -102,6 +102,10 @@ func (s *commands) Receive(ctx context.Context, req *appv1.ReceiveRequest) (*app
 		return &appv1.ReceiveResponse{Actions: []*appv1.Action{{Action: &appv1.Action_Join{Join: &appv1.Join{Group: "no spaces"}}}}}, nil
 	case msg == "bye":
 		return &appv1.ReceiveResponse{Actions: []*appv1.Action{{Action: &appv1.Action_Close{Close: &appv1.Close{Code: 4001, Reason: "see you"}}}}}, nil
+	case msg == "signed out":
+		return &appv1.ReceiveResponse{Actions: []*appv1.Action{{Action: &appv1.Action_Close{Close: &appv1.Close{Code: 4401, Reason: "revoked"}}}}}, nil
+	case msg == "huge":
+		return &appv1.ReceiveResponse{Actions: []*appv1.Action{text(strings.Repeat("h", 1<<20+4<<10+1))}}, nil // the read limit and edge.WrapRoom
 	case req.GetBinary() != nil:
 		return &appv1.ReceiveResponse{Actions: []*appv1.Action{{Action: &appv1.Action_Reply{Reply: &appv1.Reply{Payload: &appv1.Reply_Binary{Binary: append([]byte("got "), req.GetBinary()...)}}}}}}, nil
 	case strings.HasPrefix(msg, "echo "):
@@ -236,6 +240,29 @@ func (s streamingCommands) Stream(ss appv1.ConsumerService_StreamServer) error {
 
 // TestRemoteConsumer: a remote service decides what sockets of its route do, with
 // unary calls (a service without Stream) and over Stream.
+// TestRemoteConsumerHeldToTheRules: a consumer service is held to what a client and
+// the edge API are: a reply over the read limit, or a 4401 close (which only the
+// session authority sends), closes the socket 1011 instead, and the edge logs it.
+func TestRemoteConsumerHeldToTheRules(t *testing.T) {
+	svc := newCommands()
+	addr, _ := serveConsumer(t, svc, "")
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, addr, "")})
+	u, pw := s.newUser(t)
+	l := s.login(t, u, pw)
+	for msg, log := range map[string]string{"huge": "over the edge's read limit", "signed out": "closed a connection with 4401"} {
+		ws := openCommands(t, s, commandsURL(s.edge.addr, "lobby"), l.GetToken())
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		expectClose(t, ws, websocket.CloseInternalServerErr, "", 10*time.Second)
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(s.edge.logs(), log); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) { // the log is read as the edge writes it
+				t.Fatalf("%q: the edge did not log %q:\n%s", msg, log, s.edge.logs())
+			}
+		}
+	}
+}
+
 func TestRemoteConsumer(t *testing.T) {
 	t.Run("unary", func(t *testing.T) {
 		svc := newCommands()
@@ -631,5 +658,24 @@ func TestRemoteConsumerRedeploy(t *testing.T) {
 	readText(t, ws, "echo after")
 	if n := streams.Load(); n < 2 {
 		t.Fatalf("%d streams: want a new one to the new service", n)
+	}
+}
+
+// TestRoutesWarn: a route without a token, and one to a service off loopback in
+// plaintext, are warned of when the edge starts.
+func TestRoutesWarn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "routes.json")
+	body := `{"routes": [{"path": "/ws/open/", "consumer": "127.0.0.1:1"}, {"path": "/ws/far/", "consumer": "192.0.2.1:5000"}]}`
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startAuth(t)
+	e := startEdge(t, a.addr, "EDGESVC_ROUTES_FILE="+path)
+	for _, want := range []string{"without a token (token_file) or mTLS", "off loopback in plaintext"} {
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(e.logs(), want); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no warning %q:\n%s", want, e.logs())
+			}
+		}
 	}
 }

@@ -95,6 +95,14 @@ func run(args []string, log *slog.Logger) error {
 	fs.Int64Var(&cfg.ReadLimit, "read-limit", int64(envInt("EDGESVC_READ_LIMIT", 1<<20, &errs)), "largest client message in bytes; larger closes with 1009 (EDGESVC_READ_LIMIT)")
 	fs.IntVar(&cfg.SendQueue, "send-queue", envInt("EDGESVC_SEND_QUEUE", 64, &errs), "outgoing messages queued per socket before closing with 1013 (EDGESVC_SEND_QUEUE)")
 	fs.Int64Var(&cfg.SendBuffer, "send-buffer", int64(envInt("EDGESVC_SEND_BUFFER", 4<<20, &errs)), "bytes of outgoing messages queued per socket: a push that does not fit closes with 1013, a reply waits up to half the write timeout; at least twice the read limit (EDGESVC_SEND_BUFFER)")
+	fs.Int64Var(&cfg.SendBufferPerUser, "send-buffer-per-user", int64(envIntOrZero("EDGESVC_SEND_BUFFER_PER_USER", 64<<20, &errs)), "bytes queued to send to all of one user's sockets on this edge: a push or reply past it closes its socket with 1013; 0: no bound (EDGESVC_SEND_BUFFER_PER_USER)")
+	fs.Int64Var(&cfg.SendBufferTotal, "send-buffer-total", int64(envIntOrZero("EDGESVC_SEND_BUFFER_TOTAL", 2<<30, &errs)), "bytes queued to send to all of this edge's sockets: past it a push or reply closes its socket with 1013; 0: no bound (EDGESVC_SEND_BUFFER_TOTAL)")
+	fs.Int64Var(&cfg.ReadBufferPerUser, "read-buffer-per-user", int64(envIntOrZero("EDGESVC_READ_BUFFER_PER_USER", 16<<20, &errs)), "bytes of client messages still arriving on all of one user's sockets on this edge: a socket past it is closed with 1013; 0: no bound (EDGESVC_READ_BUFFER_PER_USER)")
+	fs.Int64Var(&cfg.ReadBuffer, "read-buffer", int64(envIntOrZero("EDGESVC_READ_BUFFER", 1<<30, &errs)), "bytes of client messages still arriving on all of this edge's sockets: a socket past it is closed with 1013; 0: no bound (EDGESVC_READ_BUFFER)")
+	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", envDurationOrZero("EDGESVC_READ_TIMEOUT", 30*time.Second, &errs), "how long a client message may take to arrive once begun; past it the socket is closed with 1008; 0: no bound (EDGESVC_READ_TIMEOUT)")
+	fs.IntVar(&cfg.MaxMessagesPerSecond, "max-messages-per-second", envIntOrZero("EDGESVC_MAX_MESSAGES_PER_SECOND", 100, &errs), "messages read per second from one socket, after a burst of -message-burst; past it reading pauses (nothing is dropped); 0: no bound (EDGESVC_MAX_MESSAGES_PER_SECOND)")
+	fs.IntVar(&cfg.MessageBurst, "message-burst", envIntOrZero("EDGESVC_MESSAGE_BURST", 100, &errs), "messages one socket may send at once before -max-messages-per-second applies (EDGESVC_MESSAGE_BURST)")
+	fs.IntVar(&cfg.MaxMessagesPerSecondPerUser, "max-messages-per-second-per-user", envIntOrZero("EDGESVC_MAX_MESSAGES_PER_SECOND_PER_USER", 500, &errs), "messages read per second from all of one user's sockets on this edge; past it their reading pauses; 0: no bound (EDGESVC_MAX_MESSAGES_PER_SECOND_PER_USER)")
 	fs.DurationVar(&cfg.AuthTimeout, "auth-timeout", envDuration("EDGESVC_AUTH_TIMEOUT", 2*time.Second, &errs), "deadline for each authsvc call in a handshake; past it the answer is 503 (EDGESVC_AUTH_TIMEOUT)")
 	fs.DurationVar(&cfg.PingPeriod, "ping-period", envDuration("EDGESVC_PING_PERIOD", 30*time.Second, &errs), "how often each socket is pinged (EDGESVC_PING_PERIOD)")
 	fs.DurationVar(&cfg.WriteWait, "write-timeout", envDuration("EDGESVC_WRITE_TIMEOUT", 10*time.Second, &errs), "bound on each write to a client, and on how long a reply waits for room in a full send queue before closing with 1013 (EDGESVC_WRITE_TIMEOUT)")
@@ -165,6 +173,28 @@ Flags:
 	}
 	if cfg.MaxSocketsPerUser == 0 {
 		cfg.MaxSocketsPerUser = -1 // no limit (in Config, 0 is the default)
+	}
+	if cfg.MessageBurst == 0 && cfg.MaxMessagesPerSecond > 0 {
+		return errors.New("EDGESVC_MESSAGE_BURST (-message-burst) must be at least 1 while EDGESVC_MAX_MESSAGES_PER_SECOND bounds the rate")
+	}
+	if cfg.SendBufferPerUser < 0 || cfg.SendBufferTotal < 0 || cfg.ReadBufferPerUser < 0 || cfg.ReadBuffer < 0 || cfg.MaxMessagesPerSecond < 0 || cfg.MessageBurst < 0 || cfg.MaxMessagesPerSecondPerUser < 0 || cfg.ReadTimeout < 0 {
+		return errors.New("the read and send budgets, EDGESVC_READ_TIMEOUT and the message rates must not be negative (0: no bound)")
+	}
+	for _, v := range []*int64{&cfg.SendBufferPerUser, &cfg.SendBufferTotal, &cfg.ReadBufferPerUser, &cfg.ReadBuffer} {
+		if *v == 0 {
+			*v = -1 // no bound (in Config, 0 is the default)
+		}
+	}
+	for _, v := range []*int{&cfg.MaxMessagesPerSecond, &cfg.MaxMessagesPerSecondPerUser} {
+		if *v == 0 {
+			*v = -1
+		}
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = -1
+	}
+	if cfg.SendBufferPerUser > 0 && cfg.SendBufferPerUser < cfg.SendBuffer || cfg.ReadBufferPerUser > 0 && cfg.ReadBufferPerUser < 2*cfg.ReadLimit {
+		return fmt.Errorf("EDGESVC_SEND_BUFFER_PER_USER must be at least EDGESVC_SEND_BUFFER (%d) and EDGESVC_READ_BUFFER_PER_USER at least twice EDGESVC_READ_LIMIT (%d), or one socket could not use its own bounds", cfg.SendBuffer, cfg.ReadLimit)
 	}
 	if publicURL != "" {
 		u, err := url.Parse(publicURL)
@@ -385,6 +415,14 @@ func envDuration(name string, def time.Duration, errs *[]error) time.Duration {
 		return def
 	}
 	return d
+}
+
+// envDurationOrZero is envDuration for settings where 0 means off.
+func envDurationOrZero(name string, def time.Duration, errs *[]error) time.Duration {
+	if v := env(name, ""); v == "0" {
+		return 0
+	}
+	return envDuration(name, def, errs)
 }
 
 func envInt(name string, def int, errs *[]error) int {

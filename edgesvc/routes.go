@@ -102,6 +102,14 @@ func handleRoutes(srv *edge.Server, routes []remote.Route, log *slog.Logger) (cl
 			return closers, fmt.Errorf("EDGESVC_ROUTES_FILE: route %q: %w", r.Pattern, err)
 		}
 		log.Info("route to a consumer service", "path", r.Pattern, "consumer", r.Address, "tls", r.TLS != nil, "token", r.Token != "")
+		if r.Token == "" && r.TLS == nil {
+			log.Warn("route to a consumer service without a token (token_file) or mTLS: the service cannot tell the edge from any other caller, which could act as any user", "path", r.Pattern, "consumer", r.Address)
+		} else if r.Token == "" && r.TLS.Certificates == nil {
+			log.Warn("route to a consumer service without a token (token_file) or a client certificate: the service cannot tell the edge from any other caller", "path", r.Pattern, "consumer", r.Address)
+		}
+		if r.TLS == nil && !isLoopback(r.Address) {
+			log.Warn("route to a consumer service off loopback in plaintext: messages, user ids and the token cross the network in clear (set ca, and cert/key for mTLS)", "path", r.Pattern, "consumer", r.Address)
+		}
 	}
 	return closers, nil
 }

@@ -101,10 +101,31 @@ func (c *Conn) Context() context.Context { return c.sock.Context() }
 // Use it for messages that do not answer the client's (pushes). It never blocks: when
 // the connection's send queue is full the client is not keeping up, so the connection
 // is closed with 1013 and Send returns ErrClosed. It returns ErrClosed on a
-// connection that is closing. Messages are sent in the order Send and Reply were
-// called. In Connect it queues the message to go first, right after the upgrade:
-// pushes from elsewhere reach a connection only once Connect has accepted it.
-func (c *Conn) Send(text string) error { return c.sock.Send(text) }
+// connection that is closing, and ErrPayloadTooLarge (sending nothing) for text over
+// Config.ReadLimit, the most a client is allowed to send, plus WrapRoom. Messages are sent in the
+// order Send and Reply were called. In Connect it queues the message to go first,
+// right after the upgrade: pushes from elsewhere reach a connection only once Connect
+// has accepted it.
+func (c *Conn) Send(text string) error {
+	if err := c.fits(len(text)); err != nil {
+		return err
+	}
+	return c.sock.Send(text)
+}
+
+// WrapRoom is how much larger than Config.ReadLimit a consumer's message to its client
+// may be: room for what it wraps around a largest client message (the echo's
+// "You said: ", a JSON envelope).
+const WrapRoom = 4 << 10
+
+// fits returns ErrPayloadTooLarge for a message of n bytes over the read limit and
+// WrapRoom.
+func (c *Conn) fits(n int) error {
+	if int64(n) > c.srv.cfg.ReadLimit+WrapRoom {
+		return ErrPayloadTooLarge
+	}
+	return nil
+}
 
 // Reply is Send for an answer to the client's message: when the send queue is full it
 // waits up to half of Config.WriteWait for room, so a client that sends fast but also
@@ -112,24 +133,46 @@ func (c *Conn) Send(text string) error { return c.sock.Send(text) }
 // rather than dropped. A client that stops reading for that long is closed with 1013
 // and Reply returns ErrClosed. Call it from Receive: when nothing is queued, the
 // answer is written from the calling goroutine, sparing a hand-off.
-func (c *Conn) Reply(text string) error { return c.sock.Reply(text) }
+//
+// It fails as Send does, ErrPayloadTooLarge included.
+func (c *Conn) Reply(text string) error {
+	if err := c.fits(len(text)); err != nil {
+		return err
+	}
+	return c.sock.Reply(text)
+}
 
 // SendBinary is Send for one binary message; data is copied.
-func (c *Conn) SendBinary(data []byte) error { return c.sock.Push(true, string(data)) }
+func (c *Conn) SendBinary(data []byte) error {
+	if err := c.fits(len(data)); err != nil {
+		return err
+	}
+	return c.sock.Push(true, string(data))
+}
 
 // ReplyBinary is Reply for one binary message; data is copied.
-func (c *Conn) ReplyBinary(data []byte) error { return c.sock.ReplyBinary(string(data)) }
+func (c *Conn) ReplyBinary(data []byte) error {
+	if err := c.fits(len(data)); err != nil {
+		return err
+	}
+	return c.sock.ReplyBinary(string(data))
+}
 
 // Close closes the connection with code and reason (cut to 123 bytes): the client
 // receives what was sent before, then the close frame, if it takes them within a
 // second (else it is dropped); once Close has returned, Send and Reply return
 // ErrClosed. code must be one a server may send (1000–1003, 1007–1009, 1011–1014,
-// 3000–4999); any other is sent as 1011. The application's own codes are 4000–4999;
-// 4401 means "session ended: sign in again". Only the first Close has an effect; the
+// 3000–4999); any other is sent as 1011. The application's own codes are 4000–4999
+// but 4401, which only the edge sends when a session ends ("sign in again": a
+// consumer's 4401 is sent as 1011, and logged). Only the first Close has an effect; the
 // consumer's Disconnect follows once the connection has ended. Closing in Connect
 // upgrades the connection and closes it at once, so that a browser sees the code and
 // reason; to refuse the handshake itself, return an error from Connect.
 func (c *Conn) Close(code int, reason string) {
+	if code == CloseSessionEnded {
+		c.srv.log.Warn("a consumer closed a connection with 4401, which only the session authority sends (the client would take its session for ended): sent as 1011", "path", c.entry.Path, "connection_id", c.id)
+		code = CloseInternal
+	}
 	if !(1000 <= code && code <= 1003 || 1007 <= code && code <= 1014 && code != 1010 || 3000 <= code && code <= 4999) {
 		code = CloseInternal
 	}
@@ -167,6 +210,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsum
 		return
 	}
 	c.entry = e
+	c.sock.Share(s.shares.acquire(c.user.ID)) // released with the registration
 	s.auth.Registered(s.ctx, feed, auth.Held{Token: c.token, SessionID: c.session.ID})
 	c.expiry = time.AfterFunc(time.Until(c.session.ExpiresAt), func() { c.sock.CloseNow(CloseSessionEnded, "expired") })
 	running := false
@@ -205,6 +249,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, c *Conn, newConsum
 func (c *Conn) release() {
 	c.expiry.Stop()
 	c.srv.conns.Remove(c.entry)
+	c.srv.shares.release(c.user.ID)
 }
 
 // handler is a Conn as its socket sees it.

@@ -276,7 +276,9 @@ func (closer) Receive(_ context.Context, c *Conn, m Message) error {
 func TestCloseCodes(t *testing.T) {
 	url := newTestEdge(t, "/ws/close/", func() Consumer { return closer{} }) + "/ws/close/"
 	for code, want := range map[int]int{1000: 1000, 4000: 4000, 4999: 4999, 3000: 3000, 1013: 1013,
-		1005: 1011, 1006: 1011, 1010: 1011, 1015: 1011, 999: 1011, 5000: 1011, 2000: 1011} {
+		1005: 1011, 1006: 1011, 1010: 1011, 1015: 1011, 999: 1011, 5000: 1011, 2000: 1011,
+		4401: 1011, // only the session authority says a session ended
+	} {
 		ws := dialStub(t, url)
 		if err := ws.WriteMessage(websocket.TextMessage, []byte(strconv.Itoa(code))); err != nil {
 			t.Fatal(err)
@@ -407,5 +409,49 @@ func TestShutdownRefusesNewSockets(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz after Shutdown: %d, want 503", resp.StatusCode)
+	}
+}
+
+// oversize answers every message with a reply, a send, and their binary forms of one
+// byte over the read limit, reporting each error as a text reply.
+type oversize struct{ Echo }
+
+func (oversize) Receive(_ context.Context, c *Conn, _ Message) error {
+	big := strings.Repeat("x", 1024+WrapRoom+1)
+	for _, err := range []error{c.Reply(big), c.Send(big), c.ReplyBinary([]byte(big)), c.SendBinary([]byte(big))} {
+		if !errors.Is(err, ErrPayloadTooLarge) {
+			return c.Reply(fmt.Sprintf("sent over the read limit: %v", err))
+		}
+	}
+	return c.Reply("refused, all four")
+}
+
+// TestConsumerSendsBoundedByReadLimit: a consumer cannot send a client more than a
+// client may send (Config.ReadLimit): Send and Reply fail with ErrPayloadTooLarge,
+// sending nothing.
+func TestConsumerSendsBoundedByReadLimit(t *testing.T) {
+	_, base := newTestServerConfig(t, Config{ReadLimit: 1024}, "/ws/big/", func() Consumer { return oversize{} })
+	ws := dialStub(t, base+"/ws/big/")
+	if err := ws.WriteMessage(websocket.TextMessage, []byte("go")); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, got, err := ws.ReadMessage(); err != nil || string(got) != "refused, all four" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}
+
+// TestUserIDRouteInAnyForm: a route naming {user_id...} is bound to the session's
+// user as {user_id} is.
+func TestUserIDRouteInAnyForm(t *testing.T) {
+	base := newTestEdge(t, "/ws/rest/{user_id...}", echo)
+	for path, want := range map[string]int{"/ws/rest/1": http.StatusSwitchingProtocols, "/ws/rest/2": http.StatusForbidden, "/ws/rest/1/x": http.StatusNotFound} {
+		ws, resp, err := websocket.DefaultDialer.Dial(base+path, http.Header{"Authorization": {"Bearer tok"}}) // user 1
+		if ws != nil {
+			ws.Close()
+		}
+		if resp == nil || resp.StatusCode != want {
+			t.Errorf("%s: %v %v, want %d", path, resp, err, want)
+		}
 	}
 }

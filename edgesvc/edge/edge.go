@@ -62,6 +62,25 @@ type Config struct {
 	// with 1013. One message always fits an empty buffer. Default 4 MiB; at least
 	// twice ReadLimit (a smaller value is raised to that).
 	SendBuffer int64
+	// SendBufferPerUser bounds the bytes waiting to be sent to all of one user's
+	// sockets on this edge, and SendBufferTotal to all of its sockets: a push or
+	// reply that would pass one closes its socket with 1013. Defaults 64 MiB and
+	// 2 GiB; negative: no bound.
+	SendBufferPerUser, SendBufferTotal int64
+	// ReadBufferPerUser bounds the bytes of client messages still arriving (and being
+	// handled) on all of one user's sockets on this edge, and ReadBuffer on all of its
+	// sockets: a socket whose message would pass one is closed with 1013. Defaults
+	// 16 MiB and 1 GiB; negative: no bound.
+	ReadBufferPerUser, ReadBuffer int64
+	// ReadTimeout bounds how long a client message may take to arrive once it has
+	// begun; past it the socket is closed with 1008. Default 30 s; negative: none.
+	ReadTimeout time.Duration
+	// MaxMessagesPerSecond and MessageBurst bound the messages read from one socket
+	// (a token bucket), and MaxMessagesPerSecondPerUser from all of a user's sockets
+	// here: past a rate, reading from the socket pauses until the rate allows the
+	// next message, so nothing is dropped. Defaults 100, 100 and 500 (above what
+	// people typing, pointing or playing send); negative: no bound.
+	MaxMessagesPerSecond, MessageBurst, MaxMessagesPerSecondPerUser int
 	// AuthTimeout bounds each call to authsvc during a handshake; past it the answer
 	// is 503. Default 2 s.
 	AuthTimeout time.Duration
@@ -130,6 +149,14 @@ func (c Config) withDefaults() Config {
 		c.SendBuffer = 4 << 20
 	}
 	c.SendBuffer = max(c.SendBuffer, 2*c.ReadLimit)
+	c.SendBufferPerUser = orDefault(c.SendBufferPerUser, 64<<20)
+	c.SendBufferTotal = orDefault(c.SendBufferTotal, 2<<30)
+	c.ReadBufferPerUser = orDefault(c.ReadBufferPerUser, 16<<20)
+	c.ReadBuffer = orDefault(c.ReadBuffer, 1<<30)
+	c.ReadTimeout = orDefault(c.ReadTimeout, 30*time.Second)
+	c.MaxMessagesPerSecond = orDefault(c.MaxMessagesPerSecond, 100)
+	c.MessageBurst = orDefault(c.MessageBurst, 100)
+	c.MaxMessagesPerSecondPerUser = orDefault(c.MaxMessagesPerSecondPerUser, 500)
 	if c.AuthTimeout <= 0 {
 		c.AuthTimeout = 2 * time.Second
 	}
@@ -160,6 +187,17 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// orDefault is v, def for 0, and 0 (no bound) for a negative v.
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
 // Server is the edge's HTTP handler.
 type Server struct {
 	cfg     Config
@@ -173,6 +211,7 @@ type Server struct {
 	reg     *prometheus.Registry
 	metrics *metrics.Set
 	ids     *registry.IDs
+	shares  *shares // the budgets and rates sockets share
 
 	face     *public.Face           // the public URL, trusted proxies, allowed origins
 	notReady atomic.Pointer[string] // why /readyz last answered 503, to log each reason once
@@ -198,6 +237,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 		conns: registry.New[*Conn](),
 		ids:   registry.NewIDs(cfg.NodeID),
 	}
+	s.shares = newShares(cfg)
 	s.reg = reg
 	s.conns.SetLimits(registry.Limits{PerUser: max(cfg.MaxSocketsPerUser, 0), PerAddress: cfg.MaxSocketsPerAddress, Total: cfg.MaxSockets})
 	s.metrics = metrics.New(reg, s.conns.Stats)
@@ -218,6 +258,7 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	s.rt = socket.NewRuntime(s.ctx, socket.Config{
 		ReadLimit: cfg.ReadLimit, SendQueue: cfg.SendQueue, SendBuffer: cfg.SendBuffer, PingPeriod: cfg.PingPeriod,
 		WriteWait: cfg.WriteWait, ParkAfter: cfg.ParkAfter, CheckOrigin: s.face.OriginAllowed,
+		ReadTimeout: cfg.ReadTimeout, MessagesPerSecond: float64(cfg.MaxMessagesPerSecond), MessageBurst: cfg.MessageBurst,
 	}, s.metrics.Socket, log)
 	s.auth = auth.New(cc, auth.Config{Timeout: cfg.AuthTimeout, CacheSize: cfg.CacheSize}, (*holder)(s), s.metrics.Auth, log)
 	site.New(s.auth, s.face, log).Register(s.mux)
@@ -231,7 +272,8 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 // without method) to consumers: newConsumer is called once per handshake that
 // authsvc has authorised, and the Consumer it returns serves that connection alone,
 // so it may keep per-connection state in its fields. A pattern may contain a
-// {user_id} wildcard: only that user's sessions may connect there (others get 403).
+// {user_id} (or {user_id...}) wildcard: only that user's sessions may connect there
+// (others get 403; a value that is not a user id, 404).
 // A pattern ending in "/" matches that path only, not the paths under it (404), as
 // Channels' routes do. Handle panics if pattern conflicts with a route already
 // registered.
@@ -239,7 +281,13 @@ func (s *Server) Handle(pattern string, newConsumer func() Consumer) {
 	if strings.HasSuffix(pattern, "/") {
 		pattern += "{$}" // exact: /ws/myapp/1/x is not /ws/myapp/{user_id}/
 	}
-	s.mux.Handle("GET "+pattern, s.handshake(newConsumer, strings.Contains(pattern, "{user_id}")))
+	s.mux.Handle("GET "+pattern, s.handshake(newConsumer, namesUserID(pattern)))
+}
+
+// namesUserID reports whether pattern has a {user_id} wildcard, in any form
+// ({user_id} or {user_id...}): every such route is bound to the session's user.
+func namesUserID(pattern string) bool {
+	return strings.Contains(pattern, "{user_id}") || strings.Contains(pattern, "{user_id...}")
 }
 
 // Metrics returns the registry behind /metrics, for a program's own series.

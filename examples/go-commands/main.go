@@ -11,6 +11,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -69,7 +71,7 @@ func run(listen, api, apiTokenFile, tokenFile string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	g := grpc.NewServer(grpc.UnaryInterceptor(checkToken(token)))
+	g := grpc.NewServer(grpc.UnaryInterceptor(checkToken(token)), grpc.StreamInterceptor(checkStreamToken(token)))
 	appv1.RegisterConsumerServiceServer(g, &commands{edge: edgev1.NewEdgeServiceClient(cc), apiToken: apiToken, rooms: map[string]string{}, log: log})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -78,17 +80,40 @@ func run(listen, api, apiTokenFile, tokenFile string, log *slog.Logger) error {
 	return g.Serve(lis)
 }
 
-// checkToken refuses calls without "authorization: Bearer <token>" (if token is set).
+// checkToken refuses unary calls without "authorization: Bearer <token>" (if token
+// is set).
 func checkToken(token string) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if token != "" {
-			md, _ := metadata.FromIncomingContext(ctx)
-			if v := md.Get("authorization"); len(v) != 1 || v[0] != "Bearer "+token {
-				return nil, status.Error(codes.Unauthenticated, "wrong or missing token")
-			}
+		if err := authorized(ctx, token); err != nil {
+			return nil, err
 		}
 		return h(ctx, req)
 	}
+}
+
+// checkStreamToken is checkToken for streams (the edge's Stream call, if served).
+func checkStreamToken(token string) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if err := authorized(ss.Context(), token); err != nil {
+			return err
+		}
+		return h(srv, ss)
+	}
+}
+
+// authorized compares the call's bearer token with token in constant time (as
+// SHA-256 digests, so neither the content nor the length leaks through timing).
+func authorized(ctx context.Context, token string) error {
+	if token == "" {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get("authorization")
+	got, want := sha256.Sum256([]byte(strings.Join(v, "\x00"))), sha256.Sum256([]byte("Bearer "+token))
+	if len(v) != 1 || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		return status.Error(codes.Unauthenticated, "wrong or missing token")
+	}
+	return nil
 }
 
 // commands is the service: each connection's room is its own state, which

@@ -15,6 +15,7 @@
 //   GATEHOUSE_EDGE_API_ADDR    the edge API, for /who (default 127.0.0.1:50052)
 //   GATEHOUSE_API_TOKEN        the edge API token (make run writes .run/api-token)
 
+const crypto = require('node:crypto');
 const { grpc, env, load, credentials, call, describe } = require('./common');
 
 const loaded = load(['gatehouse/app/v1/consumer.proto', 'gatehouse/edge/v1/edge.proto']);
@@ -39,10 +40,13 @@ const join = (room) => ({ join: { group: group(room) } });
 const leave = (room) => ({ leave: { group: group(room) } });
 const say = (room, text) => ({ send: { target: { group: group(room) }, text } });
 
-// authorized checks the edge's token, if this service has one.
+// authorized checks the edge's token, if this service has one, in constant time (as
+// SHA-256 digests: neither its content nor its length leaks through timing).
+const digest = (s) => crypto.createHash('sha256').update(String(s)).digest();
 function authorized(callObj) {
   if (!token) return true;
-  return callObj.metadata.get('authorization')[0] === `Bearer ${token}`;
+  const got = callObj.metadata.get('authorization');
+  return got.length === 1 && crypto.timingSafeEqual(digest(got[0]), digest(`Bearer ${token}`));
 }
 
 // handle wraps an async handler as a grpc-js unary one.

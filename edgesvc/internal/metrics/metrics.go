@@ -56,6 +56,15 @@ func New(reg prometheus.Registerer, stats func() (groups, memberships int)) *Set
 	slow := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatehouse_edge_slow_closes_total", Help: "Connections closed with 1013 because the client did not keep up, by reason: push_overflow (a push did not fit its send buffer), reply_timeout (a reply waited half the write timeout for room), write_stalled (a frame begun could not be finished).",
 	}, []string{"reason"})
+	budgetCloses := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_edge_budget_closes_total", Help: "Connections closed with 1013 because they would take a shared budget past its limit, by direction (read: bytes of client messages still arriving, EDGESVC_READ_BUFFER_PER_USER / EDGESVC_READ_BUFFER; send: bytes queued, EDGESVC_SEND_BUFFER_PER_USER / EDGESVC_SEND_BUFFER_TOTAL) and scope (user, edge).",
+	}, []string{"direction", "scope"})
+	readTimeouts := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatehouse_edge_read_timeouts_total", Help: "Connections closed with 1008 because a message did not complete within EDGESVC_READ_TIMEOUT.",
+	})
+	readPaused := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatehouse_edge_read_paused_seconds_total", Help: "Seconds reading from clients was paused by the message rates (EDGESVC_MAX_MESSAGES_PER_SECOND, _PER_USER), summed over connections.",
+	})
 	validate := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "gatehouse_edge_validate_session_seconds",
 		Help:    "Latency of ValidateSession calls made by the edge.",
@@ -72,7 +81,7 @@ func New(reg prometheus.Registerer, stats func() (groups, memberships int)) *Set
 	for _, o := range []string{"ok", "unauthenticated", "forbidden_user", "forbidden_origin", "not_found", "unavailable", "bad_request", "canceled", "refused", "consumer_error", "shutting_down"} {
 		handshakes.WithLabelValues(o)
 	}
-	for _, code := range []int{1000, 1001, 1003, 1007, 1009, 1011, 1013, 4000, 4401} { // the codes the edge sends
+	for _, code := range []int{1000, 1001, 1003, 1007, 1008, 1009, 1011, 1013, 4000, 4401} { // the codes the edge sends
 		closes.WithLabelValues(socket.CodeLabel(code), "edge")
 	}
 	for _, o := range []string{"granted", "refused", "failed"} {
@@ -81,11 +90,18 @@ func New(reg prometheus.Registerer, stats func() (groups, memberships int)) *Set
 	for _, r := range []string{"push_overflow", "reply_timeout", "write_stalled"} {
 		slow.WithLabelValues(r)
 	}
+	for _, d := range []string{"read", "send"} {
+		for _, sc := range []string{"user", "edge"} {
+			budgetCloses.WithLabelValues(d, sc)
+		}
+	}
 	reg.MustRegister(open, handshakes, validate, received, sent, sends, queued, groups, memberships, closes, slow, cache, leases,
+		budgetCloses, readTimeouts, readPaused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &Set{
 		Handshakes: handshakes,
-		Socket:     socket.Metrics{Open: open, Received: received, Sent: sent, Closes: closes, SlowCloses: slow, Queued: queued},
+		Socket: socket.Metrics{Open: open, Received: received, Sent: sent, Closes: closes, SlowCloses: slow, Queued: queued,
+			BudgetCloses: budgetCloses, ReadTimeouts: readTimeouts, ReadPaused: readPaused},
 		Auth: auth.Metrics{
 			Validate: validate, Leases: leases,
 			// Resolved once: they count every handshake.

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/budget"
 )
 
 // Writer is the writer rule, the queue and the pending control frames. Frames are
@@ -25,6 +27,46 @@ type Writer struct {
 	bytes atomic.Int64           // bytes queued or being written
 	pong  atomic.Pointer[[]byte] // the payload of the pong that waits (the latest ping's)
 	rest  []byte                 // the unwritten end of the last batch; the holder's
+	share *shared                // budgets shared with other writers, if any (Share)
+}
+
+// shared is what a writer holds of budgets it shares with others (its user's sockets,
+// its edge's): every byte it counts counts there too, until it settles.
+type shared struct {
+	mu      sync.Mutex
+	p       budget.Pair
+	held    int64
+	settled bool
+}
+
+// Share makes the writer's bytes count against p as well: a message that would take
+// one of them past its limit is refused (Put). Call it before anything is queued.
+func (w *Writer) Share(p budget.Pair) { w.share = &shared{p: p} }
+
+// Settle gives back what the writer holds of its shared budgets, for a connection
+// that has ended; what it counts later counts against them no more.
+func (w *Writer) Settle() {
+	if s := w.share; s != nil {
+		s.mu.Lock()
+		s.p.Give(s.held)
+		s.held, s.settled = 0, true
+		s.mu.Unlock()
+	}
+}
+
+// count adds n bytes (which may be negative) to the writer's count and its shared
+// budgets, whatever their limits (bytes already on their way).
+func (w *Writer) count(n int64) {
+	w.bytes.Add(n)
+	if s := w.share; s != nil && n != 0 {
+		s.mu.Lock()
+		if !s.settled {
+			n = max(n, -s.held)
+			s.held += n
+			s.p.Give(-n)
+		}
+		s.mu.Unlock()
+	}
 }
 
 // queue is the messages, in a slice that grows as they wait and is let go when a
@@ -152,18 +194,37 @@ func (w *Writer) Queued() int { return int(w.n.Load()) }
 func (w *Writer) Bytes() int64 { return w.bytes.Load() }
 
 // Offer queues m if it fits: at most slots messages and limit bytes, though one
-// message always fits when nothing waits. It never blocks.
+// message always fits when nothing waits, and within the shared budgets. It never
+// blocks.
 func (w *Writer) Offer(m Message, slots int, limit int64) bool {
+	ok, _ := w.Put(m, slots, limit)
+	return ok
+}
+
+// Put is Offer, also saying, when m does not fit, whether a shared budget refused it
+// (its scope) rather than the writer's own bounds (budget.None).
+func (w *Writer) Put(m Message, slots int, limit int64) (bool, budget.Scope) {
 	q, size := w.queue(), m.Size()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if cur := w.bytes.Load(); (cur > 0 && cur+size > limit) || len(q.msgs) >= slots {
-		return false
+		return false, budget.None
+	}
+	if s := w.share; s != nil {
+		s.mu.Lock()
+		if !s.settled {
+			if scope := s.p.Take(size); scope != budget.None {
+				s.mu.Unlock()
+				return false, scope
+			}
+			s.held += size
+		}
+		s.mu.Unlock()
 	}
 	w.bytes.Add(size)
 	q.msgs = append(q.msgs, m)
 	w.n.Add(1)
-	return true
+	return true, budget.None
 }
 
 // Room returns a channel signalled when messages have been written, for a caller
@@ -271,7 +332,7 @@ func (w *Writer) Fill(b *Batch, first *Message, msgs int, maxBytes int) bool {
 		b.addHeader(OpPing, 0)
 	}
 	if first != nil {
-		w.bytes.Add(first.Size()) // counted while being written, like a queued one
+		w.count(first.Size()) // counted while being written, like a queued one
 		b.addMessage(*first)
 	}
 	w.take(msgs-b.Msgs, func() bool { return b.Msgs == 0 || b.Total < maxBytes }, b.addMessage)
@@ -296,7 +357,7 @@ func (w *Writer) Done(b *Batch, n int) bool {
 		}
 	}
 	w.rest = rest
-	w.bytes.Add(int64(len(rest)) - b.size)
+	w.count(int64(len(rest)) - b.size)
 	if q := w.q.Load(); q != nil && b.Msgs > 0 {
 		q.mu.Lock()
 		room := q.room

@@ -2,7 +2,6 @@ package socket
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"strconv"
@@ -13,7 +12,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
+	"github.com/gatehouse/gatehouse/edgesvc/internal/budget"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/sendq"
 )
 
@@ -50,8 +51,29 @@ type Conn struct {
 	pollAdded bool            // registered with the poller's epoll
 	parked    atomic.Bool
 	linger    time.Duration // the next quiet wait instead of ParkAfter, if not 0; < 0: park at once
-	buf       bytes.Buffer  // the message being read, kept across messages up to maxKeptReadBuffer
+	msg       []byte        // the message being read; its storage kept across messages up to maxKeptReadBuffer
 	finished  sync.Once
+
+	// What the connection shares with others (Share), and its own message rate.
+	readShare budget.Pair
+	rates     []*rate.Limiter // this connection's (if bounded), its user's (if bounded)
+}
+
+// Shares are the bounds a connection shares with others: the budgets of bytes of
+// messages arriving (Read) and queued to send (Send), its user's and its edge's, and
+// its user's message rate. A nil budget or rate bounds nothing.
+type Shares struct {
+	Read, Send budget.Pair
+	UserRate   *rate.Limiter
+}
+
+// Share sets what the connection shares with others; call it before Run.
+func (c *Conn) Share(s Shares) {
+	c.readShare = s.Read
+	c.w.Share(s.Send)
+	if s.UserRate != nil {
+		c.rates = append(c.rates, s.UserRate)
+	}
 }
 
 // Context returns a context that ends when the connection starts closing.
@@ -115,6 +137,9 @@ func (c *Conn) Run(h Handler) {
 		c.parkable = c.sock != nil && rt.poller != nil
 	}
 	c.pinger = time.AfterFunc(rt.cfg.PingPeriod, c.ping)
+	if rt.cfg.MessagesPerSecond > 0 {
+		c.rates = append([]*rate.Limiter{rate.NewLimiter(rate.Limit(rt.cfg.MessagesPerSecond), max(rt.cfg.MessageBurst, 1))}, c.rates...)
+	}
 	if c.w.Release(c.done) {
 		c.Flush() // what was queued before Run
 	}
@@ -156,6 +181,19 @@ func (c *Conn) close(code int, reason string, drop bool) (first bool) {
 	})
 	c.startWriter() // it sends the close frame
 	return first
+}
+
+// closeBudget closes a connection that would take a shared budget (of direction,
+// "read" or "send") past its limit with 1013, dropping what is queued, and counts it
+// if this is what closed it.
+func (c *Conn) closeBudget(direction string, scope budget.Scope) {
+	text := "too much of this user's data in flight: try again later"
+	if scope == budget.Edge {
+		text = "the server holds too much data in flight: try again later"
+	}
+	if c.close(websocket.CloseTryAgainLater, text, true) {
+		c.rt.metrics.BudgetCloses.WithLabelValues(direction, scope.String()).Inc()
+	}
 }
 
 // closeSlow closes a client that does not keep up with 1013, dropping what is queued,
@@ -266,6 +304,7 @@ func (c *Conn) finish() {
 	c.finished.Do(func() {
 		c.rt.poller.Forget(c.pollID)
 		c.pinger.Stop()
+		c.w.Settle() // what is still queued never goes out
 		c.h.Ended(c.code)
 		c.rt.metrics.Open.Dec()
 	})

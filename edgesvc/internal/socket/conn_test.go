@@ -33,8 +33,10 @@ func testRuntime(t *testing.T) *Runtime {
 		Metrics{
 			Open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "o"}), Received: prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}),
 			Sent: prometheus.NewCounter(prometheus.CounterOpts{Name: "s"}), Closes: counter(),
-			SlowCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sc"}, []string{"reason"}),
-			Queued:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "q"}),
+			SlowCloses:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sc"}, []string{"reason"}),
+			Queued:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "q"}),
+			BudgetCloses: counter(), ReadTimeouts: prometheus.NewCounter(prometheus.CounterOpts{Name: "rt"}),
+			ReadPaused: prometheus.NewCounter(prometheus.CounterOpts{Name: "rp"}),
 		}, slog.New(slog.DiscardHandler))
 }
 

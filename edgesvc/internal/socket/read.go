@@ -1,7 +1,7 @@
 package socket
 
 import (
-	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/budget"
 )
 
 // maxKeptReadBuffer is the largest message buffer a socket keeps for the next message.
@@ -47,9 +49,13 @@ func (c *Conn) readLoop() {
 			c.linger = -1 // a keepalive is not activity: park again at once
 			continue
 		}
+		if !c.pace() {
+			continue // closing: the loop reads what is left
+		}
+		timed := c.startTimer()
 		mt, r, err := c.ws.NextReader()
 		if err != nil {
-			c.readFailed(err)
+			c.readFailed(err, timed)
 			c.finish()
 			return
 		}
@@ -60,37 +66,183 @@ func (c *Conn) readLoop() {
 			// end, so that the next frame starts at the buffer's head, where the
 			// loop's top looks for keepalives.
 			if _, err := io.Copy(io.Discard, r); err != nil {
-				c.readFailed(err)
+				c.readFailed(err, timed)
 				c.finish()
 				return
 			}
+			if timed {
+				_ = c.ws.NetConn().SetReadDeadline(time.Time{})
+			}
 			continue
 		}
-		c.buf.Reset()
-		if _, err := c.buf.ReadFrom(r); err != nil {
-			c.readFailed(err)
+		data, held, err := c.readMessage(r)
+		if timed {
+			_ = c.ws.NetConn().SetReadDeadline(time.Time{})
+		}
+		var over overBudget
+		if errors.As(err, &over) {
+			// Closed 1013; the rest of the message is dropped as it comes, for up to
+			// closeGrace, so that the client sees the close rather than a reset.
+			c.readShare.Give(held)
+			c.closeBudget("read", over.scope)
+			_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(closeGrace))
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				c.finish() // the writer ends the connection once the close frame is out
+				return
+			}
+			_ = c.ws.NetConn().SetReadDeadline(time.Time{})
+			continue
+		}
+		if err != nil {
+			c.readShare.Give(held)
+			c.readFailed(err, timed)
 			c.finish()
 			return
 		}
-		data := c.buf.Bytes()
-		if c.buf.Cap() > maxKeptReadBuffer {
-			c.buf = bytes.Buffer{} // do not keep a large message's buffer for the socket's life
-		}
 		binary := mt == websocket.BinaryMessage
 		if !binary && !utf8.Valid(data) {
+			c.readShare.Give(held)
 			c.Close(websocket.CloseInvalidFramePayloadData, "text message is not valid UTF-8")
 			continue
 		}
 		c.rt.metrics.Received.Inc()
 		c.h.Message(binary, data)
+		c.readShare.Give(held) // the handler is done with it
 	}
+}
+
+// overBudget is readMessage's error for a message that would take a read budget
+// past its limit.
+type overBudget struct{ scope budget.Scope }
+
+func (e overBudget) Error() string { return "read budget of the " + e.scope.String() + " exhausted" }
+
+// readChunk is the least a message buffer grows by.
+const readChunk = 4 << 10
+
+// readMessage reads the message r into the connection's buffer and returns it, with
+// the bytes it took from the read budgets for it (the caller gives them back once
+// done with the message, whatever the error). The buffer a socket keeps between
+// messages (at most maxKeptReadBuffer) is not counted; every larger one is, from the
+// moment it is made.
+func (c *Conn) readMessage(r io.Reader) (data []byte, held int64, err error) {
+	buf := c.msg[:0]
+	for {
+		if len(buf) == cap(buf) {
+			size := int(min(int64(max(2*cap(buf), readChunk)), c.rt.cfg.ReadLimit+1))
+			if size <= len(buf) {
+				size = len(buf) + readChunk // past the limit: gorilla will refuse it
+			}
+			if scope := c.readShare.Take(int64(size)); scope != budget.None {
+				c.msg = nil
+				return nil, held, overBudget{scope}
+			}
+			c.readShare.Give(held) // the smaller buffer is let go
+			held = int64(size)
+			grown := make([]byte, len(buf), size)
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			c.msg = nil
+			return nil, held, err
+		}
+	}
+	if cap(buf) <= maxKeptReadBuffer {
+		c.msg = buf[:0]
+	} else {
+		c.msg = nil // do not keep a large message's buffer for the socket's life
+	}
+	return buf, held, nil
+}
+
+// pace waits until the connection's message rates allow the next message (counting
+// the pause), and reports whether reading may go on: false if the connection began
+// closing meanwhile.
+func (c *Conn) pace() bool {
+	if len(c.rates) == 0 || c.isClosing() { // closing: what comes is read and dropped
+		return true
+	}
+	now := time.Now()
+	var wait time.Duration
+	for _, l := range c.rates {
+		r := l.ReserveN(now, 1)
+		if !r.OK() {
+			continue // a burst below 1: not a bound
+		}
+		wait = max(wait, r.DelayFrom(now))
+	}
+	if wait <= 0 {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		c.rt.metrics.ReadPaused.Add(wait.Seconds())
+		return true
+	case <-c.done:
+		c.rt.metrics.ReadPaused.Add(time.Since(now).Seconds())
+		return false
+	}
+}
+
+// startTimer bounds the message that is beginning by ReadTimeout, and reports whether
+// it did: only when the message has begun to arrive (an idle socket waits for its
+// next message as long as pings say it lives) and is not all in the buffer already
+// (most messages are, and need no timer).
+func (c *Conn) startTimer() bool {
+	if c.rt.cfg.ReadTimeout <= 0 {
+		return false
+	}
+	if c.br.Buffered() == 0 {
+		if _, err := c.br.Peek(1); err != nil {
+			return false // NextReader meets the error
+		}
+	}
+	if wholeFrame(c.br) {
+		return false
+	}
+	_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(c.rt.cfg.ReadTimeout))
+	return true
+}
+
+// wholeFrame reports whether the buffer starts with a whole final frame (a data
+// message in one frame, or a control frame).
+func wholeFrame(br peeker) bool {
+	h, err := br.Peek(min(br.Buffered(), 14))
+	if err != nil || len(h) < 2 || h[0]&0x80 == 0 {
+		return false
+	}
+	n, at := uint64(h[1]&0x7f), 2
+	switch n {
+	case 126:
+		if len(h) < 4 {
+			return false
+		}
+		n, at = uint64(binary.BigEndian.Uint16(h[2:4])), 4
+	case 127:
+		if len(h) < 10 {
+			return false
+		}
+		n, at = binary.BigEndian.Uint64(h[2:10]), 10
+	}
+	if h[1]&0x80 != 0 {
+		at += 4 // the mask
+	}
+	return n <= uint64(br.Buffered()) && uint64(at)+n <= uint64(br.Buffered())
 }
 
 // park hands the quiet socket to the poller. It reports whether the calling
 // goroutine must stop reading: true once parked (or once another goroutine took
 // over), false if the socket could not be parked.
 func (c *Conn) park() bool {
-	c.buf = bytes.Buffer{} // an idle socket keeps no message buffer
+	c.msg = nil // an idle socket keeps no message buffer
 	if c.pollID == 0 {
 		c.pollID = c.rt.poller.Register((*sleeper)(c))
 	}
@@ -176,9 +328,19 @@ func unmask(f []byte) []byte {
 	return payload
 }
 
-func (c *Conn) readFailed(err error) {
+// readFailed ends reading after err; timed says a read deadline bounded the message.
+func (c *Conn) readFailed(err error, timed bool) {
 	var ce *websocket.CloseError
+	var ne net.Error
 	switch {
+	case timed && errors.As(err, &ne) && ne.Timeout():
+		// The message did not complete within ReadTimeout. Nothing more can be read
+		// (gorilla's state is broken): the writer sends the close frame, then ends
+		// the connection.
+		if c.close(websocket.ClosePolicyViolation, "message not completed in time", true) {
+			c.rt.metrics.ReadTimeouts.Inc()
+		}
+		return
 	case errors.Is(err, websocket.ErrReadLimit):
 		// gorilla has already sent close 1009. Read and drop the rest of the oversized
 		// message until the client answers, for up to closeGrace: closing with unread

@@ -3,6 +3,7 @@ package socket
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"testing"
 )
 
@@ -83,6 +84,67 @@ func FuzzControlFrame(f *testing.F) {
 		payload := unmask(f)
 		if again := clientFrame(f[0], [4]byte(f[2:6]), payload); !bytes.Equal(again, f) {
 			t.Fatalf("payload %x does not re-encode to the frame %x", payload, f)
+		}
+	})
+}
+
+// fakeBuf is a peeker over fixed bytes.
+type fakeBuf []byte
+
+func (b fakeBuf) Peek(n int) ([]byte, error) {
+	if n > len(b) {
+		return b, io.ErrUnexpectedEOF
+	}
+	return b[:n], nil
+}
+func (b fakeBuf) Buffered() int { return len(b) }
+
+// TestWholeFrame: a read is timed unless the buffer holds a whole final frame.
+func TestWholeFrame(t *testing.T) {
+	masked := func(fin byte, n int, extra ...byte) []byte {
+		var h []byte
+		switch {
+		case n <= 125:
+			h = []byte{fin | 0x1, 0x80 | byte(n)}
+		case n <= 0xffff:
+			h = []byte{fin | 0x1, 0x80 | 126, byte(n >> 8), byte(n)}
+		default:
+			h = []byte{fin | 0x1, 0x80 | 127, 0, 0, 0, 0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+		}
+		h = append(h, 1, 2, 3, 4) // the mask
+		return append(append(h, make([]byte, n)...), extra...)
+	}
+	for name, c := range map[string]struct {
+		b    []byte
+		want bool
+	}{
+		"small, whole":          {masked(0x80, 5), true},
+		"small, one byte short": {masked(0x80, 5)[:10], false},
+		"not final":             {masked(0, 5), false},
+		"16-bit length, whole":  {masked(0x80, 300), true},
+		"16-bit length, short":  {masked(0x80, 300)[:200], false},
+		"64-bit length, whole":  {masked(0x80, 70000), true},
+		"64-bit length, short":  {masked(0x80, 70000)[:60000], false},
+		"whole, more after":     {masked(0x80, 5, 0x81, 0x85), true},
+		"header only":           {[]byte{0x81}, false},
+		"nothing":               {nil, false},
+		"a huge length":         {[]byte{0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4}, false},
+	} {
+		if got := wholeFrame(fakeBuf(c.b)); got != c.want {
+			t.Errorf("%s: %v, want %v", name, got, c.want)
+		}
+	}
+}
+
+// FuzzWholeFrame: whatever a client sends, wholeFrame answers without a panic, and
+// true only when the frame it describes fits in what is buffered.
+func FuzzWholeFrame(f *testing.F) {
+	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4, 'h', 'e', 'l', 'l', 'o'})
+	f.Add([]byte{0x81, 0xfe, 0x01, 0x00})
+	f.Add([]byte{0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if wholeFrame(fakeBuf(b)) && (len(b) < 2 || b[0]&0x80 == 0) {
+			t.Fatalf("whole frame in %x", b)
 		}
 	})
 }

@@ -40,6 +40,14 @@ type Config struct {
 	ParkAfter time.Duration
 	// CheckOrigin reports whether a browser request's Origin may open a socket.
 	CheckOrigin func(*http.Request) bool
+	// ReadTimeout bounds how long a message may take to arrive once it has begun; past
+	// it the connection is closed with 1008. 0: no bound.
+	ReadTimeout time.Duration
+	// MessagesPerSecond and MessageBurst bound the messages read from one connection
+	// (a token bucket): past them reading pauses until the rate allows the next, so
+	// nothing is dropped and the client feels TCP's backpressure. 0: no bound.
+	MessagesPerSecond float64
+	MessageBurst      int
 }
 
 // Metrics are what the runtime counts; the edge defines and registers them.
@@ -55,6 +63,15 @@ type Metrics struct {
 	SlowCloses *prometheus.CounterVec
 	// Queued observes a connection's queued bytes after each push it takes.
 	Queued prometheus.Observer
+	// BudgetCloses counts 1013 closes of connections that would take a shared budget
+	// past its limit, by direction ("read": bytes of messages arriving; "send": bytes
+	// queued) and scope ("user", "edge").
+	BudgetCloses *prometheus.CounterVec
+	// ReadTimeouts counts connections closed 1008 for a message not completed within
+	// ReadTimeout.
+	ReadTimeouts prometheus.Counter
+	// ReadPaused counts the seconds reading was paused by a message rate.
+	ReadPaused prometheus.Counter
 }
 
 // Handler receives what arrives on one connection. Its methods are called from one

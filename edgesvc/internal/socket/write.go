@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/gatehouse/gatehouse/edgesvc/internal/budget"
 	"github.com/gatehouse/gatehouse/edgesvc/internal/sendq"
 )
 
@@ -77,7 +78,10 @@ func (c *Conn) enqueue(m sendq.Message) (bool, error) {
 	if c.isClosing() {
 		return false, ErrClosed
 	}
-	if !c.w.Offer(m, c.rt.cfg.SendQueue, c.rt.cfg.SendBuffer) {
+	if ok, over := c.w.Put(m, c.rt.cfg.SendQueue, c.rt.cfg.SendBuffer); over != budget.None {
+		c.closeBudget("send", over)
+		return false, ErrClosed
+	} else if !ok {
 		c.closeSlow("push_overflow", "send buffer full: client too slow")
 		return false, ErrClosed
 	}
@@ -157,11 +161,16 @@ func (c *Conn) reply(m sendq.Message) error {
 	var t *time.Timer
 	for {
 		room := c.w.Room() // before Offer: a write after a refusal signals it
-		if c.w.Offer(m, c.rt.cfg.SendQueue, c.rt.cfg.SendBuffer) {
+		ok, over := c.w.Put(m, c.rt.cfg.SendQueue, c.rt.cfg.SendBuffer)
+		if ok {
 			if c.w.Take() {
 				c.Flush()
 			}
 			return nil
+		}
+		if over != budget.None {
+			c.closeBudget("send", over)
+			return ErrClosed
 		}
 		if t == nil {
 			t = time.NewTimer(c.rt.cfg.WriteWait / 2)
