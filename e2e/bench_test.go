@@ -3,6 +3,8 @@ package e2e
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,7 +41,10 @@ func bareEcho(b *testing.B) string {
 }
 
 func benchSystem(b *testing.B) (*system, []*authv1.LoginResponse) {
-	s := newSystem(b, []string{"AUTHSVC_MAX_SESSIONS_PER_USER=0"}, nil) // 256 sessions of one user
+	// 256 sessions of one user, as fast as they go: the message rates are off, unless
+	// GATEHOUSE_BENCH_EDGE_ENV (space-separated NAME=value) sets other settings, such
+	// as the rates, to measure what they cost.
+	s := newSystem(b, []string{"AUTHSVC_MAX_SESSIONS_PER_USER=0"}, append(unpaced, strings.Fields(os.Getenv("GATEHOUSE_BENCH_EDGE_ENV"))...))
 	u, pw := s.newUser(b)
 	// Many distinct sessions, as real traffic has.
 	logins := make([]*authv1.LoginResponse, 256)
