@@ -52,6 +52,7 @@ const (
 // budgets stay at their defaults.
 func edgeEnv(authAddr string, more ...string) []string {
 	return append([]string{"EDGESVC_MAX_SOCKETS_PER_USER=0", "EDGESVC_AUTH_TOKEN=" + benchFrontToken, "EDGESVC_AUTH_ADDR=" + authAddr,
+		"EDGESVC_METRICS_LISTEN=127.0.0.1:0",
 		"EDGESVC_MAX_MESSAGES_PER_SECOND=0", "EDGESVC_MAX_MESSAGES_PER_SECOND_PER_USER=0",
 		"EDGESVC_READ_BUFFER_PER_USER=0", "EDGESVC_SEND_BUFFER_PER_USER=0"}, more...)
 }
@@ -80,6 +81,21 @@ type proc struct {
 
 var listenRE = regexp.MustCompile(`(?:msg="\w+ listening" addr=|^listening )(\S+)`)
 
+// metricsRE finds an edge's metrics address in its listening line.
+var metricsRE = regexp.MustCompile(`edgesvc listening.* metrics=(\S+)`)
+
+// metricsAt maps each edge's address to its metrics address (EDGESVC_METRICS_LISTEN).
+var metricsAt sync.Map
+
+// metricsOf is where the process at addr serves its metrics: an edge's metrics
+// listener, or addr.
+func metricsOf(addr string) string {
+	if m, ok := metricsAt.Load(addr); ok {
+		return m.(string)
+	}
+	return addr
+}
+
 // startPinned starts a server on CPU 0 and waits for the line naming its address.
 func startPinned(name string, env []string, args ...string) (*proc, error) {
 	cmd := exec.Command("taskset", append([]string{"-c", "0"}, args...)...)
@@ -94,6 +110,9 @@ func startPinned(name string, env []string, args ...string) (*proc, error) {
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				if mm := metricsRE.FindStringSubmatch(sc.Text()); mm != nil && mm[1] != "off" {
+					metricsAt.Store(m[1], mm[1])
+				}
 				addrc <- m[1]
 			} else if strings.Contains(sc.Text(), "level=ERROR") || strings.Contains(sc.Text(), "level=WARN") {
 				fmt.Fprintf(os.Stderr, "  [%s] %s\n", name, sc.Text())
@@ -570,7 +589,7 @@ func (w *world) saveHeap(name string) {
 
 // goMemory reads the Go runtime gauges from the edge's /metrics.
 func goMemory(addr string) (map[string]float64, error) {
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := http.Get("http://" + metricsOf(addr) + "/metrics")
 	if err != nil {
 		return nil, err
 	}

@@ -46,7 +46,7 @@ func TestAuthMetrics(t *testing.T) {
 // hasSeries reports whether the /metrics at addr has the line line.
 func hasSeries(t *testing.T, addr, line string) bool {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := http.Get("http://" + metricsAddr(addr) + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

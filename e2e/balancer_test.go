@@ -72,11 +72,14 @@ func TestBrowserThroughBalancer(t *testing.T) {
 	c := newCluster(t, "EDGESVC_TRUSTED_PROXIES=127.0.0.1")
 	a, b := c.sys[0], c.sys[1]
 	base := "http://" + startBalancer(t, a.edge.addr, b.edge.addr)
-	// The edges' metrics are for Prometheus, scraping each edge, not for the world.
-	if resp, err := http.Get(base + "/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("GET /metrics through the balancer: %v %v, want 404", resp, err)
-	} else {
-		resp.Body.Close()
+	// The edges' metrics are for Prometheus, scraping each edge's metrics port, not for
+	// the world: the public port has none, in any spelling (no balancer rule needed).
+	for _, p := range []string{"/metrics", "/%6Detrics", "//metrics"} {
+		if resp, err := http.Get(base + p); err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("GET %s through the balancer: %v %v, want 404", p, resp, err)
+		} else {
+			resp.Body.Close()
+		}
 	}
 	api := edgeAPI(t, a)
 	ctx := apiCtx(t.Context())

@@ -212,7 +212,7 @@ func (b *tab) send(t *testing.T, text string) {
 // handshakes reads the edge's total of handshakes answered with 101.
 func handshakes(t *testing.T, edgeAddr string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + edgeAddr + "/metrics")
+	resp, err := http.Get("http://" + metricsAddr(edgeAddr) + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

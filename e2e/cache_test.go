@@ -16,7 +16,7 @@ import (
 // `gatehouse_edge_session_cache_lookups_total{result="hit"}`; 0 if absent.
 func metric(t testing.TB, edgeAddr, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + edgeAddr + "/metrics")
+	resp, err := http.Get("http://" + metricsAddr(edgeAddr) + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

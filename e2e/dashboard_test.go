@@ -34,7 +34,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	authMetrics := freeAddr(t)
 	s := newSystem(t, []string{"AUTHSVC_METRICS_LISTEN=" + authMetrics},
 		[]string{"EDGESVC_NATS_URL=" + nats.url(), "EDGESVC_LAYER_KEY=" + layerKey, "EDGESVC_ROUTES_FILE=" + routesFor(t, freeAddr(t), "")})
-	exposed := scrape(t, "http://"+s.edge.addr+"/metrics") + scrape(t, "http://"+authMetrics+"/metrics")
+	exposed := scrape(t, "http://"+metricsAddr(s.edge.addr)+"/metrics") + scrape(t, "http://"+authMetrics+"/metrics")
 	name := regexp.MustCompile(`\b(?:gatehouse|grpc_server)_[a-z_]+\b`)
 	queried := 0
 	for _, p := range dash.Panels {

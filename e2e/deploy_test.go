@@ -175,6 +175,7 @@ data:
   EDGESVC_NATS_CA: /tls/ca.pem
   EDGESVC_NATS_NKEY_FILE: /secrets/nats-nkey
   EDGESVC_LAYER_KEY_FILE: /secrets/layer-key
+  EDGESVC_METRICS_LISTEN: "127.0.0.1:0"
   EDGESVC_SHUTDOWN_TIMEOUT: "5s"
 ---
 apiVersion: v1
@@ -228,6 +229,9 @@ data:
 			out := podmanTry(conf, "logs", c)
 			if m := re.FindStringSubmatch(out); m != nil {
 				edges, apis = append(edges, m[1]), append(apis, m[2])
+				if mm := metricsRE.FindStringSubmatch(out); mm != nil {
+					metricsAt.Store(mm[1], mm[2])
+				}
 				break
 			}
 			if time.Now().After(deadline) {

@@ -108,6 +108,22 @@ type proc struct {
 
 var listenRE = regexp.MustCompile(`listening.* addr=(\S+)`)
 
+// metricsRE finds an edge's metrics address in its "edgesvc listening" line.
+var metricsRE = regexp.MustCompile(`edgesvc listening.* addr=(\S+) .*metrics=(\S+)`)
+
+// metricsAt maps the address of each edge the tests started (or found) to its
+// metrics address (EDGESVC_METRICS_LISTEN): the public port serves no metrics.
+var metricsAt sync.Map
+
+// metricsAddr returns where the edge at addr serves its metrics: its metrics
+// listener, or addr itself for a process that is not an edge (authsvc's).
+func metricsAddr(addr string) string {
+	if m, ok := metricsAt.Load(addr); ok {
+		return m.(string)
+	}
+	return addr
+}
+
 // start runs bin (a name in binDir, or an absolute path) with env, waits for its
 // "listening" log line and returns it. The process is stopped (SIGTERM) at the end of
 // the test, and its log printed if the test failed.
@@ -138,6 +154,9 @@ func start(t testing.TB, bin string, env ...string) *proc {
 			p.mu.Lock()
 			p.log.WriteString(line + "\n")
 			p.mu.Unlock()
+			if m := metricsRE.FindStringSubmatch(line); m != nil && m[2] != "off" {
+				metricsAt.Store(m[1], m[2])
+			}
 			if m := listenRE.FindStringSubmatch(line); m != nil {
 				select {
 				case addrc <- m[1]:
@@ -235,6 +254,7 @@ func edgeEnv(authAddr string, extra ...string) []string {
 	return append([]string{
 		"EDGESVC_LISTEN=127.0.0.1:0",
 		"EDGESVC_API_LISTEN=127.0.0.1:0",
+		"EDGESVC_METRICS_LISTEN=127.0.0.1:0",
 		"EDGESVC_API_TOKEN=" + apiToken,
 		"EDGESVC_AUTH_ADDR=" + authAddr,
 		"EDGESVC_AUTH_TOKEN=" + frontToken,

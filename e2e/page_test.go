@@ -220,7 +220,18 @@ func TestPageAndForms(t *testing.T) {
 				t.Errorf("GET %s = %d", p, resp.StatusCode)
 			}
 		}
-		body := readBody(get(t, "/metrics"))
+		// Metrics are not on the public port (404, as for any path not served), only on
+		// EDGESVC_METRICS_LISTEN.
+		for _, p := range []string{"/metrics", "/%6Detrics", "/metrics/", "/METRICS"} {
+			if resp := get(t, p); resp.StatusCode != http.StatusNotFound || strings.Contains(readBody(resp), "gatehouse_edge") {
+				t.Errorf("GET %s on the public port = %d, want 404", p, resp.StatusCode)
+			}
+		}
+		resp, err := http.Get("http://" + metricsAddr(s.edge.addr) + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(resp)
 		for _, m := range []string{"gatehouse_edge_connections_open", "gatehouse_edge_handshakes_total", "gatehouse_edge_validate_session_seconds",
 			"gatehouse_edge_messages_received_total", "gatehouse_edge_messages_sent_total", "gatehouse_edge_closes_total"} {
 			if !strings.Contains(body, m) {

@@ -43,9 +43,9 @@ func TestMakeRun(t *testing.T) {
 	if err := os.Symlink(abs, filepath.Join(root, "bin")); err != nil {
 		t.Fatal(err)
 	}
-	auth, edge, api, metrics := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	auth, edge, api, metrics, edgeMetrics := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	env := append(os.Environ(), "AUTHSVC_LISTEN="+auth, "EDGESVC_LISTEN="+edge, "EDGESVC_API_LISTEN="+api,
-		"AUTHSVC_METRICS_LISTEN="+metrics, "AUTHSVC_ARGON2_MEMORY_KIB=1024", "AUTHSVC_ARGON2_TIME=1")
+		"AUTHSVC_METRICS_LISTEN="+metrics, "EDGESVC_METRICS_LISTEN="+edgeMetrics, "AUTHSVC_ARGON2_MEMORY_KIB=1024", "AUTHSVC_ARGON2_TIME=1")
 	script := func(db string) (*exec.Cmd, *lockedWriter) {
 		cmd := exec.Command("bash", filepath.Join(root, "scripts", "run.sh"))
 		cmd.Env = append(env, "DATABASE_URL="+db)
@@ -79,7 +79,7 @@ func TestMakeRun(t *testing.T) {
 		}
 	}
 	log := text(out)
-	for _, want := range []string{"authsvc  | ", "edgesvc  | ", "http://" + edge + "/", "http://" + metrics + "/metrics"} {
+	for _, want := range []string{"authsvc  | ", "edgesvc  | ", "http://" + edge + "/", "http://" + metrics + "/metrics", "http://" + edgeMetrics + "/metrics"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("make run printed no %q", want)
 		}

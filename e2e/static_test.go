@@ -50,3 +50,34 @@ func TestTokenComparisonsConstantTime(t *testing.T) {
 		}
 	}
 }
+
+// TestManifestsKeepTheEdgesClosed: the Kubernetes settings serve metrics on a port of
+// their own (the public one has none, so the Ingress needs no rule) and trust no
+// broad range as proxies (anyone trusted names any client address).
+func TestManifestsKeepTheEdgesClosed(t *testing.T) {
+	b, err := os.ReadFile("../deploy/kubernetes/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^  (EDGESVC_\w+): "?([^"\n]*)"?$`).FindAllStringSubmatch(string(b), -1) {
+		settings[m[1]] = m[2]
+	}
+	if settings["EDGESVC_METRICS_LISTEN"] == "" || settings["EDGESVC_METRICS_LISTEN"] == settings["EDGESVC_LISTEN"] {
+		t.Errorf("config.yaml: EDGESVC_METRICS_LISTEN %q, want a port of its own", settings["EDGESVC_METRICS_LISTEN"])
+	}
+	for _, p := range strings.Split(settings["EDGESVC_TRUSTED_PROXIES"], ",") {
+		if _, bits, ok := strings.Cut(p, "/"); ok && len(bits) == 1 || bits == "16" || bits == "12" {
+			t.Errorf("config.yaml: EDGESVC_TRUSTED_PROXIES trusts %s: any pod there names any client", p)
+		}
+	}
+	for _, f := range []string{"../deploy/haproxy.cfg", "../scripts/haproxy.cfg.sh"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "deny") && strings.Contains(string(b), "/metrics") && regexp.MustCompile(`(?m)^\s*http-request deny.*metrics`).Match(b) {
+			t.Errorf("%s denies /metrics: a rule the edges no longer need (and /%%6Detrics passed it)", f)
+		}
+	}
+}

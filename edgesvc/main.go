@@ -129,7 +129,8 @@ func run(args []string, log *slog.Logger) error {
 	nc.flags(fs)
 	var routesPath string
 	fs.StringVar(&routesPath, "routes-file", env("EDGESVC_ROUTES_FILE", ""), "JSON file of routes whose connections a consumer service in any language runs (gatehouse.app.v1.ConsumerService): {\"routes\": [{\"path\": \"/ws/commands/{room}/\", \"consumer\": \"host:port\"}]} (EDGESVC_ROUTES_FILE)")
-	var debugListen string
+	var debugListen, metricsListen string
+	fs.StringVar(&metricsListen, "metrics-listen", env("EDGESVC_METRICS_LISTEN", ""), "address to serve Prometheus metrics on, at GET /metrics (EDGESVC_METRICS_LISTEN); empty: off. The public port never serves them: keep this one internal")
 	fs.StringVar(&debugListen, "debug-listen", env("EDGESVC_DEBUG_LISTEN", ""), "address for net/http/pprof (EDGESVC_DEBUG_LISTEN); empty: off. Keep it on loopback")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: edgesvc [flags]
@@ -290,6 +291,26 @@ Flags:
 	if err != nil {
 		return err
 	}
+	metricsAddr := "off"
+	if metricsListen != "" {
+		// Listened on here, so that an address that cannot be used stops the edge
+		// rather than leaving it running unobserved.
+		mlis, err := net.Listen("tcp", metricsListen)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("EDGESVC_METRICS_LISTEN (-metrics-listen) %q: %w", metricsListen, err)
+		}
+		metricsAddr = mlis.Addr().String()
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", srv.MetricsHandler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := msrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener", "err", err)
+			}
+		}()
+		defer msrv.Close()
+	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 2) // the HTTP and the API servers
 	if (tlsCert == "") != (tlsKey == "") {
@@ -311,7 +332,8 @@ Flags:
 	go func() { errc <- hs.Serve(lis) }()
 	go func() { errc <- g.Serve(apiLis) }()
 	log.Info("edgesvc listening", "addr", lis.Addr().String(), "tls", tlsCert != "", "api", apiLis.Addr().String(),
-		"api_tls", api.tlsCert != "", "api_mtls", api.tlsClientCA != "", "authsvc", authAddr, "auth_tls", authCA != "", "auth_token", authToken != "", "node", srv.NodeID())
+		"api_tls", api.tlsCert != "", "api_mtls", api.tlsClientCA != "", "authsvc", authAddr, "auth_tls", authCA != "", "auth_token", authToken != "", "node", srv.NodeID(),
+		"metrics", metricsAddr)
 	if api.token == "" && api.tlsClientCA == "" {
 		log.Warn("no edge API token configured: EdgeService answers UNAUTHENTICATED API_DISABLED (set EDGESVC_API_TOKEN or EDGESVC_API_TOKEN_FILE)")
 	}

@@ -25,8 +25,9 @@ auth_addrs=(127.0.0.1:50051 127.0.0.1:50061)
 edge_addrs=(127.0.0.1:8001 127.0.0.1:8002)
 api_addrs=(127.0.0.1:50052 127.0.0.1:50062)
 metrics_addrs=(127.0.0.1:9101 127.0.0.1:9102)
+edge_metrics_addrs=(127.0.0.1:9111 127.0.0.1:9112)
 
-require_free "127.0.0.1:$lb_port" "127.0.0.1:$nats_port" "${auth_addrs[@]}" "${edge_addrs[@]}" "${api_addrs[@]}" "${metrics_addrs[@]}"
+require_free "127.0.0.1:$lb_port" "127.0.0.1:$nats_port" "${auth_addrs[@]}" "${edge_addrs[@]}" "${api_addrs[@]}" "${metrics_addrs[@]}" "${edge_metrics_addrs[@]}"
 prepare
 
 # NATS, with room for the largest message an edge takes (1 MiB) and its header.
@@ -45,7 +46,7 @@ for i in 0 1; do
 done
 
 for i in 0 1; do
-  EDGESVC_LISTEN=${edge_addrs[i]} EDGESVC_API_LISTEN=${api_addrs[i]} \
+  EDGESVC_LISTEN=${edge_addrs[i]} EDGESVC_API_LISTEN=${api_addrs[i]} EDGESVC_METRICS_LISTEN=${edge_metrics_addrs[i]} \
     EDGESVC_AUTH_ADDR=${auth_addrs[i]} EDGESVC_AUTH_TOKEN_FILE=.run/frontend-token \
     EDGESVC_API_TOKEN_FILE=.run/api-token EDGESVC_NODE_ID=edge-$((i + 1)) \
     EDGESVC_NATS_URL=nats://127.0.0.1:$nats_port EDGESVC_LAYER_KEY_FILE=.run/layer-key \
@@ -73,7 +74,7 @@ cat <<MSG
     edges      http://${edge_addrs[0]}/ (edge-1, API ${api_addrs[0]}), http://${edge_addrs[1]}/ (edge-2, API ${api_addrs[1]})
     authsvc    ${auth_addrs[0]}, ${auth_addrs[1]} (one PostgreSQL)
     NATS       nats://127.0.0.1:$nats_port
-    metrics    http://${edge_addrs[0]}/metrics, http://${edge_addrs[1]}/metrics (edges), http://${metrics_addrs[0]}/metrics, http://${metrics_addrs[1]}/metrics (authsvc)
+    metrics    http://${edge_metrics_addrs[0]}/metrics, http://${edge_metrics_addrs[1]}/metrics (edges), http://${metrics_addrs[0]}/metrics, http://${metrics_addrs[1]}/metrics (authsvc)
     edge API   $(grpcurl_hint -plaintext -H "\"authorization: Bearer \$(cat .run/api-token)\"" "${api_addrs[0]}" gatehouse.edge.v1.EdgeService/ListConnections)
     admin      $(grpcurl_hint -plaintext -H "\"authorization: Bearer \$(cat .run/admin-token)\"" "${auth_addrs[0]}" list)
     database   $DATABASE_URL${pgdir:+

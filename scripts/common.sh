@@ -26,7 +26,7 @@ require_free() {
   done
   if ((busy)); then
     echo "Is 'make run' or 'make cluster' running already? Stop it (Ctrl-C in its terminal) or what holds the port," >&2
-    echo "or choose other addresses (make run: AUTHSVC_LISTEN, EDGESVC_LISTEN, EDGESVC_API_LISTEN)." >&2
+    echo "or choose other addresses (make run: AUTHSVC_LISTEN, EDGESVC_LISTEN, EDGESVC_API_LISTEN, AUTHSVC_METRICS_LISTEN, EDGESVC_METRICS_LISTEN)." >&2
     exit 1
   fi
 }

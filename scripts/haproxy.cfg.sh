@@ -25,8 +25,8 @@ defaults
 
 frontend gatehouse
     bind $listen
-    # Metrics are for Prometheus, which scrapes each edge directly, not for the world.
-    http-request deny deny_status 404 if { path_beg /metrics }
+    # No rule keeps /metrics from the world: the edges serve it on an internal port
+    # only (EDGESVC_METRICS_LISTEN), which Prometheus scrapes directly.
     option forwardfor
     default_backend edges
 

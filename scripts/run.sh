@@ -13,7 +13,8 @@ export EDGESVC_LISTEN=${EDGESVC_LISTEN:-127.0.0.1:8000}
 export EDGESVC_AUTH_ADDR=${EDGESVC_AUTH_ADDR:-$AUTHSVC_LISTEN}
 export EDGESVC_API_LISTEN=${EDGESVC_API_LISTEN:-127.0.0.1:50052}
 export AUTHSVC_METRICS_LISTEN=${AUTHSVC_METRICS_LISTEN-127.0.0.1:9101}
-require_free "$AUTHSVC_LISTEN" "$EDGESVC_LISTEN" "$EDGESVC_API_LISTEN" ${AUTHSVC_METRICS_LISTEN:+"$AUTHSVC_METRICS_LISTEN"}
+export EDGESVC_METRICS_LISTEN=${EDGESVC_METRICS_LISTEN-127.0.0.1:9100}
+require_free "$AUTHSVC_LISTEN" "$EDGESVC_LISTEN" "$EDGESVC_API_LISTEN" ${AUTHSVC_METRICS_LISTEN:+"$AUTHSVC_METRICS_LISTEN"} ${EDGESVC_METRICS_LISTEN:+"$EDGESVC_METRICS_LISTEN"}
 prepare
 
 # authsvc trusts as front ends (to name clients' addresses, to follow session ends)
@@ -48,7 +49,7 @@ cat <<MSG
                .run/api-token (the edge API)
     grpcurl    $(grpcurl_hint -plaintext -H "\"authorization: Bearer \$(cat .run/admin-token)\"" "$AUTHSVC_LISTEN" list)
     edge API   $(grpcurl_hint -plaintext -H "\"authorization: Bearer \$(cat .run/api-token)\"" "$EDGESVC_API_LISTEN" list)
-    metrics    http://$host:$port/metrics (edgesvc)${AUTHSVC_METRICS_LISTEN:+, http://$AUTHSVC_METRICS_LISTEN/metrics (authsvc)}
+    metrics    ${EDGESVC_METRICS_LISTEN:+http://$EDGESVC_METRICS_LISTEN/metrics (edgesvc)}${AUTHSVC_METRICS_LISTEN:+, http://$AUTHSVC_METRICS_LISTEN/metrics (authsvc)}
     database   $DATABASE_URL${pgdir:+
                (the private cluster: its data and socket are in $pgdir)}
 

@@ -264,7 +264,6 @@ func New(cc grpc.ClientConnInterface, cfg Config, log *slog.Logger) *Server {
 	site.New(s.auth, s.face, log).Register(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return s
 }
 
@@ -290,7 +289,15 @@ func namesUserID(pattern string) bool {
 	return strings.Contains(pattern, "{user_id}") || strings.Contains(pattern, "{user_id...}")
 }
 
-// Metrics returns the registry behind /metrics, for a program's own series.
+// MetricsHandler serves the edge's Prometheus metrics (and a program's own, registered
+// on Metrics). The edge's own handler does not serve them (GET /metrics there is 404):
+// mount this where only the scraper reaches it, such as an internal port (edgesvc's
+// EDGESVC_METRICS_LISTEN).
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})
+}
+
+// Metrics returns the registry behind MetricsHandler, for a program's own series.
 func (s *Server) Metrics() prometheus.Registerer { return s.reg }
 
 // NodeID returns the edge's node id (Config.NodeID, or the default it got).

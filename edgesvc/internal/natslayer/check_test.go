@@ -68,7 +68,8 @@ func TestChecksOnArrival(t *testing.T) {
 	t.Cleanup(l.Close)
 	l.Watch(user1, true)
 	r := newRogue(t, s)
-	eventually(t, "a usable", 5*time.Second, l.usable)
+	// Its subscriptions are on the server once its own heartbeat has come back.
+	eventually(t, "a hears itself", 5*time.Second, func() bool { return l.selfSeen.Load() != 0 })
 	invalid := func() float64 { return testutil.ToFloat64(m.Rejected.WithLabelValues(rejectInvalid)) }
 	rogueReplies := r.subj.replies("rogue")
 	answers, err := r.nc.SubscribeSync(rogueReplies)
@@ -166,7 +167,8 @@ func TestAnswersOnlyFromPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(l.Close)
-	eventually(t, "a usable", 5*time.Second, l.usable)
+	// Its subscriptions are on the server once its own heartbeat has come back.
+	eventually(t, "a hears itself", 5*time.Second, func() bool { return l.selfSeen.Load() != 0 })
 	r := newRogue(t, s)
 	invalid := func() float64 { return testutil.ToFloat64(m.Rejected.WithLabelValues(rejectInvalid)) }
 	before := invalid()
