@@ -3,6 +3,9 @@ package natslayer
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,8 +21,9 @@ type rogue struct {
 	t       *testing.T
 	nc      *nats.Conn
 	s       sealer
-	subj    subjects
-	counter uint64
+	subj     subjects
+	counter  uint64
+	instance [8]byte
 }
 
 func newRogue(t *testing.T, srv *server) *rogue {
@@ -28,7 +32,7 @@ func newRogue(t *testing.T, srv *server) *rogue {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	return &rogue{t: t, nc: nc, s: sealer{k: mustKeyring(t, testKey)}, subj: newSubjects("gatehouse", [][]byte{testKey})}
+	return &rogue{t: t, nc: nc, s: sealer{k: mustKeyring(t, testKey)}, subj: newSubjects("gatehouse", [][]byte{testKey}), instance: [8]byte{'r', 'o', 'g', 'u', 'e'}}
 }
 
 // publish seals payload as message number counter (the next one when 0).
@@ -38,7 +42,7 @@ func (r *rogue) publish(subject, reply string, payload []byte, counter uint64) {
 		r.counter++
 		counter = r.counter
 	}
-	msg := r.s.seal(nil, subject, reply, meta{instance: [8]byte{'r', 'o', 'g', 'u', 'e'}, counter: counter, sent: time.Now().UnixNano()}, payload)
+	msg := r.s.seal(nil, subject, reply, meta{instance: r.instance, counter: counter, sent: time.Now().UnixNano()}, payload)
 	if err := r.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: msg}); err != nil {
 		r.t.Fatal(err)
 	}
@@ -177,4 +181,50 @@ func TestAnswersOnlyFromPeers(t *testing.T) {
 		r.publish(r.subj.replies("a"), "", b, 0)
 	}
 	eventually(t, "answers rejected", 5*time.Second, func() bool { return invalid() >= before+2 })
+}
+
+// lockedBuffer is a log sink tests can read while the layer writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *lockedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// TestDuplicateNodeIDLoggedOnce: heartbeats of other runs under this edge's node id
+// are logged at most once a minute, however many come (each logged an ERROR before).
+func TestDuplicateNodeIDLoggedOnce(t *testing.T) {
+	s := startServer(t)
+	var logs lockedBuffer
+	l, err := New(Config{URL: "nats://" + s.addr, Node: "a", Heartbeat: 200 * time.Millisecond, Timeout: time.Second, Key: testKey},
+		&fakeEdge{}, testMetrics(), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	eventually(t, "a hears itself", 5*time.Second, func() bool { return l.selfSeen.Load() != 0 })
+	r := newRogue(t, s)
+	beat, _ := json.Marshal(heartbeat{Node: "a", Kind: beatBeat})
+	for i := range 50 { // each from another run
+		r.instance[7] = byte(i)
+		r.publish(r.subj.heartbeat(), "", beat, 0)
+	}
+	eventually(t, "the duplicate logged", 5*time.Second, func() bool { return strings.Contains(logs.String(), "another edge uses this node id") })
+	// The next beat of a's own comes after all 50 (one publisher's order): by then each
+	// has been handled.
+	seen := l.selfSeen.Load()
+	eventually(t, "a hears itself again", 5*time.Second, func() bool { return l.selfSeen.Load() != seen })
+	if n := strings.Count(logs.String(), "another edge uses this node id"); n != 1 {
+		t.Fatalf("logged %d times for 50 heartbeats", n)
+	}
 }
