@@ -194,9 +194,7 @@ Flags:
 	if cfg.ReadTimeout == 0 {
 		cfg.ReadTimeout = -1
 	}
-	if cfg.SendBufferPerUser > 0 && cfg.SendBufferPerUser < cfg.SendBuffer || cfg.ReadBufferPerUser > 0 && cfg.ReadBufferPerUser < 2*cfg.ReadLimit {
-		return fmt.Errorf("EDGESVC_SEND_BUFFER_PER_USER must be at least EDGESVC_SEND_BUFFER (%d) and EDGESVC_READ_BUFFER_PER_USER at least twice EDGESVC_READ_LIMIT (%d), or one socket could not use its own bounds", cfg.SendBuffer, cfg.ReadLimit)
-	}
+
 	if publicURL != "" {
 		u, err := url.Parse(publicURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {

@@ -65,12 +65,13 @@ type Config struct {
 	// SendBufferPerUser bounds the bytes waiting to be sent to all of one user's
 	// sockets on this edge, and SendBufferTotal to all of its sockets: a push or
 	// reply that would pass one closes its socket with 1013. Defaults 64 MiB and
-	// 2 GiB; negative: no bound.
+	// 2 GiB; negative: no bound. SendBufferPerUser is raised to SendBuffer if smaller.
 	SendBufferPerUser, SendBufferTotal int64
 	// ReadBufferPerUser bounds the bytes of client messages still arriving (and being
 	// handled) on all of one user's sockets on this edge, and ReadBuffer on all of its
 	// sockets: a socket whose message would pass one is closed with 1013. Defaults
-	// 16 MiB and 1 GiB; negative: no bound.
+	// 16 MiB and 1 GiB; negative: no bound. ReadBufferPerUser is raised to twice
+	// ReadLimit if smaller.
 	ReadBufferPerUser, ReadBuffer int64
 	// ReadTimeout bounds how long a client message may take to arrive once it has
 	// begun; past it the socket is closed with 1008. Default 30 s; negative: none.
@@ -152,6 +153,12 @@ func (c Config) withDefaults() Config {
 	c.SendBufferPerUser = orDefault(c.SendBufferPerUser, 64<<20)
 	c.SendBufferTotal = orDefault(c.SendBufferTotal, 2<<30)
 	c.ReadBufferPerUser = orDefault(c.ReadBufferPerUser, 16<<20)
+	if c.ReadBufferPerUser > 0 { // one socket's largest message fits, twice
+		c.ReadBufferPerUser = max(c.ReadBufferPerUser, 2*(c.ReadLimit+1))
+	}
+	if c.SendBufferPerUser > 0 { // one socket's own buffer fits
+		c.SendBufferPerUser = max(c.SendBufferPerUser, c.SendBuffer)
+	}
 	c.ReadBuffer = orDefault(c.ReadBuffer, 1<<30)
 	c.ReadTimeout = orDefault(c.ReadTimeout, 30*time.Second)
 	c.MaxMessagesPerSecond = orDefault(c.MaxMessagesPerSecond, 100)

@@ -18,9 +18,9 @@ import (
 // rogue holds the layer key but asks for what no edge may: an edge of another
 // version, or one that misbehaves. It seals as an edge does, with its own instance.
 type rogue struct {
-	t       *testing.T
-	nc      *nats.Conn
-	s       sealer
+	t        *testing.T
+	nc       *nats.Conn
+	s        sealer
 	subj     subjects
 	counter  uint64
 	instance [8]byte
