@@ -262,14 +262,26 @@ func TestSendBudgetPerUser(t *testing.T) {
 	}
 	api := edgeAPI(t, s)
 	ctx := apiCtx(context.Background())
+	list, err := api.ListConnections(ctx, &edgev1.ListConnectionsRequest{Target: userTarget(u.GetId())})
+	if err != nil || len(list.GetConnections()) != 6 {
+		t.Fatalf("ListConnections: %v %v", list, err)
+	}
+	// A message for each socket of its own (as a consumer's replies are): a push to the
+	// user would be one frame shared by the six, which counts against each socket's own
+	// buffer but not against the user's budget (its memory is one frame's).
 	big := strings.Repeat("y", 900<<10)
-	for range 12 {
-		if _, err := api.Send(ctx, &edgev1.SendRequest{Target: userTarget(u.GetId()), Payload: &edgev1.SendRequest_Text{Text: big}}); err != nil {
-			t.Fatal(err)
+	// Round by round the sockets fill evenly: their sum passes 8 MiB when each holds
+	// about 1.4 MiB beyond what its kernel buffers took, long before one holds its own
+	// 4 MiB.
+	for range 10 {
+		for _, c := range list.GetConnections() {
+			if _, err := api.Send(ctx, &edgev1.SendRequest{Target: connTarget(c.GetId()), Payload: &edgev1.SendRequest_Text{Text: big}}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if n := metric(t, s.edge.addr, `gatehouse_edge_budget_closes_total{direction="send",scope="user"}`); n < 1 {
-		t.Fatalf("6 sockets not reading, 12 pushes of 900 KiB, an 8 MiB budget: %v closes for it (push_overflow: %v)", n,
+		t.Fatalf("6 sockets not reading, 10 pushes of 900 KiB each, an 8 MiB budget: %v closes for it (push_overflow: %v)", n,
 			metric(t, s.edge.addr, `gatehouse_edge_slow_closes_total{reason="push_overflow"}`))
 	}
 }

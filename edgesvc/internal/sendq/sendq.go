@@ -54,11 +54,11 @@ func (w *Writer) Settle() {
 	}
 }
 
-// count adds n bytes (which may be negative) to the writer's count and its shared
-// budgets, whatever their limits (bytes already on their way).
-func (w *Writer) count(n int64) {
+// count adds n bytes (which may be negative) to the writer's count, and charged bytes
+// to its shared budgets, whatever their limits (bytes already on their way).
+func (w *Writer) count(n, charged int64) {
 	w.bytes.Add(n)
-	if s := w.share; s != nil && n != 0 {
+	if s, n := w.share, charged; s != nil && n != 0 {
 		s.mu.Lock()
 		if !s.settled {
 			n = max(n, -s.held)
@@ -99,8 +99,27 @@ func (m Message) Size() int64 {
 
 // Frame is a message framed once for many connections: each writes the same bytes.
 type Frame struct {
-	wire []byte // header and payload
-	size int64  // payload bytes
+	wire   []byte // header and payload
+	size   int64  // payload bytes
+	shared bool   // queued on many connections: its bytes are not charged to the shared budgets
+}
+
+// PrepareShared is Prepare for a frame queued on many connections (a broadcast): its
+// memory is one frame's however many queue it, so it counts against each writer's
+// own bounds but not against the budgets writers share (Share), which it would
+// overstate a thousandfold.
+func PrepareShared(binary bool, data string) *Frame {
+	f := Prepare(binary, data)
+	f.shared = true
+	return f
+}
+
+// charge is what m counts against the shared budgets.
+func (m Message) charge() int64 {
+	if m.Frame != nil && m.Frame.shared {
+		return 0
+	}
+	return m.Size()
 }
 
 // Prepare frames data, binary or text, once.
@@ -210,14 +229,14 @@ func (w *Writer) Put(m Message, slots int, limit int64) (bool, budget.Scope) {
 	if cur := w.bytes.Load(); (cur > 0 && cur+size > limit) || len(q.msgs) >= slots {
 		return false, budget.None
 	}
-	if s := w.share; s != nil {
+	if s, charge := w.share, m.charge(); s != nil && charge > 0 {
 		s.mu.Lock()
 		if !s.settled {
-			if scope := s.p.Take(size); scope != budget.None {
+			if scope := s.p.Take(charge); scope != budget.None {
 				s.mu.Unlock()
 				return false, scope
 			}
-			s.held += size
+			s.held += charge
 		}
 		s.mu.Unlock()
 	}
@@ -272,6 +291,7 @@ type Batch struct {
 	Total int      // bytes in Bufs
 	Msgs  int      // data messages in it
 	size  int64    // bytes the byte bound counted for it
+	free  int64    // of those, shared frames' (not charged to shared budgets)
 	hdrs  []byte   // headers (and control frames) that Bufs point into
 }
 
@@ -283,7 +303,7 @@ func (b *Batch) reset(msgs int) {
 		b.hdrs = make([]byte, 0, batchHdrs(msgs))
 	}
 	b.Bufs, b.hdrs = b.Bufs[:0], b.hdrs[:0]
-	b.Total, b.Msgs, b.size = 0, 0, 0
+	b.Total, b.Msgs, b.size, b.free = 0, 0, 0, 0
 }
 
 func (b *Batch) add(p []byte) {
@@ -310,6 +330,7 @@ func (b *Batch) addMessage(m Message) {
 	}
 	b.Msgs++
 	b.size += m.Size()
+	b.free += m.Size() - m.charge()
 }
 
 // Fill gathers, in order, the rest of the last batch, the control frames waiting,
@@ -332,7 +353,7 @@ func (w *Writer) Fill(b *Batch, first *Message, msgs int, maxBytes int) bool {
 		b.addHeader(OpPing, 0)
 	}
 	if first != nil {
-		w.count(first.Size()) // counted while being written, like a queued one
+		w.count(first.Size(), first.charge()) // counted while being written, like a queued one
 		b.addMessage(*first)
 	}
 	w.take(msgs-b.Msgs, func() bool { return b.Msgs == 0 || b.Total < maxBytes }, b.addMessage)
@@ -357,7 +378,7 @@ func (w *Writer) Done(b *Batch, n int) bool {
 		}
 	}
 	w.rest = rest
-	w.count(int64(len(rest)) - b.size)
+	w.count(int64(len(rest))-b.size, int64(len(rest))-(b.size-b.free)) // the rest is a copy: charged
 	if q := w.q.Load(); q != nil && b.Msgs > 0 {
 		q.mu.Lock()
 		room := q.room

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/budget"
 )
 
 func TestOfferBounds(t *testing.T) {
@@ -178,5 +180,42 @@ func TestQueueLetsGo(t *testing.T) {
 	w.Fill(&b, nil, 64, 1<<20)
 	if q := w.q.Load(); q.msgs != nil || w.Queued() != 0 {
 		t.Fatalf("a queue that grew to 40 kept %d slots once empty", cap(q.msgs))
+	}
+}
+
+// TestSharedBudgets: a writer's bytes count against the budgets it shares while they
+// wait or are written (a partly written frame's rest too), a message that would pass
+// one is refused with its scope, a broadcast frame counts against none (its memory
+// is one frame's however many queue it), and Settle gives back what is still held.
+func TestSharedBudgets(t *testing.T) {
+	user, edge := budget.New(1000), budget.New(1500)
+	var w Writer
+	w.Share(budget.Pair{User: user, Edge: edge})
+	if ok, _ := w.Put(Message{Data: strings.Repeat("a", 600)}, 64, 1<<20); !ok || user.Used() != 600 || edge.Used() != 600 {
+		t.Fatalf("queued 600: user %d edge %d", user.Used(), edge.Used())
+	}
+	if ok, scope := w.Put(Message{Data: strings.Repeat("b", 500)}, 64, 1<<20); ok || scope != budget.User {
+		t.Fatalf("600+500 against a user budget of 1000: %v %v", ok, scope)
+	}
+	if ok, _ := w.Put(Message{Frame: PrepareShared(false, strings.Repeat("c", 5000))}, 64, 1<<20); !ok || user.Used() != 600 {
+		t.Fatalf("a shared frame: %v, user %d", ok, user.Used())
+	}
+	var other Writer
+	other.Share(budget.Pair{User: budget.New(0), Edge: edge})
+	if ok, scope := other.Put(Message{Data: strings.Repeat("d", 1000)}, 64, 1<<20); ok || scope != budget.Edge {
+		t.Fatalf("600+1000 against an edge budget of 1500: %v %v", ok, scope)
+	}
+	var b Batch
+	w.Fill(&b, nil, 64, 1<<20)
+	w.Done(&b, 100) // 100 bytes of the first frame out: the rest of both frames stays, copied
+	if want := int64(b.Total - 100); user.Used() != want || w.Bytes() != want {
+		t.Fatalf("after a partial write: user %d, writer %d, want %d", user.Used(), w.Bytes(), want)
+	}
+	w.Settle()
+	if user.Used() != 0 || edge.Used() != 0 {
+		t.Fatalf("after Settle: user %d edge %d", user.Used(), edge.Used())
+	}
+	if ok, _ := w.Put(Message{Data: "late"}, 64, 1<<20); !ok || user.Used() != 0 {
+		t.Fatal("a settled writer still charges its budgets")
 	}
 }

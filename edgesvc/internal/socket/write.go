@@ -27,7 +27,7 @@ import (
 type Prepared = sendq.Frame
 
 // Prepare frames data (binary or text) once, for Enqueue on many connections.
-func Prepare(binary bool, data string) *Prepared { return sendq.Prepare(binary, data) }
+func Prepare(binary bool, data string) *Prepared { return sendq.PrepareShared(binary, data) }
 
 // QueuedBytes returns the bytes of messages queued or being written.
 func (c *Conn) QueuedBytes() int64 { return c.w.Bytes() }
