@@ -39,25 +39,19 @@ func pin(t *testing.T, s *system, token string, user int64, n int) *websocket.Co
 }
 
 // closeCode waits for ws to end, and returns its close code (1006 without a close
-// frame).
+// frame), or 0 if it is still open after within.
 func closeCode(t *testing.T, ws *websocket.Conn, within time.Duration) int {
 	t.Helper()
-	_ = ws.SetReadDeadline(time.Now().Add(within))
-	for {
-		_, _, err := ws.ReadMessage()
-		if err == nil {
-			continue
-		}
-		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
-			return ce.Code
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return 0 // still open
-		}
-		return websocket.CloseAbnormalClosure
+	err := readToEnd(ws, within)
+	var ce *websocket.CloseError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce):
+		return ce.Code
+	case errors.As(err, &ne) && ne.Timeout():
+		return 0 // still open
 	}
+	return websocket.CloseAbnormalClosure
 }
 
 func heapInUse(t *testing.T, s *system) float64 {
@@ -297,5 +291,54 @@ func TestSendBudgets(t *testing.T) {
 					metric(t, s.edge.addr, `gatehouse_edge_slow_closes_total{reason="push_overflow"}`))
 			}
 		})
+	}
+}
+
+// clientFrame is a masked client frame: fin, opcode, payload.
+func clientFrame(fin bool, op byte, payload []byte) []byte {
+	b := []byte{op}
+	if fin {
+		b[0] |= 0x80
+	}
+	b = append(b, 0x80|byte(len(payload)), 1, 2, 3, 4) // payloads under 126 bytes here
+	for i, p := range payload {
+		b = append(b, p^[]byte{1, 2, 3, 4}[i%4])
+	}
+	return b
+}
+
+// TestReadTimeoutBehindAPing: a ping that arrives in pieces neither shields the
+// message behind it from EDGESVC_READ_TIMEOUT nor puts an idle socket under it.
+func TestReadTimeoutBehindAPing(t *testing.T) {
+	s := newSystem(t, nil, []string{"EDGESVC_READ_TIMEOUT=1s"})
+	u, pw := s.newUser(t)
+	l := s.login(t, u, pw)
+	ping := clientFrame(true, 0x9, []byte("hi"))
+
+	// A ping in two pieces, then nothing for longer than the timeout: still open.
+	idle := mustOpen(t, s.edge.addr, l)
+	raw := idle.UnderlyingConn()
+	if _, err := raw.Write(ping[:3]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the rest of the ping comes later, as over a slow link
+	if _, err := raw.Write(ping[3:]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the timeout, idle
+	echo(t, idle, "idle after a ping in pieces")
+
+	// A ping in two pieces, then a message begun and never finished: 1008.
+	stuck := mustOpen(t, s.edge.addr, l)
+	raw = stuck.UnderlyingConn()
+	if _, err := raw.Write(ping[:3]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, err := raw.Write(append(ping[3:], clientFrame(false, 0x1, []byte("never finished"))...)); err != nil {
+		t.Fatal(err)
+	}
+	if code := closeCode(t, stuck, 10*time.Second); code != websocket.ClosePolicyViolation {
+		t.Fatalf("a message begun behind a ping and never finished: ended with %d, want 1008", code)
 	}
 }

@@ -437,20 +437,24 @@ func echo(t testing.TB, ws *websocket.Conn, text string) {
 // (reason "" matches any).
 func expectClose(t testing.TB, ws *websocket.Conn, code int, reason string, within time.Duration) {
 	t.Helper()
+	err := readToEnd(ws, within)
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) {
+		t.Fatalf("socket ended with %v, want close %d %q", err, code, reason)
+	}
+	if ce.Code != code || (reason != "" && ce.Text != reason) {
+		t.Fatalf("close = %d %q, want %d %q", ce.Code, ce.Text, code, reason)
+	}
+}
+
+// readToEnd reads and drops messages until ws fails (a close frame is a
+// *websocket.CloseError) or within passes, and returns the error.
+func readToEnd(ws *websocket.Conn, within time.Duration) error {
 	_ = ws.SetReadDeadline(time.Now().Add(within))
 	for {
-		_, _, err := ws.ReadMessage()
-		if err == nil {
-			continue
+		if _, _, err := ws.ReadMessage(); err != nil {
+			return err
 		}
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) {
-			t.Fatalf("socket ended with %v, want close %d %q", err, code, reason)
-		}
-		if ce.Code != code || (reason != "" && ce.Text != reason) {
-			t.Fatalf("close = %d %q, want %d %q", ce.Code, ce.Text, code, reason)
-		}
-		return
 	}
 }
 

@@ -125,7 +125,7 @@ type Layer struct {
 	in        chan *nats.Msg                // from nats.go's reader, every subscription's, for the forwarder
 	inbox     *queue[received]              // for the dispatcher
 	answers   *queue[received]              // for the collector
-	questions chan received                 // for those answering aside
+	questions chan question                 // for those answering aside
 	outbox    *queue[outgoing]              // for the sender
 	subs      map[string]*nats.Subscription // the sender's: subject → subscription
 	fixed     []*nats.Subscription
@@ -169,9 +169,8 @@ type Layer struct {
 	reconnectedAt time.Time       // under mu; with its monotonic reading
 	expect        map[string]bool // under mu: edges to hear again since reconnectedAt
 
-	seq       atomic.Uint64
-	calls     sync.Map      // request id → *call
-	answering chan struct{} // bounds the questions answered aside at once
+	seq   atomic.Uint64
+	calls sync.Map // request id → *call
 
 	stop      chan struct{}
 	stopped   sync.WaitGroup
@@ -265,7 +264,7 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 		cfg: cfg, subj: newSubjects(cfg.Prefix, keys.secrets), edge: edge, m: m, log: log.With("layer", "nats"),
 		instance: hex.EncodeToString(nonce[:]), origin: nonce,
 		in: make(chan *nats.Msg, 65536), inbox: newQueue[received](cfg.Pending), answers: newQueue[received](cfg.Pending),
-		questions: make(chan received, maxQuestions), outbox: newQueue[outgoing](cfg.Pending),
+		questions: make(chan question, maxQuestions), outbox: newQueue[outgoing](cfg.Pending),
 		out: sealer{k: keys}, opener: sealer{k: keys}, guard: newReplayGuard(time.Now()), rejected: map[string]prometheus.Counter{},
 		subs: map[string]*nats.Subscription{}, peers: map[string]peer{}, byes: map[string]time.Time{}, lastWarn: map[string]time.Time{},
 		stop: make(chan struct{}), confirm: make(chan struct{}, 1),
@@ -717,7 +716,7 @@ func (l *Layer) apply(r received) {
 	case opSend:
 		s, seq, err := decodeSend(r.data)
 		if err == nil {
-			err = l.checkSend(s)
+			err = checkSend(s)
 		}
 		if err != nil {
 			l.reject(rejectInvalid, r.subject, "err", err)
@@ -749,7 +748,7 @@ func (l *Layer) apply(r received) {
 			// registry as it stands after everything before them, so deliveries go
 			// on. Past maxQuestions waiting, the asker finds this edge missing.
 			select {
-			case l.questions <- received{reply: r.reply, data: r.data}:
+			case l.questions <- question{reply: r.reply, q: q}: // decoded: the message's bytes are let go
 			default:
 				l.m.Dropped.Inc()
 				l.warnEvery("questions", "listing and presence questions on NATS dropped: more are waiting than this edge answers", "waiting", maxQuestions)
@@ -768,16 +767,19 @@ const (
 	maxQuestions = 1024
 )
 
+// question is a listing or presence request waiting to be answered.
+type question struct {
+	reply string
+	q     request
+}
+
 // answerAside answers the questions the dispatcher passes on.
 func (l *Layer) answerAside() {
 	defer l.stopped.Done()
 	for {
 		select {
-		case r := <-l.questions:
-			var q request
-			if json.Unmarshal(r.data[1:], &q) == nil {
-				l.answer(r.reply, q)
-			}
+		case q := <-l.questions:
+			l.answer(q.reply, q.q)
 		case <-l.stop:
 			return
 		}

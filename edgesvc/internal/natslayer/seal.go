@@ -47,7 +47,7 @@ const (
 	replayWindow = 30 * time.Second
 	// startSkew is how long before a receiver started a message may have been sent
 	// and still be taken (it was in flight, or the sender's clock is a little behind).
-	startSkew = time.Second
+	startSkew = 5 * time.Second
 )
 
 // HKDF-SHA256 infos: the seal key and its public id are derived from the layer key
@@ -171,9 +171,10 @@ func (s *sealer) open(subject, reply string, msg []byte) (meta, []byte, error) {
 // replayGuard drops what was heard before, or sent outside the replay window: it
 // keeps, for each sending instance heard within the window, the last counter.
 type replayGuard struct {
-	since int64 // unix ns: messages sent earlier were not meant for this run
-	mu    sync.Mutex
-	last  map[[8]byte]heardFrom
+	started time.Time // with its monotonic reading
+	since   int64     // unix ns: messages sent earlier were not meant for this run
+	mu      sync.Mutex
+	last    map[[8]byte]heardFrom
 }
 
 type heardFrom struct {
@@ -186,15 +187,20 @@ type heardFrom struct {
 const maxInstances = 4 * maxPeers
 
 func newReplayGuard(started time.Time) *replayGuard {
-	return &replayGuard{since: started.Add(-startSkew).UnixNano(), last: map[[8]byte]heardFrom{}}
+	return &replayGuard{started: started, since: started.Add(-startSkew).UnixNano(), last: map[[8]byte]heardFrom{}}
 }
 
-// accept reports whether m is new: sent within the window of now (and not before this
-// run started listening), with a counter above the last heard from its instance.
+// accept reports whether m is new: sent within the window of now (and, during the
+// first window of this run, not before it started listening: later, the window alone
+// says so, whatever the wall clock did meanwhile), with a counter above the last
+// heard from its instance.
 func (g *replayGuard) accept(m meta, now time.Time) bool {
 	n := now.UnixNano()
 	w := replayWindow.Nanoseconds()
-	if m.sent < n-w || m.sent > n+w || m.sent < g.since || m.counter == 0 {
+	if m.sent < n-w || m.sent > n+w || m.counter == 0 {
+		return false
+	}
+	if m.sent < g.since && now.Sub(g.started) < replayWindow {
 		return false
 	}
 	g.mu.Lock()

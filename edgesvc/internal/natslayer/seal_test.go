@@ -125,7 +125,7 @@ func TestKeyringRefusesShortKeys(t *testing.T) {
 func TestReplayGuard(t *testing.T) {
 	start := time.Now()
 	g := newReplayGuard(start)
-	now := start.Add(time.Minute)
+	now := start.Add(time.Second) // within the first window: the start counts
 	a, b := [8]byte{'a'}, [8]byte{'b'}
 	at := func(d time.Duration) int64 { return now.Add(d).UnixNano() }
 	steps := []struct {
@@ -140,6 +140,7 @@ func TestReplayGuard(t *testing.T) {
 		{"b, its own counter", meta{b, 1, at(0)}, true},
 		{"counter 0", meta{[8]byte{'c'}, 0, at(0)}, false},
 		{"sent too long ago", meta{[8]byte{'d'}, 1, at(-replayWindow - time.Second)}, false},
+		{"a little behind, after the start", meta{[8]byte{'h'}, 1, start.Add(-startSkew + time.Millisecond).UnixNano()}, true},
 		{"sent in the future", meta{[8]byte{'e'}, 1, at(replayWindow + time.Second)}, false},
 		{"sent before this run listened", meta{[8]byte{'f'}, 1, start.Add(-startSkew - time.Millisecond).UnixNano()}, false},
 		{"a little ahead", meta{[8]byte{'g'}, 1, at(time.Second)}, true},
@@ -149,7 +150,14 @@ func TestReplayGuard(t *testing.T) {
 			t.Fatalf("%s: accepted %v, want %v", s.name, got, s.want)
 		}
 	}
-	g.sweep(now.Add(2 * replayWindow))
+	// Past the first window, the start no longer counts (the wall clock may have been
+	// set back since); the window alone does.
+	later := start.Add(replayWindow + time.Second)
+	g.since = later.UnixNano() + int64(time.Minute) // as if the wall clock had been set back a minute since
+	if !g.accept(meta{[8]byte{'i'}, 1, later.Add(-time.Second).UnixNano()}, later) {
+		t.Fatal("a message within the window refused for predating the start, a window after it")
+	}
+	g.sweep(later.Add(2 * replayWindow))
 	if len(g.last) != 0 {
 		t.Fatalf("%d instances remembered past the window", len(g.last))
 	}

@@ -157,6 +157,7 @@ func (c *Conn) Discard() {
 		close(c.done)
 		c.cancel()
 	})
+	c.w.Settle() // what Connect queued never goes out
 }
 
 // Close closes the connection with code and reason (cut to 123 bytes). The writer

@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse/gatehouse/edgesvc/internal/budget"
 )
 
 func TestTruncateUTF8(t *testing.T) {
@@ -61,5 +63,28 @@ func TestContextEndsWithTheConnection(t *testing.T) {
 	late.Discard()
 	if late.Context().Err() == nil {
 		t.Fatal("a context made after the close has not ended")
+	}
+}
+
+// TestSharedBudgetsGivenBack: what a connection queues counts against the budgets it
+// shares (a binary message of its own too), and a connection that never runs (its
+// Connect refused, its upgrade failed) gives it all back.
+func TestSharedBudgetsGivenBack(t *testing.T) {
+	rt := testRuntime(t)
+	user, edge := budget.New(1<<20), budget.New(1<<20)
+	c := rt.NewConn()
+	c.Share(Shares{Send: budget.Pair{User: user, Edge: edge}})
+	if err := c.Send("hello"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Push(true, "\x00\x01\x02"); err != nil {
+		t.Fatal(err)
+	}
+	if user.Used() != 8 || edge.Used() != 8 {
+		t.Fatalf("queued 5 + 3 bytes: user %d, edge %d", user.Used(), edge.Used())
+	}
+	c.Discard()
+	if user.Used() != 0 || edge.Used() != 0 {
+		t.Fatalf("after Discard: user %d, edge %d", user.Used(), edge.Used())
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/gatehouse/gatehouse/edgesvc/internal/budget"
 )
@@ -52,8 +53,13 @@ func (c *Conn) readLoop() {
 		if !c.pace() {
 			continue // closing: the loop reads what is left
 		}
-		timed := c.startTimer()
+		timer := c.startTimer()
 		mt, r, err := c.ws.NextReader()
+		timed := timer == timerSet
+		if err == nil && timer == timerLater { // a data frame has begun behind a control frame
+			_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(c.rt.cfg.ReadTimeout))
+			timed = true
+		}
 		if err != nil {
 			c.readFailed(err, timed)
 			c.finish()
@@ -170,11 +176,13 @@ func (c *Conn) pace() bool {
 	}
 	now := time.Now()
 	var wait time.Duration
-	for _, l := range c.rates {
+	var held [2]*rate.Reservation // this connection's and its user's
+	for i, l := range c.rates {
 		r := l.ReserveN(now, 1)
 		if !r.OK() {
 			continue // a burst below 1: not a bound
 		}
+		held[i] = r
 		wait = max(wait, r.DelayFrom(now))
 	}
 	if wait <= 0 {
@@ -187,29 +195,51 @@ func (c *Conn) pace() bool {
 		c.rt.metrics.ReadPaused.Add(wait.Seconds())
 		return true
 	case <-c.done:
-		c.rt.metrics.ReadPaused.Add(time.Since(now).Seconds())
+		// The message will not be read: its places go back to the user's other sockets.
+		end := time.Now()
+		for _, r := range held {
+			if r != nil {
+				r.CancelAt(end)
+			}
+		}
+		c.rt.metrics.ReadPaused.Add(end.Sub(now).Seconds())
 		return false
 	}
 }
 
-// startTimer bounds the message that is beginning by ReadTimeout, and reports whether
-// it did: only when the message has begun to arrive (an idle socket waits for its
-// next message as long as pings say it lives) and is not all in the buffer already
-// (most messages are, and need no timer).
-func (c *Conn) startTimer() bool {
+// What startTimer did.
+const (
+	timerNone  = iota // no timer: the message is all in the buffer, or no bound is set
+	timerSet          // a read deadline bounds the message
+	timerLater        // a control frame comes first, not all here yet: set one once NextReader returns
+)
+
+// startTimer bounds the message that is beginning by ReadTimeout: only once it has
+// begun to arrive (an idle socket waits for its next message as long as pings say it
+// lives) and when it is not all in the buffer already (most messages are, and need no
+// timer). Whole keepalives at the buffer's head are handled first, so that a ping
+// cannot stand in for the data frame behind it.
+func (c *Conn) startTimer() int {
 	if c.rt.cfg.ReadTimeout <= 0 {
-		return false
+		return timerNone
 	}
 	if c.br.Buffered() == 0 {
 		if _, err := c.br.Peek(1); err != nil {
-			return false // NextReader meets the error
+			return timerNone // NextReader meets the error
 		}
 	}
+	for c.controlFrame() {
+	}
+	if h, err := c.br.Peek(1); err != nil {
+		return timerNone
+	} else if h[0]&0x08 != 0 { // a control frame not all here: no data message has begun
+		return timerLater
+	}
 	if wholeFrame(c.br) {
-		return false
+		return timerNone
 	}
 	_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(c.rt.cfg.ReadTimeout))
-	return true
+	return timerSet
 }
 
 // wholeFrame reports whether the buffer starts with a whole final frame (a data

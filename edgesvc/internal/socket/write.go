@@ -26,7 +26,8 @@ import (
 // Prepared is a message framed once for many connections (a broadcast).
 type Prepared = sendq.Frame
 
-// Prepare frames data (binary or text) once, for Enqueue on many connections.
+// Prepare frames data (binary or text) once, for Enqueue on many connections: it counts
+// against each one's own send bounds, not against the budgets they share.
 func Prepare(binary bool, data string) *Prepared { return sendq.PrepareShared(binary, data) }
 
 // QueuedBytes returns the bytes of messages queued or being written.
@@ -55,7 +56,7 @@ func (c *Conn) Send(text string) error { return c.push(sendq.Message{Data: text}
 // Push is Send for a text (binary false) or binary message; text is not copied.
 func (c *Conn) Push(binary bool, data string) error {
 	if binary {
-		return c.push(sendq.Message{Frame: Prepare(true, data)})
+		return c.push(sendq.Message{Frame: sendq.Prepare(true, data)}) // this connection's alone
 	}
 	return c.push(sendq.Message{Data: data})
 }
@@ -137,7 +138,7 @@ func (c *Conn) Reply(text string) error { return c.reply(sendq.Message{Data: tex
 
 // ReplyBinary is Reply for a binary message.
 func (c *Conn) ReplyBinary(data string) error {
-	return c.reply(sendq.Message{Frame: Prepare(true, data)})
+	return c.reply(sendq.Message{Frame: sendq.Prepare(true, data)})
 }
 
 func (c *Conn) reply(m sendq.Message) error {
