@@ -472,9 +472,11 @@ func envIntOrZero(name string, def int, errs *[]error) int {
 // this machine can reach.
 func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
+	return err == nil && isLoopbackHost(host)
+}
+
+// isLoopbackHost reports whether host names this machine only.
+func isLoopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
 	}

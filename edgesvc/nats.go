@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -137,15 +136,6 @@ func natsURLs(urls string) []*url.URL {
 		}
 	}
 	return out
-}
-
-// isLoopbackHost reports whether host names this machine only.
-func isLoopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // layerKeys reads the layer key (EDGESVC_LAYER_KEY_FILE or EDGESVC_LAYER_KEY: never

@@ -38,7 +38,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,8 +70,8 @@ type Config struct {
 	Heartbeat time.Duration
 	// Timeout bounds how long a call waits for every edge's answer. Default 2 s.
 	Timeout time.Duration
-	// MaxMessage is the largest message the edge sends, and the largest a send
-	// received may carry; a NATS server whose max_payload cannot carry it is warned of.
+	// MaxMessage is the largest message the edge sends; a NATS server whose
+	// max_payload cannot carry it is warned of.
 	MaxMessage int64
 	// Key is the layer key (at least MinKeyBytes): every edge of one system has it.
 	// Fallbacks are earlier keys, accepted on receive during a rotation, never used
@@ -104,14 +103,13 @@ type Metrics struct {
 // Layer is the layer between edges. Make one with New, pass Watch to the registry,
 // and Close it last.
 type Layer struct {
-	cfg      Config
-	subj     subjects
-	edge     layer.Edge
-	m        Metrics
-	log      *slog.Logger
-	nc       *nats.Conn
-	instance string  // this run of the edge, to tell two edges with one node id apart
-	origin   [8]byte // the same, as sends carry it
+	cfg    Config
+	subj   subjects
+	edge   layer.Edge
+	m      Metrics
+	log    *slog.Logger
+	nc     *nats.Conn
+	origin [8]byte // this run of the edge (random): the instance its seals carry
 
 	// orderMu orders this edge's sends: each takes the next sequence number and its
 	// place in the outbox (or, NATS being unusable, the inbox) at once. The
@@ -132,10 +130,11 @@ type Layer struct {
 
 	// Sealing: the sender seals with out and numbers what it publishes (counter);
 	// the forwarder opens with in and drops replays with guard.
-	out, opener sealer
-	counter     uint64 // the sender's
-	guard       *replayGuard
-	rejected    map[string]prometheus.Counter // by reason
+	out, opener  sealer
+	counter      uint64 // the sender's
+	guard        *replayGuard
+	rejected     map[string]prometheus.Counter // by reason
+	rejectLogged [3]atomic.Int64               // unix ns each reason was last logged (reasonIndex)
 
 	up          atomic.Bool  // nats.go is connected
 	closing     atomic.Bool  // Close has begun
@@ -262,8 +261,8 @@ func New(cfg Config, edge layer.Edge, m Metrics, log *slog.Logger) (*Layer, erro
 	_, _ = rand.Read(nonce[:])
 	l := &Layer{
 		cfg: cfg, subj: newSubjects(cfg.Prefix, keys.secrets), edge: edge, m: m, log: log.With("layer", "nats"),
-		instance: hex.EncodeToString(nonce[:]), origin: nonce,
-		in: make(chan *nats.Msg, 65536), inbox: newQueue[received](cfg.Pending), answers: newQueue[received](cfg.Pending),
+		origin: nonce,
+		in:     make(chan *nats.Msg, 65536), inbox: newQueue[received](cfg.Pending), answers: newQueue[received](cfg.Pending),
 		questions: make(chan question, maxQuestions), outbox: newQueue[outgoing](cfg.Pending),
 		out: sealer{k: keys}, opener: sealer{k: keys}, guard: newReplayGuard(time.Now()), rejected: map[string]prometheus.Counter{},
 		subs: map[string]*nats.Subscription{}, peers: map[string]peer{}, byes: map[string]time.Time{}, lastWarn: map[string]time.Time{},
@@ -443,10 +442,28 @@ const (
 	rejectInvalid = "invalid"
 )
 
+// reasonIndex is reason's place in Layer.rejectLogged.
+func reasonIndex(reason string) int {
+	switch reason {
+	case rejectOpen:
+		return 0
+	case rejectReplay:
+		return 1
+	}
+	return 2
+}
+
 // reject counts a received message dropped for reason, and logs it at most once a
 // minute for each reason.
 func (l *Layer) reject(reason, subject string, args ...any) {
 	l.rejected[reason].Inc()
+	// A flood of garbage is counted here and goes no further: the shared lock that
+	// logEvery takes, and the log line's arguments, only once a minute.
+	last := &l.rejectLogged[reasonIndex(reason)]
+	if t := last.Load(); t != 0 && time.Since(time.Unix(0, t)) < time.Minute {
+		return
+	}
+	last.Store(time.Now().UnixNano())
 	var msg string
 	switch reason {
 	case rejectOpen:

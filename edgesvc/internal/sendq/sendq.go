@@ -58,12 +58,12 @@ func (w *Writer) Settle() {
 // to its shared budgets, whatever their limits (bytes already on their way).
 func (w *Writer) count(n, charged int64) {
 	w.bytes.Add(n)
-	if s, n := w.share, charged; s != nil && n != 0 {
+	if s := w.share; s != nil && charged != 0 {
 		s.mu.Lock()
 		if !s.settled {
-			n = max(n, -s.held)
-			s.held += n
-			s.p.Give(-n)
+			charged = max(charged, -s.held) // never give back more than is held
+			s.held += charged
+			s.p.Give(-charged)
 		}
 		s.mu.Unlock()
 	}

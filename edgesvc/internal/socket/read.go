@@ -85,11 +85,15 @@ func (c *Conn) readLoop() {
 		if timed {
 			_ = c.ws.NetConn().SetReadDeadline(time.Time{})
 		}
+		binary := mt == websocket.BinaryMessage
+		valid := err == nil && (binary || utf8.Valid(data))
+		if !valid {
+			c.readShare.Give(held) // nothing of it reaches the handler
+		}
 		var over overBudget
 		if errors.As(err, &over) {
 			// Closed 1013; the rest of the message is dropped as it comes, for up to
 			// closeGrace, so that the client sees the close rather than a reset.
-			c.readShare.Give(held)
 			c.closeBudget("read", over.scope)
 			_ = c.ws.NetConn().SetReadDeadline(time.Now().Add(closeGrace))
 			if _, err := io.Copy(io.Discard, r); err != nil {
@@ -100,14 +104,11 @@ func (c *Conn) readLoop() {
 			continue
 		}
 		if err != nil {
-			c.readShare.Give(held)
 			c.readFailed(err, timed)
 			c.finish()
 			return
 		}
-		binary := mt == websocket.BinaryMessage
-		if !binary && !utf8.Valid(data) {
-			c.readShare.Give(held)
+		if !valid {
 			c.Close(websocket.CloseInvalidFramePayloadData, "text message is not valid UTF-8")
 			continue
 		}
