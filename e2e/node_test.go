@@ -227,8 +227,10 @@ func TestBrowserNodeConsumer(t *testing.T) {
 func nodeConsumer(t *testing.T) (*system, *exec.Cmd) {
 	t.Helper()
 	node, dir := nodeExample(t)
-	consumerAddr, apiAddr := freeAddr(t), freeAddr(t)
-	s := newSystem(t, nil, []string{"EDGESVC_API_LISTEN=" + apiAddr, "EDGESVC_ROUTES_FILE=" + routesFor(t, consumerAddr, "")})
+	// The edge picks its own API port (a port chosen here could be taken meanwhile).
+	consumerAddr := freeAddr(t)
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, consumerAddr, "")})
+	apiAddr := s.edge.apiAddr(t)
 	cmd := exec.Command(node, "consumer.js")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GATEHOUSE_CONSUMER_LISTEN="+consumerAddr, "GATEHOUSE_CONSUMER_TOKEN="+consumerToken,
@@ -251,8 +253,10 @@ func TestGoConsumer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	consumerAddr, apiAddr := freeAddr(t), freeAddr(t)
-	s := newSystem(t, nil, []string{"EDGESVC_API_LISTEN=" + apiAddr, "EDGESVC_ROUTES_FILE=" + routesFor(t, consumerAddr, "")})
+	// The edge picks its own API port (a port chosen here could be taken meanwhile).
+	consumerAddr := freeAddr(t)
+	s := newSystem(t, nil, []string{"EDGESVC_ROUTES_FILE=" + routesFor(t, consumerAddr, "")})
+	apiAddr := s.edge.apiAddr(t)
 	cmd := exec.Command(bin, "-listen", consumerAddr, "-api", apiAddr, "-api-token-file", apiTok, "-token-file", tok)
 	commandsScenario(t, s, cmd)
 }
